@@ -1,0 +1,46 @@
+//! One-line human-readable rendering of a prediction, shared by `myelin-cli` and the server's
+//! built-in demo.
+
+use myelin_proto::v1::{self as pb, PredictionStatus};
+
+pub fn format_prediction(p: &pb::Prediction) -> String {
+    let status = match PredictionStatus::try_from(p.status).unwrap_or(PredictionStatus::Unspecified) {
+        PredictionStatus::Ok => "OK",
+        PredictionStatus::Late => "LATE",
+        PredictionStatus::Shed => "SHED",
+        PredictionStatus::Error => "ERROR",
+        PredictionStatus::Unspecified => "?",
+    };
+    let result = match &p.result {
+        Some(pb::prediction::Result::Classification(c)) => {
+            let best = c.probabilities.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1));
+            let all: Vec<String> = c.labels.iter().zip(&c.probabilities).map(|(l, p)| format!("{l}={p:.3}")).collect();
+            match best {
+                Some((i, _)) => format!("{:<12} [{}]", c.labels.get(i).map_or("?", String::as_str), all.join(" ")),
+                None => "(empty)".into(),
+            }
+        }
+        Some(pb::prediction::Result::Retrieval(r)) => {
+            let top: Vec<String> = r.ids.iter().zip(&r.scores).map(|(id, s)| format!("{id}:{s:.3}")).collect();
+            format!("top [{}]", top.join(" "))
+        }
+        None if !p.error_reason.is_empty() => p.error_reason.clone(),
+        None => String::new(),
+    };
+    let trigger = p.trigger.as_ref().map_or(String::new(), |m| format!(" marker={}", m.code));
+    let timing = p.timing.unwrap_or_default();
+    let inference_us = timing.decode_end_ns.saturating_sub(timing.decode_start_ns) / 1_000;
+    let window = p.window.unwrap_or_default();
+    format!(
+        "{session} {attachment} #{seq:<5} {status:<5} {result}{trigger} | samples {first}-{last} | latency {lat:.3} ms (inference {inf:.3} ms, budget {budget} ms {verdict})",
+        session = p.session_id,
+        attachment = p.attachment_id,
+        seq = p.sequence,
+        first = window.first_sample_index,
+        last = window.last_sample_index,
+        lat = timing.server_latency_us as f64 / 1000.0,
+        inf = inference_us as f64 / 1000.0,
+        budget = timing.budget_ms,
+        verdict = if timing.budget_met { "met" } else { "MISSED" },
+    )
+}

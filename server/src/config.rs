@@ -1,0 +1,186 @@
+//! Server configuration: one TOML file (documented example: `deploy/myelin.example.toml`) with
+//! environment overrides `MYELIN_<SECTION>__<KEY>` (e.g. `MYELIN_SERVER__GRPC_ADDR=0.0.0.0:50051`).
+//! Precedence: built-in defaults < file < environment.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub models: ModelsConfig,
+    pub sessions: SessionsConfig,
+    pub decoding: DecodingConfig,
+    pub publish: PublishConfig,
+    pub demo: DemoConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// gRPC listen address (Ingest, Decoding, health, reflection).
+    pub grpc_addr: SocketAddr,
+    /// HTTP listen address (`/metrics`, `/healthz`).
+    pub http_addr: SocketAddr,
+    /// Largest gRPC message accepted, in bytes; larger ones end the call with RESOURCE_EXHAUSTED.
+    pub max_message_bytes: usize,
+    /// Log format: "pretty" or "json".
+    pub log_format: String,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            grpc_addr: "127.0.0.1:50051".parse().expect("valid address"),
+            http_addr: "127.0.0.1:9464".parse().expect("valid address"),
+            max_message_bytes: 4 * 1024 * 1024,
+            log_format: "pretty".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ModelsConfig {
+    /// Directory scanned (recursively) for model cards (`*.card.toml`).
+    pub dir: PathBuf,
+    /// Execution providers in order of preference: "cuda", "tensorrt", "cpu". A GPU provider that
+    /// cannot load falls back to the next one, and finally to CPU, with one log line.
+    pub execution_providers: Vec<String>,
+    /// ONNX Runtime intra-op threads per model session.
+    pub intra_op_threads: usize,
+    /// Dedicated inference threads per model (each owns one ONNX Runtime session).
+    pub workers_per_model: usize,
+    /// Bounded queue of windows waiting for each model; a full queue sheds windows (status SHED).
+    pub queue_depth: usize,
+    /// Path of libonnxruntime; empty = $ORT_DYLIB_PATH, then next to the executable, then
+    /// runtime/libonnxruntime.so.1.31.1 under the working directory, then the system search path.
+    pub onnxruntime_library: PathBuf,
+}
+
+impl Default for ModelsConfig {
+    fn default() -> Self {
+        Self {
+            dir: PathBuf::from("models"),
+            execution_providers: vec!["cpu".into()],
+            intra_op_threads: 1,
+            workers_per_model: 1,
+            queue_depth: 64,
+            onnxruntime_library: PathBuf::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum NonFinitePolicy {
+    /// End the ingest call with INVALID_ARGUMENT.
+    Reject,
+    /// Replace NaN/Inf by 0 and warn.
+    ZeroFill,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SessionsConfig {
+    /// Seconds of raw samples kept per stream (windows and late markers can reach this far back).
+    pub ring_buffer_seconds: f64,
+    /// What to do with NaN / Inf samples.
+    pub non_finite_policy: NonFinitePolicy,
+    /// Markers waiting for their samples, per session; older ones are dropped with a warning.
+    pub max_pending_markers: usize,
+    /// Sessions that ended are forgotten after this many seconds.
+    pub retain_ended_seconds: u64,
+}
+
+impl Default for SessionsConfig {
+    fn default() -> Self {
+        Self {
+            ring_buffer_seconds: 30.0,
+            non_finite_policy: NonFinitePolicy::Reject,
+            max_pending_markers: 1024,
+            retain_ended_seconds: 600,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DecodingConfig {
+    /// Latency budget used when an Attach asks for 0 ms.
+    pub default_latency_budget_ms: u32,
+}
+
+impl Default for DecodingConfig {
+    fn default() -> Self {
+        Self { default_latency_budget_ms: 100 }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PublishConfig {
+    /// Predictions buffered per subscriber; a subscriber further behind loses its oldest ones.
+    pub subscriber_queue: usize,
+}
+
+impl Default for PublishConfig {
+    fn default() -> Self {
+        Self { subscriber_queue: 256 }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DemoConfig {
+    /// Replay the bundled real recording into this server, attach `model_id`, print predictions.
+    pub enabled: bool,
+    pub model_id: String,
+    /// Replay speed (1 = real time).
+    pub speed: f64,
+    /// Marker codes that open a window.
+    pub marker_codes: Vec<i32>,
+}
+
+impl Default for DemoConfig {
+    fn default() -> Self {
+        Self { enabled: false, model_id: "erp-linear-muse".into(), speed: 1.0, marker_codes: vec![1, 2] }
+    }
+}
+
+impl Config {
+    /// Defaults, then the file (if any), then `MYELIN_*` environment variables.
+    pub fn load(file: Option<&Path>) -> anyhow::Result<Self> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(file) = file {
+            if !file.exists() {
+                anyhow::bail!("config file {} does not exist", file.display());
+            }
+            figment = figment.merge(Toml::file(file));
+        }
+        figment = figment.merge(Env::prefixed("MYELIN_").split("__"));
+        let config: Config = figment.extract().map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(self.sessions.ring_buffer_seconds > 0.0, "sessions.ring_buffer_seconds must be > 0");
+        anyhow::ensure!(self.models.queue_depth > 0, "models.queue_depth must be > 0");
+        anyhow::ensure!(self.models.workers_per_model > 0, "models.workers_per_model must be > 0");
+        anyhow::ensure!(self.publish.subscriber_queue > 0, "publish.subscriber_queue must be > 0");
+        anyhow::ensure!(self.server.max_message_bytes >= 1024, "server.max_message_bytes must be >= 1024");
+        for provider in &self.models.execution_providers {
+            anyhow::ensure!(
+                matches!(provider.as_str(), "cpu" | "cuda" | "tensorrt"),
+                "models.execution_providers: unknown provider {provider:?} (expected cpu, cuda or tensorrt)"
+            );
+        }
+        Ok(())
+    }
+}

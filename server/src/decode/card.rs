@@ -1,0 +1,297 @@
+//! Model cards: one TOML file per model (`<name>.card.toml`) that says everything the server
+//! needs to feed the ONNX graph exactly as it was trained, and where the model came from.
+//! See `models/README.md` for the format and `models/fixtures/` for examples.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CardError {
+    #[error("cannot read model card {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("model card {path} is not valid TOML for a card: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("model card {path}: field `{field}`: {message}")]
+    Field { path: PathBuf, field: &'static str, message: String },
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Task {
+    Classification,
+    Retrieval,
+    Embedding,
+}
+
+impl Task {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Task::Classification => "classification",
+            Task::Retrieval => "retrieval",
+            Task::Embedding => "embedding",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum CardModality {
+    Eeg,
+    Meg,
+    Seeg,
+    Ecog,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Reference {
+    #[default]
+    None,
+    /// Subtract the mean of the model's channels at every sample.
+    Average,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Scaling {
+    #[default]
+    None,
+    /// (x - center[c]) / scale[c], statistics stored in the card (z-score: mean/std; robust
+    /// scaling: median/IQR).
+    Fixed { center: Vec<f64>, scale: Vec<f64> },
+    /// Per-window, per-channel z-score: (x - mean) / (std + epsilon).
+    WindowZscore {
+        #[serde(default = "default_epsilon")]
+        epsilon: f64,
+    },
+}
+
+fn default_epsilon() -> f64 {
+    1e-6
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct FilterSpec {
+    /// How the sections were designed, in words (e.g. "Butterworth band-pass 0.5-30 Hz, order 4").
+    #[serde(default)]
+    pub design: String,
+    /// The stream rate the sections were designed for; attaching a stream at another rate is refused.
+    pub design_rate_hz: f64,
+    /// Second-order sections, scipy layout [b0, b1, b2, a0, a1, a2].
+    pub sos: Vec<[f64; 6]>,
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Preprocessing {
+    /// Causal IIR filter (band-pass, notch, ...) run continuously at the stream rate.
+    pub filter: Option<FilterSpec>,
+    #[serde(default)]
+    pub reference: Reference,
+    /// Baseline interval [from, to) in seconds on the window's time axis (relative to the event).
+    pub baseline_s: Option<[f64; 2]>,
+    #[serde(default)]
+    pub scaling: Scaling,
+    /// Clamp every value to [-clamp, clamp] after scaling.
+    pub clamp: Option<f32>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Layout {
+    /// [batch, channels, time]
+    ChannelsTime,
+    /// [batch, time, channels]
+    TimeChannels,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InputSpec {
+    pub name: String,
+    /// -1 marks a dynamic dimension (only the batch dimension may be dynamic).
+    pub shape: Vec<i64>,
+    pub layout: Layout,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum OutputKind {
+    /// Already probabilities (softmax or sigmoid in the graph).
+    #[default]
+    Probabilities,
+    /// Raw scores; the server applies a softmax.
+    Logits,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutputSpec {
+    pub name: String,
+    pub shape: Vec<i64>,
+    #[serde(default)]
+    pub kind: OutputKind,
+    /// Optional second output carrying an embedding, published in `Prediction.embedding`.
+    pub embedding: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WindowSpec {
+    /// Window start and end relative to the event (seconds); length defines the model's T.
+    pub tmin_s: f64,
+    pub tmax_s: f64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Provenance {
+    /// "real", "proxy", "synthetic", or "fixture" (test-only models, never decoders).
+    pub data_kind: String,
+    pub training_data: String,
+    pub split: String,
+    #[serde(default)]
+    pub metrics: BTreeMap<String, f64>,
+    /// Command that reproduces the model and its metrics.
+    pub command: String,
+    #[serde(default)]
+    pub notes: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelCard {
+    pub id: String,
+    pub version: String,
+    pub task: Task,
+    pub modality: CardModality,
+    /// ONNX file, relative to the card.
+    pub onnx: PathBuf,
+    pub description: Option<String>,
+    /// Expected channels, in the order of the model input.
+    pub channels: Vec<String>,
+    /// The model's sample rate (Hz); streams must be an integer multiple of it.
+    pub sample_rate_hz: f64,
+    pub window: WindowSpec,
+    #[serde(default)]
+    pub preprocessing: Preprocessing,
+    pub input: InputSpec,
+    pub output: OutputSpec,
+    #[serde(default)]
+    pub labels: Vec<String>,
+    pub provenance: Provenance,
+    /// Where the card was read from (filled by the loader).
+    #[serde(skip)]
+    pub card_path: PathBuf,
+}
+
+impl ModelCard {
+    pub fn load(path: &Path) -> Result<Self, CardError> {
+        let text = std::fs::read_to_string(path).map_err(|source| CardError::Read { path: path.into(), source })?;
+        let mut card: ModelCard =
+            toml::from_str(&text).map_err(|e| CardError::Parse { path: path.into(), message: e.to_string() })?;
+        card.card_path = path.to_path_buf();
+        card.validate()?;
+        Ok(card)
+    }
+
+    pub fn onnx_path(&self) -> PathBuf {
+        self.card_path.parent().unwrap_or(Path::new(".")).join(&self.onnx)
+    }
+
+    /// Number of model samples in one window.
+    pub fn window_samples(&self) -> usize {
+        ((self.window.tmax_s - self.window.tmin_s) * self.sample_rate_hz).round() as usize
+    }
+
+    fn field(&self, field: &'static str, message: impl Into<String>) -> CardError {
+        CardError::Field { path: self.card_path.clone(), field, message: message.into() }
+    }
+
+    /// Internal consistency; the ONNX graph is checked separately (`decode::model`).
+    fn validate(&self) -> Result<(), CardError> {
+        let ok_id = |s: &str| !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
+        if !ok_id(&self.id) {
+            return Err(self.field("id", "must be non-empty, [A-Za-z0-9._-]"));
+        }
+        if !ok_id(&self.version) {
+            return Err(self.field("version", "must be non-empty, [A-Za-z0-9._-]"));
+        }
+        if self.channels.is_empty() {
+            return Err(self.field("channels", "must list at least one channel"));
+        }
+        if !(self.sample_rate_hz > 0.0 && self.sample_rate_hz.is_finite()) {
+            return Err(self.field("sample_rate_hz", "must be a positive number"));
+        }
+        if self.window.tmax_s <= self.window.tmin_s {
+            return Err(self.field("window", "tmax_s must be greater than tmin_s"));
+        }
+        let (c, t) = (self.channels.len() as i64, self.window_samples() as i64);
+        let expected = match self.input.layout {
+            Layout::ChannelsTime => [c, t],
+            Layout::TimeChannels => [t, c],
+        };
+        if self.input.shape.len() != 3 {
+            return Err(self.field("input.shape", format!("must have 3 dimensions [batch, ., .], got {:?}", self.input.shape)));
+        }
+        if self.input.shape[1..] != expected {
+            return Err(self.field(
+                "input.shape",
+                format!(
+                    "{:?} does not match {} channels x {} samples (window {}..{} s at {} Hz, layout {:?})",
+                    self.input.shape, c, t, self.window.tmin_s, self.window.tmax_s, self.sample_rate_hz, self.input.layout
+                ),
+            ));
+        }
+        if self.task == Task::Classification {
+            let classes = *self.output.shape.last().unwrap_or(&0);
+            if self.labels.is_empty() || classes != self.labels.len() as i64 {
+                return Err(self.field(
+                    "labels",
+                    format!("{} labels for an output of shape {:?}", self.labels.len(), self.output.shape),
+                ));
+            }
+        }
+        if let Some(filter) = &self.preprocessing.filter {
+            if !(filter.design_rate_hz > 0.0) {
+                return Err(self.field("preprocessing.filter.design_rate_hz", "must be > 0"));
+            }
+            if filter.sos.iter().any(|s| s[3] == 0.0 || s.iter().any(|v| !v.is_finite())) {
+                return Err(self.field("preprocessing.filter.sos", "a0 must be non-zero and all values finite"));
+            }
+        }
+        if let Scaling::Fixed { center, scale } = &self.preprocessing.scaling {
+            if center.len() != self.channels.len() || scale.len() != self.channels.len() {
+                return Err(self.field("preprocessing.scaling", "center and scale need one value per channel"));
+            }
+            if scale.iter().any(|s| !(*s > 0.0)) {
+                return Err(self.field("preprocessing.scaling", "scale values must be > 0"));
+            }
+        }
+        if !matches!(self.provenance.data_kind.as_str(), "real" | "proxy" | "synthetic" | "fixture") {
+            return Err(self.field("provenance.data_kind", "must be real, proxy, synthetic or fixture"));
+        }
+        Ok(())
+    }
+}
+
+/// Every `*.card.toml` under `dir`, sorted.
+pub fn find_cards(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut found = Vec::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(next) = pending.pop() {
+        for entry in std::fs::read_dir(&next)? {
+            let path = entry?.path();
+            if path.is_dir() {
+                pending.push(path);
+            } else if path.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.ends_with(".card.toml")) {
+                found.push(path);
+            }
+        }
+    }
+    found.sort();
+    Ok(found)
+}

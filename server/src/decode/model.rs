@@ -1,0 +1,185 @@
+//! Loading one model: ONNX Runtime session on the configured execution provider, checked against
+//! its card, warmed up.
+
+use std::path::{Path, PathBuf};
+
+use ort::session::Session;
+use ort::value::TensorRef;
+
+use super::card::{Layout, ModelCard};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    #[error("ONNX Runtime library could not be loaded from {path}: {message}. Run deploy/setup.sh, or set models.onnxruntime_library / ORT_DYLIB_PATH to libonnxruntime.so (1.31)")]
+    Runtime { path: PathBuf, message: String },
+    #[error("model {card}: ONNX file {onnx}: {message}")]
+    Onnx { card: PathBuf, onnx: PathBuf, message: String },
+    #[error("model {card}: card field `{field}` does not match the ONNX graph: {message}")]
+    Mismatch { card: PathBuf, field: &'static str, message: String },
+}
+
+/// Where to find libonnxruntime, in order: config, $ORT_DYLIB_PATH, next to the executable,
+/// runtime/ in the working directory, then the plain soname (system search path).
+pub fn locate_runtime(configured: &Path) -> PathBuf {
+    if !configured.as_os_str().is_empty() {
+        return configured.to_path_buf();
+    }
+    if let Some(path) = std::env::var_os("ORT_DYLIB_PATH") {
+        return PathBuf::from(path);
+    }
+    let candidates = std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(|dir| dir.join("libonnxruntime.so")))
+        .into_iter()
+        .chain([PathBuf::from("runtime/libonnxruntime.so.1.31.1")]);
+    for candidate in candidates {
+        if candidate.exists() {
+            return candidate;
+        }
+    }
+    PathBuf::from("libonnxruntime.so")
+}
+
+/// Initialise ONNX Runtime once per process.
+pub fn init_runtime(configured: &Path) -> Result<ort::environment::Environment, ModelError> {
+    let path = locate_runtime(configured);
+    let builder = ort::init_from(&path).map_err(|e| ModelError::Runtime { path: path.clone(), message: e.to_string() })?;
+    builder
+        .with_name("myelin")
+        .build()
+        .map_err(|e| ModelError::Runtime { path, message: e.to_string() })
+}
+
+/// Builds a session for `card` on the first execution provider in `providers` that loads.
+/// Returns the session and the provider actually used.
+pub fn open_session(
+    env: &ort::environment::Environment,
+    card: &ModelCard,
+    providers: &[String],
+    intra_op_threads: usize,
+) -> Result<(Session, String), ModelError> {
+    let onnx = card.onnx_path();
+    let onnx_err = |message: String| ModelError::Onnx { card: card.card_path.clone(), onnx: onnx.clone(), message };
+    if !onnx.exists() {
+        return Err(onnx_err("file not found".into()));
+    }
+    let mut fallbacks = Vec::new();
+    for provider in providers.iter().map(String::as_str).chain(["cpu"]) {
+        let builder = Session::builder(env).map_err(|e| onnx_err(e.to_string()))?;
+        let builder = builder.with_intra_threads(intra_op_threads).map_err(|e| onnx_err(e.to_string()))?;
+        let dispatch = match provider {
+            "cuda" => Some(ort::ep::CUDA::default().build().error_on_failure()),
+            "tensorrt" => Some(ort::ep::TensorRT::default().build().error_on_failure()),
+            _ => None,
+        };
+        let mut builder = match dispatch {
+            Some(dispatch) => match builder.with_execution_providers([dispatch]) {
+                Ok(builder) => builder,
+                Err(e) => {
+                    fallbacks.push(format!("{provider}: {e}"));
+                    continue;
+                }
+            },
+            None => builder,
+        };
+        let session = builder.commit_from_file(&onnx).map_err(|e| onnx_err(e.to_string()))?;
+        if !fallbacks.is_empty() {
+            tracing::warn!(model = %card.id, used = provider, unavailable = %fallbacks.join("; "), "GPU execution provider unavailable; falling back");
+        }
+        return Ok((session, provider.to_string()));
+    }
+    unreachable!("the cpu provider always ends the loop")
+}
+
+/// Checks the graph's input and output names and shapes against the card.
+pub fn check_against_card(session: &Session, card: &ModelCard) -> Result<(), ModelError> {
+    let mismatch = |field: &'static str, message: String| ModelError::Mismatch { card: card.card_path.clone(), field, message };
+    let input = session
+        .inputs()
+        .iter()
+        .find(|i| i.name() == card.input.name)
+        .ok_or_else(|| {
+            let names: Vec<&str> = session.inputs().iter().map(|i| i.name()).collect();
+            mismatch("input.name", format!("graph has no input {:?} (inputs: {names:?})", card.input.name))
+        })?;
+    check_shape(input.dtype(), &card.input.shape).map_err(|m| mismatch("input.shape", m))?;
+    if session.inputs().len() != 1 {
+        return Err(mismatch("input.name", format!("graph has {} inputs; Myelin feeds exactly one", session.inputs().len())));
+    }
+    let output = session
+        .outputs()
+        .iter()
+        .find(|o| o.name() == card.output.name)
+        .ok_or_else(|| {
+            let names: Vec<&str> = session.outputs().iter().map(|o| o.name()).collect();
+            mismatch("output.name", format!("graph has no output {:?} (outputs: {names:?})", card.output.name))
+        })?;
+    check_shape(output.dtype(), &card.output.shape).map_err(|m| mismatch("output.shape", m))?;
+    if let Some(embedding) = &card.output.embedding {
+        if !session.outputs().iter().any(|o| o.name() == embedding) {
+            return Err(mismatch("output.embedding", format!("graph has no output {embedding:?}")));
+        }
+    }
+    Ok(())
+}
+
+fn check_shape(dtype: &ort::value::ValueType, expected: &[i64]) -> Result<(), String> {
+    if dtype.tensor_type() != Some(ort::value::TensorElementType::Float32) {
+        return Err(format!("graph tensor is {dtype:?}, expected float32"));
+    }
+    let shape = dtype.tensor_shape().ok_or("not a tensor")?;
+    let actual: &[i64] = shape;
+    let compatible = actual.len() == expected.len()
+        && actual.iter().zip(expected).all(|(a, e)| *a == *e || *a < 0 || *e < 0);
+    if compatible { Ok(()) } else { Err(format!("graph has {actual:?}, card says {expected:?}")) }
+}
+
+/// Runs the model once on `input` (batch 1, card layout) and returns the main output and the
+/// optional embedding.
+pub fn infer(session: &mut Session, card: &ModelCard, input: &[f32]) -> Result<(Vec<f32>, Vec<f32>), String> {
+    let (c, t) = (card.channels.len() as i64, card.window_samples() as i64);
+    let shape = match card.input.layout {
+        Layout::ChannelsTime => [1, c, t],
+        Layout::TimeChannels => [1, t, c],
+    };
+    let tensor = TensorRef::from_array_view((shape, input)).map_err(|e| e.to_string())?;
+    let outputs = session.run(ort::inputs![card.input.name.as_str() => tensor]).map_err(|e| e.to_string())?;
+    let main = outputs
+        .get(&card.output.name)
+        .ok_or_else(|| format!("output {} missing", card.output.name))?
+        .try_extract_tensor::<f32>()
+        .map_err(|e| e.to_string())?
+        .1
+        .to_vec();
+    let embedding = match &card.output.embedding {
+        Some(name) => outputs
+            .get(name)
+            .ok_or_else(|| format!("output {name} missing"))?
+            .try_extract_tensor::<f32>()
+            .map_err(|e| e.to_string())?
+            .1
+            .to_vec(),
+        None => Vec::new(),
+    };
+    Ok((main, embedding))
+}
+
+/// Opens, checks and warms up a model (the first run allocates ONNX Runtime's buffers).
+pub fn load(
+    env: &ort::environment::Environment,
+    card: &ModelCard,
+    providers: &[String],
+    intra_op_threads: usize,
+) -> Result<(Session, String), ModelError> {
+    let (mut session, provider) = open_session(env, card, providers, intra_op_threads)?;
+    check_against_card(&session, card)?;
+    let zeros = vec![0.0f32; card.channels.len() * card.window_samples()];
+    for _ in 0..3 {
+        infer(&mut session, card, &zeros).map_err(|message| ModelError::Onnx {
+            card: card.card_path.clone(),
+            onnx: card.onnx_path(),
+            message: format!("warm-up run failed: {message}"),
+        })?;
+    }
+    Ok((session, provider))
+}

@@ -1,0 +1,124 @@
+//! The Decoding gRPC service (attach, detach, subscribe, listings) and the assembly of every
+//! gRPC service on one listener: Ingest, Decoding, grpc.health.v1 and server reflection.
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use futures::{Stream, StreamExt};
+use myelin_proto::v1::{self as pb, decoding_server::Decoding};
+use tonic::{Request, Response, Status};
+
+use crate::decode::{ModelEntry, ModelRegistry, card::ModelCard};
+use crate::publish::{Filter, Hub};
+use crate::session::{AttachSpec, SessionManager};
+use crate::shutdown::Shutdown;
+
+pub struct DecodingService {
+    pub sessions: Arc<SessionManager>,
+    pub models: Arc<ModelRegistry>,
+    pub hub: Hub,
+    pub default_budget_ms: u32,
+    pub shutdown: Shutdown,
+}
+
+type PredictionStream = Pin<Box<dyn Stream<Item = Result<pb::Prediction, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Decoding for DecodingService {
+    async fn attach(&self, request: Request<pb::AttachRequest>) -> Result<Response<pb::AttachReply>, Status> {
+        let r = request.into_inner();
+        let late_policy = match pb::LatePolicy::try_from(r.late_policy) {
+            Ok(pb::LatePolicy::Drop) => pb::LatePolicy::Drop,
+            Ok(_) => pb::LatePolicy::Deliver,
+            Err(_) => return Err(Status::invalid_argument(format!("late_policy {} is not a LatePolicy", r.late_policy))),
+        };
+        let spec = AttachSpec {
+            session_id: r.session_id,
+            model_id: r.model_id,
+            model_version: r.model_version,
+            window: r.window.unwrap_or_default(),
+            budget_ms: if r.latency_budget_ms == 0 { self.default_budget_ms } else { r.latency_budget_ms },
+            late_policy,
+            channel_map: r.channel_map,
+        };
+        let reply = self.sessions.attach(spec, &self.models)?;
+        Ok(Response::new(reply))
+    }
+
+    async fn detach(&self, request: Request<pb::DetachRequest>) -> Result<Response<pb::DetachReply>, Status> {
+        self.sessions.detach(&request.into_inner().attachment_id)?;
+        Ok(Response::new(pb::DetachReply {}))
+    }
+
+    type SubscribeStream = PredictionStream;
+
+    async fn subscribe(&self, request: Request<pb::SubscribeRequest>) -> Result<Response<PredictionStream>, Status> {
+        let r = request.into_inner();
+        if !r.session_id.is_empty() && self.sessions.get(&r.session_id).is_none() {
+            return Err(Status::not_found(format!("session {:?} does not exist", r.session_id)));
+        }
+        if !r.attachment_id.is_empty() && !self.sessions.attachment_exists(&r.attachment_id) {
+            return Err(Status::not_found(format!("attachment {:?} does not exist", r.attachment_id)));
+        }
+        let filter = Filter { session_id: r.session_id, attachment_id: r.attachment_id };
+        let stream = self.hub.subscribe(filter, self.shutdown.clone()).map(Ok);
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn list_sessions(&self, _: Request<pb::ListSessionsRequest>) -> Result<Response<pb::ListSessionsReply>, Status> {
+        let sessions = self.sessions.list().iter().map(|s| s.info()).collect();
+        Ok(Response::new(pb::ListSessionsReply { sessions }))
+    }
+
+    async fn list_models(&self, _: Request<pb::ListModelsRequest>) -> Result<Response<pb::ListModelsReply>, Status> {
+        let models = self.models.entries.iter().map(model_info).collect();
+        Ok(Response::new(pb::ListModelsReply { models }))
+    }
+}
+
+pub fn model_info(entry: &ModelEntry) -> pb::ModelInfo {
+    match entry {
+        ModelEntry::Ready(model) => {
+            let mut info = card_info(&model.card);
+            info.ready = true;
+            info.execution_provider = model.provider.clone();
+            info
+        }
+        ModelEntry::Failed { id, version, card, error } => {
+            let mut info = card.as_deref().map(card_info).unwrap_or_default();
+            info.id = id.clone();
+            info.version = version.clone();
+            info.ready = false;
+            info.error = error.clone();
+            info
+        }
+    }
+}
+
+fn card_info(card: &ModelCard) -> pb::ModelInfo {
+    use crate::decode::card::CardModality;
+    let modality = match card.modality {
+        CardModality::Eeg => pb::Modality::Eeg,
+        CardModality::Meg => pb::Modality::Meg,
+        CardModality::Seeg => pb::Modality::Seeg,
+        CardModality::Ecog => pb::Modality::Ecog,
+    };
+    pb::ModelInfo {
+        id: card.id.clone(),
+        version: card.version.clone(),
+        task: card.task.as_str().into(),
+        modality: modality as i32,
+        channels: card.channels.clone(),
+        sample_rate_hz: card.sample_rate_hz,
+        window_tmin_s: card.window.tmin_s,
+        window_tmax_s: card.window.tmax_s,
+        labels: card.labels.clone(),
+        input: Some(pb::TensorSpec { name: card.input.name.clone(), shape: card.input.shape.clone() }),
+        output: Some(pb::TensorSpec { name: card.output.name.clone(), shape: card.output.shape.clone() }),
+        ready: false,
+        error: String::new(),
+        execution_provider: String::new(),
+        data_kind: card.provenance.data_kind.clone(),
+        training_data: card.provenance.training_data.clone(),
+    }
+}

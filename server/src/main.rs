@@ -1,0 +1,169 @@
+//! `myelin`: the server binary.
+//!
+//! * `myelin` — embedded default: bundled models, a built-in replay of a real recording, live
+//!   predictions printed here and on the metrics endpoint.
+//! * `myelin serve --config FILE` — serve with a configuration file (see deploy/myelin.example.toml).
+//! * `myelin models list` / `myelin models check CARD` — inspect and validate model cards offline.
+#![forbid(unsafe_code)]
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use myelin_server::config::Config;
+use myelin_server::decode::{card, model};
+use myelin_server::{demo, shutdown};
+
+#[derive(Parser)]
+#[command(name = "myelin", version, about = "Real-time BCI decoding server")]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve gRPC (Ingest, Decoding, health, reflection) and HTTP (/metrics, /healthz).
+    Serve {
+        /// Configuration file (TOML); MYELIN_<SECTION>__<KEY> variables override it.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Also run the built-in demo replay.
+        #[arg(long)]
+        demo: bool,
+    },
+    /// Inspect model cards.
+    Models {
+        #[command(subcommand)]
+        command: ModelsCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ModelsCommand {
+    /// Load every card of the configured model directory and report each model's state.
+    List {
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Validate one card and its ONNX file (names, shapes, warm-up run) without serving.
+    Check {
+        card: PathBuf,
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        None => serve(None, true),
+        Some(Command::Serve { config, demo }) => serve(config, demo),
+        Some(Command::Models { command: ModelsCommand::List { config } }) => list_models(config),
+        Some(Command::Models { command: ModelsCommand::Check { card, config } }) => check_card(&card, config),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("myelin: error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(format: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,ort=warn".into());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+fn serve(config_path: Option<PathBuf>, demo: bool) -> anyhow::Result<()> {
+    let mut config = Config::load(config_path.as_deref())?;
+    config.demo.enabled |= demo;
+    init_logging(&config.server.log_format);
+    let metrics = myelin_server::metrics::install()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("myelin-io").build()?;
+    runtime.block_on(async move {
+        let (trigger, shutdown) = shutdown::channel();
+        tokio::spawn(async move {
+            wait_for_signal().await;
+            tracing::info!("shutdown requested");
+            trigger.trigger();
+        });
+        let demo_config = config.demo.clone();
+        let demo_shutdown = shutdown.clone();
+        myelin_server::serve(config, metrics, shutdown, move |bound, _models, _hub| {
+            // A stable line on stdout for scripts and tests: the addresses actually bound.
+            println!("myelin ready grpc={} http={}", bound.grpc, bound.http);
+            if demo_config.enabled {
+                tokio::spawn(async move {
+                    if let Err(error) = demo::run(demo_config, bound.grpc, demo_shutdown).await {
+                        tracing::error!(error = format!("{error:#}"), "built-in demo stopped");
+                    }
+                });
+            }
+        })
+        .await
+    })
+}
+
+async fn wait_for_signal() {
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate.recv() => {}
+    }
+}
+
+fn list_models(config_path: Option<PathBuf>) -> anyhow::Result<()> {
+    let config = Config::load(config_path.as_deref())?;
+    let env = model::init_runtime(&config.models.onnxruntime_library)?;
+    let cards = card::find_cards(&config.models.dir)?;
+    if cards.is_empty() {
+        println!("no model cards under {}", config.models.dir.display());
+    }
+    for path in cards {
+        match card::ModelCard::load(&path).map_err(anyhow::Error::from).and_then(|c| {
+            model::load(&env, &c, &config.models.execution_providers, 1).map_err(anyhow::Error::from).map(|(_, p)| (c, p))
+        }) {
+            Ok((c, provider)) => println!(
+                "ok    {} v{}  {}  {} ch @ {} Hz  window [{}, {}) s  data={}  ({}, {})",
+                c.id,
+                c.version,
+                c.task.as_str(),
+                c.channels.len(),
+                c.sample_rate_hz,
+                c.window.tmin_s,
+                c.window.tmax_s,
+                c.provenance.data_kind,
+                provider,
+                path.display()
+            ),
+            Err(error) => println!("FAIL  {}: {error:#}", path.display()),
+        }
+    }
+    Ok(())
+}
+
+fn check_card(path: &std::path::Path, config_path: Option<PathBuf>) -> anyhow::Result<()> {
+    let config = Config::load(config_path.as_deref())?;
+    let card = card::ModelCard::load(path)?;
+    let env = model::init_runtime(&config.models.onnxruntime_library)?;
+    let (_, provider) = model::load(&env, &card, &config.models.execution_providers, 1)?;
+    println!(
+        "ok: {} v{} ({}) matches {} — input {} {:?}, output {} {:?}, warm-up passed on {provider}",
+        card.id,
+        card.version,
+        path.display(),
+        card.onnx_path().display(),
+        card.input.name,
+        card.input.shape,
+        card.output.name,
+        card.output.shape
+    );
+    Ok(())
+}

@@ -1,0 +1,82 @@
+//! Every metric the server emits, in one place (names follow Prometheus conventions: base units,
+//! `_total` counters, `_seconds` histograms). Labels stay low-cardinality: model id, status,
+//! reason, warning kind; never session or attachment ids.
+
+use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+
+pub const SERVER_LATENCY: &str = "myelin_server_latency_seconds";
+pub const QUEUE_WAIT: &str = "myelin_queue_wait_seconds";
+pub const INFERENCE: &str = "myelin_inference_seconds";
+pub const SAMPLES_INGESTED: &str = "myelin_samples_ingested_total";
+pub const MARKERS_INGESTED: &str = "myelin_markers_ingested_total";
+pub const CHUNKS_REJECTED: &str = "myelin_chunks_rejected_total";
+pub const INGEST_WARNINGS: &str = "myelin_ingest_warnings_total";
+pub const NON_FINITE_SAMPLES: &str = "myelin_non_finite_samples_total";
+pub const PREDICTIONS: &str = "myelin_predictions_total";
+pub const DEADLINE_MISSES: &str = "myelin_deadline_misses_total";
+pub const LATE_DROPPED: &str = "myelin_late_predictions_dropped_total";
+pub const SUBSCRIBER_DROPS: &str = "myelin_subscriber_dropped_total";
+pub const LIVE_SESSIONS: &str = "myelin_live_sessions";
+pub const SUBSCRIBERS: &str = "myelin_subscribers";
+pub const MODEL_QUEUE_DEPTH: &str = "myelin_model_queue_depth";
+
+/// Latency buckets from 50 us to 2.5 s: decoding budgets are typically 10-500 ms, and the
+/// server's own share is sub-millisecond.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.00005, 0.0001, 0.00025, 0.0005, 0.00075, 0.001, 0.0025, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+];
+
+/// Installs the global Prometheus recorder and describes every metric.
+pub fn install() -> anyhow::Result<PrometheusHandle> {
+    let handle = PrometheusBuilder::new()
+        .set_buckets(LATENCY_BUCKETS)
+        .map_err(|e| anyhow::anyhow!("prometheus buckets: {e}"))?
+        .install_recorder()
+        .map_err(|e| anyhow::anyhow!("installing the metrics recorder: {e}"))?;
+    describe_histogram!(SERVER_LATENCY, metrics::Unit::Seconds, "Receipt of a window's last sample to publication of its prediction, per model.");
+    describe_histogram!(QUEUE_WAIT, metrics::Unit::Seconds, "Time a window waited in its model's queue.");
+    describe_histogram!(INFERENCE, metrics::Unit::Seconds, "Preprocessing plus ONNX Runtime inference time per window.");
+    describe_counter!(SAMPLES_INGESTED, "Samples accepted from ingest streams.");
+    describe_counter!(MARKERS_INGESTED, "Markers accepted from ingest streams.");
+    describe_counter!(CHUNKS_REJECTED, "Ingest messages rejected, by reason.");
+    describe_counter!(INGEST_WARNINGS, "Ingest warnings (gap, overlap, out_of_order, clock_jump, ...), by kind.");
+    describe_counter!(NON_FINITE_SAMPLES, "Non-finite sample values seen (rejected or zero-filled).");
+    describe_counter!(PREDICTIONS, "Predictions by model and status (ok, late, shed, error).");
+    describe_counter!(DEADLINE_MISSES, "Predictions published (or dropped) after their latency budget.");
+    describe_counter!(LATE_DROPPED, "Late predictions not published because their attachment's late policy is drop.");
+    describe_counter!(SUBSCRIBER_DROPS, "Predictions a slow subscriber lost (its oldest ones).");
+    describe_gauge!(LIVE_SESSIONS, "Sessions with a live ingest stream.");
+    describe_gauge!(SUBSCRIBERS, "Open Subscribe streams.");
+    describe_gauge!(MODEL_QUEUE_DEPTH, "Windows waiting in a model's queue.");
+    Ok(handle)
+}
+
+pub fn rejected(reason: &'static str) {
+    counter!(CHUNKS_REJECTED, "reason" => reason).increment(1);
+}
+
+pub fn warning(kind: &'static str) {
+    counter!(INGEST_WARNINGS, "kind" => kind).increment(1);
+}
+
+pub fn prediction(model: &str, status: &'static str) {
+    counter!(PREDICTIONS, "model" => model.to_string(), "status" => status).increment(1);
+}
+
+pub fn seconds(ns: u64) -> f64 {
+    ns as f64 / 1e9
+}
+
+pub fn observe_latency(model: &str, server_latency_ns: u64) {
+    histogram!(SERVER_LATENCY, "model" => model.to_string()).record(seconds(server_latency_ns));
+}
+
+pub fn observe_decode(model: &str, queue_wait_ns: u64, inference_ns: u64) {
+    histogram!(QUEUE_WAIT, "model" => model.to_string()).record(seconds(queue_wait_ns));
+    histogram!(INFERENCE, "model" => model.to_string()).record(seconds(inference_ns));
+}
+
+pub fn queue_depth(model: &str, depth: usize) {
+    gauge!(MODEL_QUEUE_DEPTH, "model" => model.to_string()).set(depth as f64);
+}

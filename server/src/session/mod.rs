@@ -1,0 +1,641 @@
+//! Sessions: one per ingest stream. Each holds ring buffers of raw samples, their source
+//! timestamps and server receive times, the sample-index bookkeeping (gaps, overlaps,
+//! out-of-order chunks), markers placed on sample indices, and its attachments.
+
+pub mod ring;
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Instant;
+
+use myelin_proto::v1::{self as pb, IngestWarningKind, PredictionStatus};
+
+use crate::config::SessionsConfig;
+use crate::decode::{Lookup, ModelRegistry};
+use crate::dsp::{SosFilter, WindowPreprocessor};
+use crate::metrics as m;
+use crate::publish::Hub;
+use crate::window::{Attachment, AttachmentRuntime, Cut, Cutter, WindowJob};
+use ring::{FrameRing, ScalarRing};
+
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    InvalidArgument(String),
+    #[error("{0}")]
+    FailedPrecondition(String),
+    #[error("{0}")]
+    AlreadyExists(String),
+}
+
+impl From<SessionError> for tonic::Status {
+    fn from(error: SessionError) -> Self {
+        match error {
+            SessionError::NotFound(m) => tonic::Status::not_found(m),
+            SessionError::InvalidArgument(m) => tonic::Status::invalid_argument(m),
+            SessionError::FailedPrecondition(m) => tonic::Status::failed_precondition(m),
+            SessionError::AlreadyExists(m) => tonic::Status::already_exists(m),
+        }
+    }
+}
+
+/// Timestamps of one chunk.
+#[derive(Debug, Clone, Copy)]
+pub enum ChunkTimestamps<'a> {
+    PerSample(&'a [f64]),
+    Regular { first: f64, rate: f64 },
+}
+
+impl ChunkTimestamps<'_> {
+    fn at(&self, i: usize) -> f64 {
+        match self {
+            ChunkTimestamps::PerSample(ts) => ts[i],
+            ChunkTimestamps::Regular { first, rate } => first + i as f64 / rate,
+        }
+    }
+}
+
+pub struct Session {
+    pub id: String,
+    pub header: pb::StreamHeader,
+    live: AtomicBool,
+    ended_at: Mutex<Option<Instant>>,
+    state: Mutex<SessionState>,
+    samples_received: AtomicU64,
+}
+
+struct SessionState {
+    n_channels: usize,
+    rate: f64,
+    raw: FrameRing,
+    timestamps: ScalarRing<f64>,
+    received_ns: ScalarRing<u64>,
+    /// Gaps [start, end) still inside the buffer.
+    gaps: VecDeque<(u64, u64)>,
+    gap_samples: u64,
+    pending_markers: VecDeque<pb::Marker>,
+    max_pending_markers: usize,
+    markers_received: u64,
+    attachments: Vec<AttachmentRuntime>,
+    capacity: usize,
+    zeros: Vec<f32>,
+    cuts: Vec<Cut>,
+}
+
+/// What one chunk did.
+pub struct ChunkOutcome {
+    pub accepted_until: u64,
+    pub accepted_samples: u64,
+}
+
+fn warn(kind: IngestWarningKind, label: &'static str, sample_index: u64, count: u64, message: String) -> pb::IngestWarning {
+    m::warning(label);
+    pb::IngestWarning { kind: kind as i32, message, sample_index, count }
+}
+
+impl Session {
+    pub fn is_live(&self) -> bool {
+        self.live.load(Ordering::Acquire)
+    }
+
+    pub fn end(&self) {
+        if self.live.swap(false, Ordering::AcqRel) {
+            metrics::gauge!(m::LIVE_SESSIONS).decrement(1.0);
+        }
+        *self.ended_at.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Instant::now());
+    }
+
+    /// Accepts one chunk (already validated for shape and finiteness), places waiting markers,
+    /// cuts every window that became complete and dispatches it.
+    pub fn ingest_chunk(
+        &self,
+        first_index: u64,
+        timestamps: ChunkTimestamps<'_>,
+        samples: &[f32],
+        received_ns: u64,
+        hub: &Hub,
+        warnings: &mut Vec<pb::IngestWarning>,
+    ) -> Result<ChunkOutcome, SessionError> {
+        let mut st = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let c = st.n_channels;
+        let n = samples.len() / c;
+        let total = st.raw.total();
+        let end = first_index + n as u64;
+        if n == 0 {
+            return Ok(ChunkOutcome { accepted_until: total, accepted_samples: 0 });
+        }
+        if end <= total {
+            warnings.push(warn(
+                IngestWarningKind::OutOfOrder,
+                "out_of_order",
+                first_index,
+                n as u64,
+                format!("chunk [{first_index}, {end}) lies before sample {total} already received; dropped"),
+            ));
+            return Ok(ChunkOutcome { accepted_until: total, accepted_samples: 0 });
+        }
+        let skip = total.saturating_sub(first_index) as usize;
+        if skip > 0 {
+            warnings.push(warn(
+                IngestWarningKind::Overlap,
+                "overlap",
+                first_index,
+                skip as u64,
+                format!("chunk starts at {first_index} but {total} samples were already received; {skip} repeated samples dropped"),
+            ));
+        }
+        let first_ts = timestamps.at(skip);
+        let last_ts = st.timestamps.get(total.wrapping_sub(1)).filter(|_| total > 0);
+        if let Some(last_ts) = last_ts {
+            if first_ts < last_ts {
+                m::rejected("timestamps_backwards");
+                return Err(SessionError::InvalidArgument(format!(
+                    "timestamps go backwards: sample {} at {first_ts} s comes after sample {} at {last_ts} s",
+                    first_index + skip as u64,
+                    total - 1
+                )));
+            }
+        }
+        if first_index > total {
+            let gap = first_index - total;
+            warnings.push(warn(
+                IngestWarningKind::Gap,
+                "gap",
+                total,
+                gap,
+                format!("samples [{total}, {first_index}) never arrived; windows touching them are not decoded"),
+            ));
+            st.fill_gap(gap, first_ts);
+        } else if let Some(last_ts) = last_ts {
+            let expected = last_ts + 1.0 / st.rate;
+            let tolerance = 10.0 / st.rate + 0.05;
+            if (first_ts - expected).abs() > tolerance {
+                warnings.push(warn(
+                    IngestWarningKind::ClockJump,
+                    "clock_jump",
+                    first_index + skip as u64,
+                    1,
+                    format!("timestamp jumped by {:+.6} s relative to the sample count; sample indices stay authoritative", first_ts - expected),
+                ));
+            }
+        }
+        for i in skip..n {
+            st.push_frame(&samples[i * c..(i + 1) * c], timestamps.at(i), received_ns);
+        }
+        let accepted = (n - skip) as u64;
+        self.samples_received.fetch_add(accepted, Ordering::Relaxed);
+        metrics::counter!(m::SAMPLES_INGESTED).increment(accepted);
+        st.place_markers(hub, warnings);
+        st.dispatch_windows(hub);
+        Ok(ChunkOutcome { accepted_until: st.raw.total(), accepted_samples: accepted })
+    }
+
+    pub fn ingest_markers(&self, markers: &[pb::Marker], hub: &Hub, warnings: &mut Vec<pb::IngestWarning>) -> u64 {
+        let mut st = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        for marker in markers {
+            if st.pending_markers.len() >= st.max_pending_markers {
+                let dropped = st.pending_markers.pop_front().expect("non-empty");
+                warnings.push(warn(
+                    IngestWarningKind::MarkerOutsideBuffer,
+                    "marker_outside_buffer",
+                    0,
+                    1,
+                    format!("marker {} at {} s dropped: too many markers ahead of their samples", dropped.code, dropped.timestamp),
+                ));
+            }
+            st.pending_markers.push_back(marker.clone());
+        }
+        st.markers_received += markers.len() as u64;
+        metrics::counter!(m::MARKERS_INGESTED).increment(markers.len() as u64);
+        st.place_markers(hub, warnings);
+        st.dispatch_windows(hub);
+        markers.len() as u64
+    }
+
+    pub fn accepted_until(&self) -> u64 {
+        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner).raw.total()
+    }
+
+    pub fn info(&self) -> pb::SessionInfo {
+        let st = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        pb::SessionInfo {
+            session_id: self.id.clone(),
+            header: Some(self.header.clone()),
+            live: self.is_live(),
+            samples_received: self.samples_received.load(Ordering::Relaxed),
+            markers_received: st.markers_received,
+            gap_samples: st.gap_samples,
+            attachments: st
+                .attachments
+                .iter()
+                .map(|a| pb::AttachmentInfo {
+                    attachment_id: a.shared.id.clone(),
+                    model_id: a.shared.model.card.id.clone(),
+                    model_version: a.shared.model.card.version.clone(),
+                    window: Some(a.shared.policy.clone()),
+                    latency_budget_ms: a.shared.budget_ms,
+                    predictions: a.shared.predictions.load(Ordering::Relaxed),
+                })
+                .collect(),
+        }
+    }
+
+    fn has_attachment(&self, id: &str) -> bool {
+        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner).attachments.iter().any(|a| a.shared.id == id)
+    }
+}
+
+impl SessionState {
+    fn push_frame(&mut self, frame: &[f32], timestamp: f64, received_ns: u64) {
+        self.raw.push(frame);
+        self.timestamps.push(timestamp);
+        self.received_ns.push(received_ns);
+        for attachment in &mut self.attachments {
+            attachment.push_frame(frame);
+        }
+    }
+
+    /// Records `gap` missing samples before a chunk whose first sample is at `next_ts`: zeros
+    /// keep every ring and filter aligned with sample indices.
+    fn fill_gap(&mut self, gap: u64, next_ts: f64) {
+        let start = self.raw.total();
+        self.gaps.push_back((start, start + gap));
+        self.gap_samples += gap;
+        let written = gap.min(self.capacity as u64);
+        let skipped = gap - written;
+        if skipped > 0 {
+            self.raw.advance(skipped);
+            self.timestamps.advance(skipped);
+            self.received_ns.advance(skipped);
+            for attachment in &mut self.attachments {
+                attachment.ring.advance(skipped);
+            }
+        }
+        let zeros = std::mem::take(&mut self.zeros);
+        for k in 0..written {
+            let ts = next_ts - (written - k) as f64 / self.rate;
+            self.push_frame(&zeros, ts, 0);
+        }
+        self.zeros = zeros;
+        let oldest = self.raw.oldest();
+        while self.gaps.front().is_some_and(|&(_, end)| end <= oldest) {
+            self.gaps.pop_front();
+        }
+    }
+
+    /// Places every waiting marker whose sample has arrived on its nearest sample, and hands it
+    /// to the event-locked attachments.
+    fn place_markers(&mut self, hub: &Hub, warnings: &mut Vec<pb::IngestWarning>) {
+        let total = self.raw.total();
+        if total == 0 {
+            return;
+        }
+        let half_period = 0.5 / self.rate;
+        let newest_ts = self.timestamps.get(total - 1).unwrap_or(f64::NEG_INFINITY);
+        let oldest_ts = self.timestamps.get(self.timestamps.oldest()).unwrap_or(f64::INFINITY);
+        let mut i = 0;
+        while i < self.pending_markers.len() {
+            let ts = self.pending_markers[i].timestamp;
+            if ts > newest_ts + half_period {
+                i += 1;
+                continue;
+            }
+            let marker = self.pending_markers.remove(i).expect("index in range");
+            if ts < oldest_ts - half_period {
+                warnings.push(warn(
+                    IngestWarningKind::MarkerOutsideBuffer,
+                    "marker_outside_buffer",
+                    self.timestamps.oldest(),
+                    1,
+                    format!("marker {} at {ts} s is older than the buffered samples (from {oldest_ts} s); no window", marker.code),
+                ));
+                continue;
+            }
+            let index = self.timestamps.nearest_index(ts).expect("non-empty ring");
+            for attachment in &mut self.attachments {
+                if let Some(cut) = attachment.on_marker(index, &marker) {
+                    dispatch(attachment, cut, &self.timestamps, &self.received_ns, &self.gaps, hub);
+                }
+            }
+        }
+    }
+
+    /// Cuts and dispatches every window whose samples are all in.
+    fn dispatch_windows(&mut self, hub: &Hub) {
+        let total = self.raw.total();
+        let mut cuts = std::mem::take(&mut self.cuts);
+        for attachment in &mut self.attachments {
+            attachment.ready_windows(total, &mut cuts);
+            for cut in cuts.drain(..) {
+                dispatch(attachment, cut, &self.timestamps, &self.received_ns, &self.gaps, hub);
+            }
+        }
+        self.cuts = cuts;
+    }
+}
+
+/// Sends a window to its model, or publishes why it could not be decoded (SHED, ERROR).
+fn dispatch(
+    attachment: &mut AttachmentRuntime,
+    cut: Cut,
+    timestamps: &ScalarRing<f64>,
+    received_ns: &ScalarRing<u64>,
+    gaps: &VecDeque<(u64, u64)>,
+    hub: &Hub,
+) {
+    let length = attachment.cutter.length() as u64;
+    let (start, trigger, mut refusal) = match cut {
+        Cut::Ready { start, trigger } => (start as i64, trigger, None),
+        Cut::Refused { start, trigger, reason } => (start, trigger, Some(reason)),
+    };
+    let first = start.max(0) as u64;
+    let last = first + length - 1;
+    let span = pb::WindowSpan {
+        first_sample_index: first,
+        last_sample_index: last,
+        first_timestamp: timestamps.get(first).unwrap_or(f64::NAN),
+        last_timestamp: timestamps.get(last).unwrap_or(f64::NAN),
+    };
+    if refusal.is_none() {
+        if let Some(&(a, b)) = gaps.iter().find(|&&(a, b)| a <= last && b > first) {
+            refusal = Some(format!("window [{first}, {}] touches missing samples [{a}, {b})", last + 1));
+        }
+    }
+    let mut job = WindowJob {
+        attachment: attachment.shared.clone(),
+        data: Vec::new(),
+        span,
+        trigger,
+        sequence: attachment.next_sequence(),
+        last_sample_received_ns: received_ns.get(last).unwrap_or_else(crate::clock::now_ns),
+        enqueued_ns: crate::clock::now_ns(),
+    };
+    if refusal.is_none() {
+        job.data = vec![0.0; attachment.channel_index.len() * length as usize];
+        if !attachment.ring.copy_channel_major(first, length as usize, &mut job.data) {
+            refusal = Some(format!("window [{first}, {}] is no longer buffered", last + 1));
+        }
+    }
+    if let Some(reason) = refusal {
+        let prediction = job.prediction(PredictionStatus::Error, reason);
+        hub.publish(prediction, job.attachment.late_policy);
+        return;
+    }
+    if let Err(job) = attachment.shared.model.submit(job) {
+        let prediction = job.prediction(PredictionStatus::Shed, "model queue full".into());
+        hub.publish(prediction, job.attachment.late_policy);
+    }
+}
+
+/// Every session the server knows, live or recently ended.
+pub struct SessionManager {
+    sessions: RwLock<HashMap<String, Arc<Session>>>,
+    config: SessionsConfig,
+    next_attachment: AtomicU64,
+}
+
+/// What Attach asked for, validated against the session and the model.
+pub struct AttachSpec {
+    pub session_id: String,
+    pub model_id: String,
+    pub model_version: String,
+    pub window: pb::WindowPolicy,
+    pub budget_ms: u32,
+    pub late_policy: pb::LatePolicy,
+    pub channel_map: Vec<pb::ChannelMapping>,
+}
+
+impl SessionManager {
+    pub fn new(config: SessionsConfig) -> Self {
+        Self { sessions: RwLock::new(HashMap::new()), config, next_attachment: AtomicU64::new(1) }
+    }
+
+    /// Registers a new live session from its header (validated by the ingest layer).
+    pub fn open(&self, header: pb::StreamHeader) -> Result<Arc<Session>, SessionError> {
+        let mut sessions = self.sessions.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let retain = std::time::Duration::from_secs(self.config.retain_ended_seconds);
+        sessions.retain(|_, s| s.is_live() || s.ended_at.lock().unwrap_or_else(std::sync::PoisonError::into_inner).is_none_or(|t| t.elapsed() < retain));
+        if let Some(existing) = sessions.get(&header.session_id) {
+            if existing.is_live() {
+                return Err(SessionError::AlreadyExists(format!(
+                    "session {:?} is already being streamed by another call",
+                    header.session_id
+                )));
+            }
+        }
+        let n_channels = header.channels.len();
+        let capacity = ((self.config.ring_buffer_seconds * header.nominal_rate_hz).ceil() as usize).max(1);
+        let state = SessionState {
+            n_channels,
+            rate: header.nominal_rate_hz,
+            raw: FrameRing::new(capacity, n_channels),
+            timestamps: ScalarRing::new(capacity),
+            received_ns: ScalarRing::new(capacity),
+            gaps: VecDeque::new(),
+            gap_samples: 0,
+            pending_markers: VecDeque::new(),
+            max_pending_markers: self.config.max_pending_markers,
+            markers_received: 0,
+            attachments: Vec::new(),
+            capacity,
+            zeros: vec![0.0; n_channels],
+            cuts: Vec::new(),
+        };
+        let session = Arc::new(Session {
+            id: header.session_id.clone(),
+            header,
+            live: AtomicBool::new(true),
+            ended_at: Mutex::new(None),
+            state: Mutex::new(state),
+            samples_received: AtomicU64::new(0),
+        });
+        metrics::gauge!(m::LIVE_SESSIONS).increment(1.0);
+        sessions.insert(session.id.clone(), session.clone());
+        Ok(session)
+    }
+
+    pub fn get(&self, id: &str) -> Option<Arc<Session>> {
+        self.sessions.read().unwrap_or_else(std::sync::PoisonError::into_inner).get(id).cloned()
+    }
+
+    pub fn list(&self) -> Vec<Arc<Session>> {
+        let mut list: Vec<_> = self.sessions.read().unwrap_or_else(std::sync::PoisonError::into_inner).values().cloned().collect();
+        list.sort_by(|a, b| a.id.cmp(&b.id));
+        list
+    }
+
+    pub fn attachment_exists(&self, id: &str) -> bool {
+        self.list().iter().any(|s| s.has_attachment(id))
+    }
+
+    pub fn attach(&self, spec: AttachSpec, models: &ModelRegistry) -> Result<pb::AttachReply, SessionError> {
+        let session = self
+            .get(&spec.session_id)
+            .ok_or_else(|| SessionError::NotFound(format!("session {:?} does not exist", spec.session_id)))?;
+        let model = match models.find(&spec.model_id, &spec.model_version) {
+            Lookup::Ready(model) => model.clone(),
+            Lookup::Failed(error) => {
+                return Err(SessionError::FailedPrecondition(format!("model {:?} is not available: {error}", spec.model_id)));
+            }
+            Lookup::Missing => {
+                let version = if spec.model_version.is_empty() { String::new() } else { format!(" version {:?}", spec.model_version) };
+                return Err(SessionError::NotFound(format!("model {:?}{version} is not loaded", spec.model_id)));
+            }
+        };
+        let card = &model.card;
+        let header = &session.header;
+        let invalid = |m: String| SessionError::InvalidArgument(m);
+
+        // Channels: explicit mapping first, identical labels otherwise.
+        for mapping in &spec.channel_map {
+            if !card.channels.contains(&mapping.model_channel) {
+                return Err(invalid(format!("channel_map: model {} has no channel {:?} (model channels: {:?})", card.id, mapping.model_channel, card.channels)));
+            }
+        }
+        let stream_labels: Vec<&str> = header.channels.iter().map(|c| c.label.as_str()).collect();
+        let mut channel_index = Vec::with_capacity(card.channels.len());
+        for model_channel in &card.channels {
+            let wanted = spec
+                .channel_map
+                .iter()
+                .find(|m| &m.model_channel == model_channel)
+                .map_or(model_channel.as_str(), |m| m.stream_channel.as_str());
+            let index = stream_labels.iter().position(|l| *l == wanted).ok_or_else(|| {
+                invalid(format!(
+                    "channel_map: stream {:?} has no channel {wanted:?} for model channel {model_channel:?} (stream channels: {stream_labels:?})",
+                    header.session_id
+                ))
+            })?;
+            channel_index.push(index);
+        }
+
+        // Rates: integer decimation only, so the server and offline code cut identical windows.
+        let stream_rate = header.nominal_rate_hz;
+        let ratio = stream_rate / card.sample_rate_hz;
+        let decimation = ratio.round();
+        if decimation < 1.0 || (ratio - decimation).abs() > 1e-9 {
+            return Err(invalid(format!(
+                "stream rate {stream_rate} Hz is not an integer multiple of model {}'s rate {} Hz",
+                card.id, card.sample_rate_hz
+            )));
+        }
+        let decimation = decimation as usize;
+        if let Some(filter) = &card.preprocessing.filter {
+            if (filter.design_rate_hz - stream_rate).abs() > 1e-9 {
+                return Err(invalid(format!(
+                    "model {}'s filter was designed for {} Hz streams; this stream is {stream_rate} Hz",
+                    card.id, filter.design_rate_hz
+                )));
+            }
+        }
+        let model_samples = card.window_samples();
+        let length = model_samples * decimation;
+        let seconds_to_samples = |s: f64| (s * stream_rate).round() as i64;
+
+        let (cutter, window_tmin) = match &spec.window.policy {
+            Some(pb::window_policy::Policy::EventLocked(locked)) => {
+                if locked.marker_codes.is_empty() {
+                    return Err(invalid("window.event_locked.marker_codes must not be empty".into()));
+                }
+                let (tmin, tmax) = if locked.tmin_s == 0.0 && locked.tmax_s == 0.0 {
+                    (card.window.tmin_s, card.window.tmax_s)
+                } else {
+                    (locked.tmin_s, locked.tmax_s)
+                };
+                let asked = seconds_to_samples(tmax) - seconds_to_samples(tmin);
+                if asked != length as i64 {
+                    return Err(invalid(format!(
+                        "window.event_locked: [{tmin}, {tmax}) s is {asked} samples at {stream_rate} Hz; model {} needs {length} ({} s)",
+                        card.id,
+                        card.window.tmax_s - card.window.tmin_s
+                    )));
+                }
+                let cutter = Cutter::EventLocked {
+                    codes: locked.marker_codes.clone(),
+                    start_offset: seconds_to_samples(tmin),
+                    length,
+                    pending: VecDeque::new(),
+                    max_pending: self.config.max_pending_markers,
+                };
+                (cutter, tmin)
+            }
+            Some(pb::window_policy::Policy::Sliding(sliding)) => {
+                if sliding.length_s != 0.0 && seconds_to_samples(sliding.length_s) != length as i64 {
+                    return Err(invalid(format!(
+                        "window.sliding.length_s {} s does not match model {}'s window of {} s",
+                        sliding.length_s,
+                        card.id,
+                        card.window.tmax_s - card.window.tmin_s
+                    )));
+                }
+                let hop = seconds_to_samples(sliding.hop_s);
+                if !(sliding.hop_s > 0.0) || hop < 1 {
+                    return Err(invalid(format!("window.sliding.hop_s must be at least one sample period, got {} s", sliding.hop_s)));
+                }
+                (Cutter::Sliding { length, hop: hop as usize, next_end: 0 }, card.window.tmin_s)
+            }
+            None => return Err(invalid("window: a policy (event_locked or sliding) is required".into())),
+        };
+
+        let budget_ms = spec.budget_ms;
+        let preprocessor = WindowPreprocessor::new(
+            &card.preprocessing,
+            card.channels.len(),
+            decimation,
+            model_samples,
+            window_tmin,
+            card.sample_rate_hz,
+            card.input.layout == crate::decode::card::Layout::ChannelsTime,
+        );
+        let id = format!("att-{}", self.next_attachment.fetch_add(1, Ordering::Relaxed));
+        let shared = Arc::new(Attachment {
+            id: id.clone(),
+            session_id: session.id.clone(),
+            model: model.clone(),
+            budget_ms,
+            late_policy: spec.late_policy,
+            policy: spec.window.clone(),
+            preprocessor,
+            predictions: AtomicU64::new(0),
+        });
+        let sos = card.preprocessing.filter.as_ref().map(|f| f.sos.clone()).unwrap_or_default();
+        let filter = SosFilter::new(&sos, channel_index.len());
+
+        let mut st = session.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut runtime = AttachmentRuntime::new(shared, channel_index, filter, st.capacity, cutter);
+        // Prime the filter and ring with what is buffered, so windows can use recent history and
+        // the filter has settled; the ring then stays index-aligned with the session.
+        let (oldest, total) = (st.raw.oldest(), st.raw.total());
+        runtime.ring.advance(oldest);
+        for index in oldest..total {
+            runtime.push_frame(st.raw.frame(index));
+        }
+        if let Cutter::Sliding { hop, next_end, .. } = &mut runtime.cutter {
+            *next_end = if total == 0 { length as u64 } else { (length as u64).max(total + *hop as u64) };
+        }
+        st.attachments.push(runtime);
+        drop(st);
+        tracing::info!(session = %session.id, attachment = %id, model = %card.id, "attached");
+        Ok(pb::AttachReply {
+            attachment_id: id,
+            window_stream_samples: length as u64,
+            window_model_samples: model_samples as u64,
+            latency_budget_ms: budget_ms,
+        })
+    }
+
+    pub fn detach(&self, attachment_id: &str) -> Result<(), SessionError> {
+        for session in self.list() {
+            let mut st = session.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            if let Some(position) = st.attachments.iter().position(|a| a.shared.id == attachment_id) {
+                st.attachments.remove(position);
+                tracing::info!(session = %session.id, attachment = %attachment_id, "detached");
+                return Ok(());
+            }
+        }
+        Err(SessionError::NotFound(format!("attachment {attachment_id:?} does not exist")))
+    }
+}
