@@ -215,10 +215,14 @@ impl StreamHandler {
     }
 }
 
-/// Transport-level errors (e.g. a message over the size limit) end the call with their status.
+/// Transport-level errors end the call with their status. tonic reports an oversized message
+/// as OUT_OF_RANGE; gRPC's convention (and other implementations) is RESOURCE_EXHAUSTED.
 fn reject_transport(status: Status) -> Status {
-    if status.code() == tonic::Code::ResourceExhausted {
+    let too_large = status.code() == tonic::Code::ResourceExhausted
+        || (status.code() == tonic::Code::OutOfRange && status.message().contains("too large"));
+    if too_large {
         m::rejected("too_large");
+        return Status::resource_exhausted(format!("message over the server's size limit (server.max_message_bytes): {}", status.message()));
     }
     status
 }
