@@ -163,7 +163,9 @@ impl Config {
             }
             figment = figment.merge(Toml::file(file));
         }
-        figment = figment.merge(Env::prefixed("MYELIN_").split("__"));
+        // Only MYELIN_<SECTION>__<KEY> variables are configuration; other MYELIN_* variables
+        // (MYELIN_SERVER for myelin-cli, MYELIN_BIN for the tests) are not.
+        figment = figment.merge(Env::prefixed("MYELIN_").filter(|key| key.as_str().contains("__")).split("__"));
         let config: Config = figment.extract().map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
         config.validate()?;
         Ok(config)
@@ -182,5 +184,24 @@ impl Config {
             );
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_documented_example_is_the_defaults() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/myelin.example.toml");
+        let example: Config = Figment::from(Toml::file(&path)).extract().expect("example config parses");
+        let defaults = Config::default();
+        assert_eq!(toml::to_string(&example).unwrap(), toml::to_string(&defaults).unwrap());
+    }
+
+    #[test]
+    fn unknown_keys_are_refused_by_name() {
+        let error = Figment::from(Toml::string("[server]\ngrpc_adr = \"127.0.0.1:1\"")).extract::<Config>().unwrap_err();
+        assert!(error.to_string().contains("grpc_adr"), "{error}");
     }
 }

@@ -34,6 +34,17 @@ use publish::Hub;
 use session::SessionManager;
 use shutdown::Shutdown;
 
+/// Accepted connections with Nagle's algorithm off: predictions are small messages that must
+/// leave at once, not wait for the peer's next ACK (which cost a whole chunk period, ~10 ms).
+fn incoming_nodelay(listener: TcpListener) -> impl futures::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+    use futures::StreamExt;
+    tokio_stream::wrappers::TcpListenerStream::new(listener).map(|accepted| {
+        let stream = accepted?;
+        stream.set_nodelay(true)?;
+        Ok(stream)
+    })
+}
+
 /// Addresses the server actually bound (port 0 in the config picks a free port).
 #[derive(Debug, Clone, Copy)]
 pub struct Bound {
@@ -104,7 +115,7 @@ pub async fn serve(
         .add_service(health)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(grpc_listener), grpc_shutdown);
+        .serve_with_incoming_shutdown(incoming_nodelay(grpc_listener), grpc_shutdown);
 
     let http_shutdown = {
         let mut shutdown = shutdown.clone();

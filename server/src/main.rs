@@ -121,6 +121,7 @@ async fn wait_for_signal() {
 
 fn list_models(config_path: Option<PathBuf>) -> anyhow::Result<()> {
     let config = Config::load(config_path.as_deref())?;
+    init_logging(&config.server.log_format);
     let env = model::init_runtime(&config.models.onnxruntime_library)?;
     let cards = card::find_cards(&config.models.dir)?;
     if cards.is_empty() {
@@ -151,6 +152,7 @@ fn list_models(config_path: Option<PathBuf>) -> anyhow::Result<()> {
 
 fn check_card(path: &std::path::Path, config_path: Option<PathBuf>) -> anyhow::Result<()> {
     let config = Config::load(config_path.as_deref())?;
+    init_logging(&config.server.log_format);
     let card = card::ModelCard::load(path)?;
     let env = model::init_runtime(&config.models.onnxruntime_library)?;
     let (_, provider) = model::load(&env, &card, &config.models.execution_providers, 1)?;

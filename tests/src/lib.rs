@@ -45,7 +45,11 @@ impl TestServer {
     }
 
     pub async fn start_args(args: &[&str], env: &[(&str, &str)]) -> Self {
-        let mut command = Command::new(myelin_bin());
+        Self::start_with_binary(&myelin_bin(), args, env).await
+    }
+
+    pub async fn start_with_binary(binary: &Path, args: &[&str], env: &[(&str, &str)]) -> Self {
+        let mut command = Command::new(binary);
         command
             .args(args)
             .current_dir(repo_root())

@@ -84,11 +84,21 @@ pub fn open_session(
         };
         let session = builder.commit_from_file(&onnx).map_err(|e| onnx_err(e.to_string()))?;
         if !fallbacks.is_empty() {
-            tracing::warn!(model = %card.id, used = provider, unavailable = %fallbacks.join("; "), "GPU execution provider unavailable; falling back");
+            warn_fallback_once(provider, &fallbacks.join("; "));
         }
         return Ok((session, provider.to_string()));
     }
     unreachable!("the cpu provider always ends the loop")
+}
+
+/// One log line per process for each fallback, not one per model.
+fn warn_fallback_once(used: &str, reasons: &str) {
+    static WARNED: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+    let mut warned = WARNED.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    if !warned.iter().any(|r| r == reasons) {
+        warned.push(reasons.to_string());
+        tracing::warn!(unavailable = %reasons, "GPU execution provider could not load; models run on {used}");
+    }
 }
 
 /// Checks the graph's input and output names and shapes against the card.

@@ -1,1 +1,145 @@
-fn main(){}
+//! Latency benchmark: starts the real server, streams 64 channels at 1 kHz in real time (chunks
+//! of 10 samples) into a small model (fixture-bench64: 1-40 Hz band-pass, decimation to 250 Hz,
+//! 0.5 s windows every 20 ms), and reports
+//!   * server latency: receipt of a window's last sample -> publication (the server's own clock),
+//!   * inference time (preprocessing + ONNX Runtime),
+//!   * end-to-end latency: the client sending the chunk that completes a window -> the subscriber
+//!     receiving its prediction (one process, one clock, over loopback).
+//!
+//!     cargo build --release --bins && target/release/myelin-bench --seconds 60
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use clap::Parser;
+use hdrhistogram::Histogram;
+use myelin_client::proto as pb;
+use myelin_e2e::{TestServer, repo_root, sliding, stream_header};
+use tokio::time::Instant;
+
+#[derive(Parser)]
+#[command(about = "Myelin latency benchmark (64 channels at 1 kHz, small model)")]
+struct Args {
+    /// Seconds of streaming.
+    #[arg(long, default_value_t = 60.0)]
+    seconds: f64,
+    /// Channels.
+    #[arg(long, default_value_t = 64)]
+    channels: usize,
+    /// Samples per chunk.
+    #[arg(long, default_value_t = 10)]
+    chunk: usize,
+    /// Window hop in seconds.
+    #[arg(long, default_value_t = 0.02)]
+    hop: f64,
+    /// Server binary (default: target/release/myelin).
+    #[arg(long)]
+    server: Option<std::path::PathBuf>,
+}
+
+const RATE: f64 = 1000.0;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let bin = args.server.clone().unwrap_or_else(|| repo_root().join("target/release/myelin"));
+    anyhow::ensure!(bin.exists(), "{} not found: cargo build --release --bins", bin.display());
+    let server = start_server(&bin).await;
+    let client = server.client().await;
+    let labels: Vec<String> = (1..=args.channels).map(|i| format!("E{i}")).collect();
+    let mut ingest = client.open_ingest(stream_header("bench", &labels, RATE)).await?;
+    let attached = client
+        .attach_when_ready(pb::AttachRequest {
+            session_id: "bench".into(),
+            model_id: "fixture-bench64".into(),
+            window: Some(sliding(args.hop)),
+            latency_budget_ms: 20,
+            ..Default::default()
+        })
+        .await?;
+    let mut predictions = client.subscribe("bench", &attached.attachment_id).await?;
+
+    let sent_at: Arc<Mutex<Vec<Instant>>> = Arc::new(Mutex::new(Vec::new()));
+    let chunk = args.chunk;
+    let reader = {
+        let sent_at = sent_at.clone();
+        tokio::spawn(async move {
+            let mut server_us = Histogram::<u64>::new(3).unwrap();
+            let mut inference_us = Histogram::<u64>::new(3).unwrap();
+            let mut e2e_us = Histogram::<u64>::new(3).unwrap();
+            let (mut missed, mut not_ok) = (0u64, 0u64);
+            while let Ok(Some(p)) = predictions.message().await {
+                let received = Instant::now();
+                let t = p.timing.unwrap_or_default();
+                if p.status != pb::PredictionStatus::Ok as i32 {
+                    not_ok += 1;
+                }
+                if !t.budget_met {
+                    missed += 1;
+                }
+                server_us.record(t.server_latency_us.max(1)).ok();
+                inference_us.record((t.decode_end_ns.saturating_sub(t.decode_start_ns) / 1000).max(1)).ok();
+                let last = p.window.unwrap_or_default().last_sample_index as usize;
+                if let Some(sent) = sent_at.lock().unwrap().get(last / chunk) {
+                    e2e_us.record(received.duration_since(*sent).as_micros().max(1) as u64).ok();
+                }
+            }
+            (server_us, inference_us, e2e_us, missed, not_ok)
+        })
+    };
+
+    let n_samples = (args.seconds * RATE) as usize;
+    let values: Vec<f32> = (0..chunk * args.channels).map(|i| ((i * 7919) % 1000) as f32 / 100.0 - 5.0).collect();
+    let start = Instant::now();
+    let mut last_progress = start;
+    for (k, begin) in (0..n_samples).step_by(chunk).enumerate() {
+        // Pace on the absolute schedule: a chunk is sent when its last sample would exist.
+        let due = start + Duration::from_secs_f64((begin + chunk) as f64 / RATE);
+        tokio::time::sleep_until(due).await;
+        let ts: Vec<f64> = (begin..begin + chunk).map(|i| i as f64 / RATE).collect();
+        sent_at.lock().unwrap().push(Instant::now());
+        debug_assert_eq!(sent_at.lock().unwrap().len(), k + 1);
+        ingest.send_chunk(&values, &ts).await?;
+        if last_progress.elapsed() > Duration::from_secs(10) {
+            eprintln!("  streamed {:.0} s of {:.0} s", begin as f64 / RATE, args.seconds);
+            last_progress = Instant::now();
+        }
+    }
+    ingest.wait_acknowledged().await?;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    ingest.finish().await?;
+    drop(client);
+    let status = server.stop().await;
+    let (server_us, inference_us, e2e_us, missed, not_ok) = reader.await?;
+    anyhow::ensure!(status.success(), "server exited with {status}");
+
+    println!(
+        "myelin-bench: {} channels at {RATE} Hz, chunks of {chunk}, {:.0} s, model fixture-bench64 (0.5 s windows every {} ms), {} predictions, {} not OK, {} over the 20 ms budget",
+        args.channels,
+        args.seconds,
+        args.hop * 1000.0,
+        server_us.len(),
+        not_ok,
+        missed
+    );
+    println!("{:<44} {:>9} {:>9} {:>9} {:>9}", "latency (microseconds)", "p50", "p99", "p99.9", "max");
+    for (name, h) in [
+        ("server: last-sample receipt -> publish", &server_us),
+        ("  of which inference (preprocess + ONNX)", &inference_us),
+        ("end to end: client send -> subscriber", &e2e_us),
+    ] {
+        println!(
+            "{:<44} {:>9} {:>9} {:>9} {:>9}",
+            name,
+            h.value_at_quantile(0.5),
+            h.value_at_quantile(0.99),
+            h.value_at_quantile(0.999),
+            h.max()
+        );
+    }
+    Ok(())
+}
+
+async fn start_server(bin: &std::path::Path) -> TestServer {
+    TestServer::start_with_binary(bin, &["serve"], &[]).await
+}

@@ -1,0 +1,215 @@
+"""The same end-to-end path as the Rust suite, from a Python client generated from proto/
+with grpcio-tools, with expected values computed here, independently of the server: the DSP by
+scipy (models/common/preprocess.py) and the model by ONNX Runtime for Python."""
+from __future__ import annotations
+
+import gzip
+import json
+import queue
+import threading
+import time
+from pathlib import Path
+
+import grpc
+import numpy as np
+import onnxruntime as ort
+from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
+from myelin.v1 import myelin_pb2 as pb
+from myelin.v1 import myelin_pb2_grpc as rpc
+
+from common import cards, preprocess
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+class Ingest:
+    """A bidirectional Ingest call fed from a queue; replies are drained on a thread."""
+
+    def __init__(self, channel, header: pb.StreamHeader):
+        self.requests: queue.Queue = queue.Queue()
+        self.requests.put(pb.IngestRequest(header=header))
+        self.replies = []
+        self.error = None
+        stub = rpc.IngestStub(channel)
+        self.call = stub.Stream(iter(self.requests.get, None))
+        self.thread = threading.Thread(target=self._drain, daemon=True)
+        self.thread.start()
+        self.next_index = 0
+
+    def _drain(self):
+        try:
+            for reply in self.call:
+                self.replies.append(reply)
+        except grpc.RpcError as e:
+            self.error = e
+
+    def chunk(self, samples: np.ndarray, timestamps: np.ndarray):
+        n = samples.shape[0]
+        self.requests.put(pb.IngestRequest(chunk=pb.SampleChunk(
+            first_sample_index=self.next_index,
+            per_sample=pb.PerSampleTimestamps(seconds=timestamps.tolist()),
+            n_samples=n,
+            samples=samples.astype("<f4").tobytes(),
+        )))
+        self.next_index += n
+
+    def markers(self, items):
+        self.requests.put(pb.IngestRequest(markers=pb.Markers(markers=[pb.Marker(timestamp=t, code=c) for t, c in items])))
+
+    def close(self):
+        self.requests.put(None)
+        self.thread.join(timeout=30)
+        assert self.error is None, self.error
+        return self.replies
+
+
+def header(session: str, channels, rate: float) -> pb.StreamHeader:
+    return pb.StreamHeader(session_id=session, stream_name="pytest", modality=pb.MODALITY_EEG,
+                           channels=[pb.Channel(label=c, type="EEG", unit="microvolts") for c in channels],
+                           nominal_rate_hz=rate, clock=pb.CLOCK_SOURCE_UNIX)
+
+
+def attach(decoding, request: pb.AttachRequest) -> pb.AttachReply:
+    for _ in range(100):
+        try:
+            return decoding.Attach(request)
+        except grpc.RpcError as e:
+            if e.code() != grpc.StatusCode.NOT_FOUND or "session" not in e.details():
+                raise
+            time.sleep(0.02)
+    raise AssertionError("session never appeared")
+
+
+def subscribe(decoding, session: str, attachment: str, n: int, out: list, timeout=30.0):
+    stream = decoding.Subscribe(pb.SubscribeRequest(session_id=session, attachment_id=attachment), timeout=timeout)
+
+    def read():
+        try:
+            for p in stream:
+                out.append(p)
+                if len(out) >= n:
+                    stream.cancel()
+                    return
+        except grpc.RpcError:
+            pass
+
+    t = threading.Thread(target=read, daemon=True)
+    t.start()
+    return t
+
+
+def test_golden_stream_from_a_generated_python_client(server):
+    golden = json.loads((ROOT / "models/fixtures/golden-linear.json").read_text())
+    card = cards.read(ROOT / "models/fixtures/fixture-linear.card.toml")
+    rate, channels = golden["rate_hz"], golden["channels"]
+    x = np.asarray(golden["samples"], dtype=np.float32).reshape(-1, len(channels))
+    ts = golden["timestamps_first"] + np.arange(len(x)) / rate
+    markers = golden["markers"]
+
+    # Expected values computed here: scipy for the windows, ONNX Runtime (Python) for outputs.
+    idx = [channels.index(c) for c in card["channels"]]
+    filtered = preprocess.filter_stream(x[:, idx], np.asarray(card["preprocessing"]["filter"]["sos"]))
+    session = ort.InferenceSession(str(ROOT / "models/fixtures/fixture-linear.onnx"), providers=["CPUExecutionProvider"])
+    offset = int(round(card["window"]["tmin_s"] * rate))
+    length = int(round((card["window"]["tmax_s"] - card["window"]["tmin_s"]) * rate))
+    wanted = [m for m in markers if m["code"] in (1, 2) and m["index"] + offset >= 0 and m["index"] + offset + length <= len(x)]
+    expected = []
+    for m in wanted:
+        window = preprocess.window_from_filtered(filtered, m["index"] + offset, card, rate)
+        probs, features = session.run(None, {"window": window[None]})
+        expected.append((m, probs[0], features[0]))
+
+    with grpc.insecure_channel(server.grpc) as channel:
+        decoding = rpc.DecodingStub(channel)
+        ingest = Ingest(channel, header("py-golden", channels, rate))
+        reply = attach(decoding, pb.AttachRequest(
+            session_id="py-golden", model_id="fixture-linear", latency_budget_ms=500,
+            window=pb.WindowPolicy(event_locked=pb.EventLockedWindow(marker_codes=[1, 2]))))
+        got: list = []
+        reader = subscribe(decoding, "py-golden", reply.attachment_id, len(expected), got)
+        time.sleep(0.2)  # the subscription is registered before any window can complete
+        for begin in range(0, len(x), 32):
+            end = min(begin + 32, len(x))
+            ingest.chunk(x[begin:end], ts[begin:end])
+            in_chunk = [(m["timestamp"], m["code"]) for m in markers if begin <= m["index"] < end]
+            if in_chunk:
+                ingest.markers(in_chunk)
+        reader.join(timeout=30)
+        replies = ingest.close()
+
+    assert replies[-1].samples_accepted_until == len(x)
+    assert len(got) == len(expected)
+    for p, (m, probs, features) in zip(got, expected):
+        assert p.status == pb.PREDICTION_STATUS_OK
+        assert p.trigger.code == m["code"]
+        assert p.window.first_sample_index == m["index"] + offset
+        assert p.window.last_sample_index == m["index"] + offset + length - 1
+        np.testing.assert_allclose(np.asarray(p.embedding), features, atol=1e-4)
+        np.testing.assert_allclose(np.asarray(p.classification.probabilities), probs, atol=1e-5)
+        assert list(p.classification.labels) == card["labels"]
+        t = p.timing
+        assert 0 < t.last_sample_received_ns <= t.decode_start_ns <= t.decode_end_ns <= t.published_ns
+        assert t.budget_ms == 500
+        assert t.budget_met == ((t.published_ns - t.last_sample_received_ns) <= 500 * 1_000_000)
+
+
+def test_real_recording_through_the_server_matches_the_offline_twin(server):
+    """Real Muse EEG, the bundled real-data model: every server prediction equals what the
+    training code computes offline for the same epoch, so the card's offline metrics describe
+    the served path."""
+    path = ROOT / "models/data/p300/subject1_session2_2017-02-09-17.17.46.csv.gz"
+    import csv
+    with gzip.open(path, "rt") as f:
+        rows = list(csv.reader(f))
+    head = rows[0]
+    channels = [h for h in head if h != "timestamps" and not h.startswith("Marker")]
+    data = np.array([[float(r[head.index(c)]) for c in channels] for r in rows[1:]], dtype=np.float32)
+    ts = np.array([float(r[0]) for r in rows[1:]])
+    mcol = next(i for i, h in enumerate(head) if h.startswith("Marker"))
+    codes = np.array([int(float(r[mcol])) for r in rows[1:]])
+    card = cards.read(ROOT / "models/erp-linear/erp-linear-muse.card.toml")
+    rate = 256.0
+    model_idx = [channels.index(c) for c in card["channels"]]
+    filtered = preprocess.filter_stream(data[:, model_idx], np.asarray(card["preprocessing"]["filter"]["sos"]))
+    session = ort.InferenceSession(str(ROOT / "models/erp-linear/erp-linear-muse.onnx"), providers=["CPUExecutionProvider"])
+    offset = int(round(card["window"]["tmin_s"] * rate))
+    length = int(round((card["window"]["tmax_s"] - card["window"]["tmin_s"]) * rate))
+    events = [i for i in np.flatnonzero(codes) if i + offset >= 0 and i + offset + length <= len(data)]
+    offline = {}
+    for i in events:
+        w = preprocess.window_from_filtered(filtered, i + offset, card, rate)
+        offline[i + offset] = session.run(None, {"window": w[None]})[0][0]
+
+    with grpc.insecure_channel(server.grpc) as channel:
+        decoding = rpc.DecodingStub(channel)
+        ingest = Ingest(channel, header("py-real", channels, rate))
+        reply = attach(decoding, pb.AttachRequest(
+            session_id="py-real", model_id="erp-linear-muse", latency_budget_ms=1000,
+            window=pb.WindowPolicy(event_locked=pb.EventLockedWindow(marker_codes=[1, 2]))))
+        got: list = []
+        reader = subscribe(decoding, "py-real", reply.attachment_id, len(events), got, timeout=60)
+        time.sleep(0.2)
+        for begin in range(0, len(data), 64):
+            end = min(begin + 64, len(data))
+            ingest.chunk(data[begin:end], ts[begin:end])
+            marks = [(ts[i], int(codes[i])) for i in range(begin, end) if codes[i]]
+            if marks:
+                ingest.markers(marks)
+        reader.join(timeout=60)
+        ingest.close()
+
+    assert len(got) == len(events)
+    worst = 0.0
+    for p in got:
+        want = offline[p.window.first_sample_index]
+        worst = max(worst, float(np.abs(np.asarray(p.classification.probabilities) - want).max()))
+    assert worst < 1e-4, f"server and offline twin differ by {worst}"
+
+
+def test_reflection_from_python_lists_the_services(server):
+    with grpc.insecure_channel(server.grpc) as channel:
+        db = ProtoReflectionDescriptorDatabase(channel)
+        services = set(db.get_services())
+        assert {"myelin.v1.Ingest", "myelin.v1.Decoding", "grpc.health.v1.Health"} <= services
+        file = db.FindFileContainingSymbol("myelin.v1.Prediction")
+        assert file.package == "myelin.v1"
