@@ -41,7 +41,12 @@ impl Decoding for DecodingService {
             late_policy,
             channel_map: r.channel_map,
         };
-        let reply = self.sessions.attach(spec, &self.models)?;
+        // Attaching primes the new filter with the buffered history (up to
+        // sessions.ring_buffer_seconds of samples): CPU work that must not stall an I/O thread.
+        let (sessions, models) = (self.sessions.clone(), self.models.clone());
+        let reply = tokio::task::spawn_blocking(move || sessions.attach(spec, &models))
+            .await
+            .map_err(|e| Status::internal(format!("attach task failed: {e}")))??;
         Ok(Response::new(reply))
     }
 

@@ -63,6 +63,24 @@ class Ingest:
         return self.replies
 
 
+def offline_predictions(card: dict, onnx_path: Path, samples: np.ndarray, stream_channels, rate: float, event_indices):
+    """What the server must publish, computed here: scipy filtering over the whole stream (the
+    offline twin), then ONNX Runtime for Python. Returns {window start: (event index, outputs)}."""
+    idx = [stream_channels.index(c) for c in card["channels"]]
+    filtered = preprocess.filter_stream(samples[:, idx], np.asarray(card["preprocessing"]["filter"]["sos"]))
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    offset = int(round(card["window"]["tmin_s"] * rate))
+    length = int(round((card["window"]["tmax_s"] - card["window"]["tmin_s"]) * rate))
+    out = {}
+    for i in event_indices:
+        start = i + offset
+        if start < 0 or start + length > len(samples):
+            continue
+        window = preprocess.window_from_filtered(filtered, start, card, rate)
+        out[start] = (i, session.run(None, {"window": window[None]}))
+    return out, offset, length
+
+
 def header(session: str, channels, rate: float) -> pb.StreamHeader:
     return pb.StreamHeader(session_id=session, stream_name="pytest", modality=pb.MODALITY_EEG,
                            channels=[pb.Channel(label=c, type="EEG", unit="microvolts") for c in channels],
@@ -107,17 +125,11 @@ def test_golden_stream_from_a_generated_python_client(server):
     markers = golden["markers"]
 
     # Expected values computed here: scipy for the windows, ONNX Runtime (Python) for outputs.
-    idx = [channels.index(c) for c in card["channels"]]
-    filtered = preprocess.filter_stream(x[:, idx], np.asarray(card["preprocessing"]["filter"]["sos"]))
-    session = ort.InferenceSession(str(ROOT / "models/fixtures/fixture-linear.onnx"), providers=["CPUExecutionProvider"])
-    offset = int(round(card["window"]["tmin_s"] * rate))
-    length = int(round((card["window"]["tmax_s"] - card["window"]["tmin_s"]) * rate))
-    wanted = [m for m in markers if m["code"] in (1, 2) and m["index"] + offset >= 0 and m["index"] + offset + length <= len(x)]
-    expected = []
-    for m in wanted:
-        window = preprocess.window_from_filtered(filtered, m["index"] + offset, card, rate)
-        probs, features = session.run(None, {"window": window[None]})
-        expected.append((m, probs[0], features[0]))
+    wanted = [m for m in markers if m["code"] in (1, 2)]
+    offline, offset, length = offline_predictions(card, ROOT / "models/fixtures/fixture-linear.onnx", x, channels, rate,
+                                                  [m["index"] for m in wanted])
+    by_index = {m["index"]: m for m in wanted}
+    expected = [(by_index[i], outputs[0][0], outputs[1][0]) for _, (i, outputs) in sorted(offline.items())]
 
     with grpc.insecure_channel(server.grpc) as channel:
         decoding = rpc.DecodingStub(channel)
@@ -169,16 +181,9 @@ def test_real_recording_through_the_server_matches_the_offline_twin(server):
     codes = np.array([int(float(r[mcol])) for r in rows[1:]])
     card = cards.read(ROOT / "models/erp-linear/erp-linear-muse.card.toml")
     rate = 256.0
-    model_idx = [channels.index(c) for c in card["channels"]]
-    filtered = preprocess.filter_stream(data[:, model_idx], np.asarray(card["preprocessing"]["filter"]["sos"]))
-    session = ort.InferenceSession(str(ROOT / "models/erp-linear/erp-linear-muse.onnx"), providers=["CPUExecutionProvider"])
-    offset = int(round(card["window"]["tmin_s"] * rate))
-    length = int(round((card["window"]["tmax_s"] - card["window"]["tmin_s"]) * rate))
-    events = [i for i in np.flatnonzero(codes) if i + offset >= 0 and i + offset + length <= len(data)]
-    offline = {}
-    for i in events:
-        w = preprocess.window_from_filtered(filtered, i + offset, card, rate)
-        offline[i + offset] = session.run(None, {"window": w[None]})[0][0]
+    offline, _, _ = offline_predictions(card, ROOT / "models/erp-linear/erp-linear-muse.onnx", data, channels, rate,
+                                        np.flatnonzero(codes))
+    events = list(offline)
 
     with grpc.insecure_channel(server.grpc) as channel:
         decoding = rpc.DecodingStub(channel)
@@ -201,7 +206,7 @@ def test_real_recording_through_the_server_matches_the_offline_twin(server):
     assert len(got) == len(events)
     worst = 0.0
     for p in got:
-        want = offline[p.window.first_sample_index]
+        want = offline[p.window.first_sample_index][1][0][0]
         worst = max(worst, float(np.abs(np.asarray(p.classification.probabilities) - want).max()))
     assert worst < 1e-4, f"server and offline twin differ by {worst}"
 

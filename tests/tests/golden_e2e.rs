@@ -82,28 +82,16 @@ async fn a_budget_too_small_to_meet_is_reported_late_or_dropped() {
     // Deterministic lateness: all samples first, the markers 1.5 s later. Each window's last
     // sample was then received over a second before its prediction can be published, so a 1 ms
     // budget is missed for certain.
-    let deliver = client
-        .attach_when_ready(pb::AttachRequest {
-            session_id: "late".into(),
-            model_id: "fixture-linear".into(),
-            window: Some(event_locked(&golden.marker_codes)),
-            latency_budget_ms: 1,
-            late_policy: pb::LatePolicy::Deliver as i32,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    let drop = client
-        .attach(pb::AttachRequest {
-            session_id: "late".into(),
-            model_id: "fixture-linear".into(),
-            window: Some(event_locked(&golden.marker_codes)),
-            latency_budget_ms: 1,
-            late_policy: pb::LatePolicy::Drop as i32,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    let one_ms_budget = |late_policy: pb::LatePolicy| pb::AttachRequest {
+        session_id: "late".into(),
+        model_id: "fixture-linear".into(),
+        window: Some(event_locked(&golden.marker_codes)),
+        latency_budget_ms: 1,
+        late_policy: late_policy as i32,
+        ..Default::default()
+    };
+    let deliver = client.attach_when_ready(one_ms_budget(pb::LatePolicy::Deliver)).await.unwrap();
+    let drop = client.attach(one_ms_budget(pb::LatePolicy::Drop)).await.unwrap();
     let mut delivered = client.subscribe("late", &deliver.attachment_id).await.unwrap();
     let mut dropped = client.subscribe("late", &drop.attachment_id).await.unwrap();
     let c = golden.channels.len();
