@@ -110,6 +110,11 @@ impl Client {
         Ok(self.decoding.clone().subscribe(request).await?.into_inner())
     }
 
+    /// Live calibration: progress messages while epochs are collected, the result last.
+    pub async fn calibrate(&self, request: pb::CalibrateRequest) -> Result<tonic::Streaming<pb::CalibrateProgress>> {
+        Ok(self.decoding.clone().calibrate(request).await?.into_inner())
+    }
+
     pub async fn list_sessions(&self) -> Result<Vec<pb::SessionInfo>> {
         Ok(self.decoding.clone().list_sessions(pb::ListSessionsRequest {}).await?.into_inner().sessions)
     }

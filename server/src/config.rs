@@ -49,6 +49,9 @@ impl Default for ServerConfig {
 pub struct ModelsConfig {
     /// Directory scanned (recursively) for model cards (`*.card.toml`).
     pub dir: PathBuf,
+    /// Where decoders fitted by live calibration are saved (card + parameters, one version per
+    /// fit); also scanned at start, so they can be attached by id after a restart.
+    pub calibrations_dir: PathBuf,
     /// Execution providers in order of preference: "cuda", "tensorrt", "cpu". A GPU provider that
     /// cannot load falls back to the next one, and finally to CPU, with one log line.
     pub execution_providers: Vec<String>,
@@ -67,6 +70,7 @@ impl Default for ModelsConfig {
     fn default() -> Self {
         Self {
             dir: PathBuf::from("models"),
+            calibrations_dir: PathBuf::from("calibrations"),
             execution_providers: vec!["cpu".into()],
             intra_op_threads: 1,
             workers_per_model: 1,

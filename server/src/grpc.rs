@@ -70,13 +70,20 @@ impl Decoding for DecodingService {
         Ok(Response::new(Box::pin(stream)))
     }
 
+    type CalibrateStream = Pin<Box<dyn Stream<Item = Result<pb::CalibrateProgress, Status>> + Send>>;
+
+    async fn calibrate(&self, request: Request<pb::CalibrateRequest>) -> Result<Response<Self::CalibrateStream>, Status> {
+        let progress = crate::calibrate::start(request.into_inner(), self.sessions.clone(), self.models.clone())?;
+        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(progress))))
+    }
+
     async fn list_sessions(&self, _: Request<pb::ListSessionsRequest>) -> Result<Response<pb::ListSessionsReply>, Status> {
         let sessions = self.sessions.list().iter().map(|s| s.info()).collect();
         Ok(Response::new(pb::ListSessionsReply { sessions }))
     }
 
     async fn list_models(&self, _: Request<pb::ListModelsRequest>) -> Result<Response<pb::ListModelsReply>, Status> {
-        let models = self.models.entries.iter().map(model_info).collect();
+        let models = self.models.entries().iter().map(model_info).collect();
         Ok(Response::new(pb::ListModelsReply { models }))
     }
 }

@@ -29,8 +29,9 @@ async fn render_metrics(State(state): State<AppState>) -> impl IntoResponse {
 }
 
 async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
-    let ready = state.models.entries.iter().filter(|e| matches!(e, ModelEntry::Ready(_))).count();
-    let failed = state.models.entries.len() - ready;
+    let entries = state.models.entries();
+    let ready = entries.iter().filter(|e| matches!(e, ModelEntry::Ready(_))).count();
+    let failed = entries.len() - ready;
     let body = serde_json::json!({ "status": "ok", "models_ready": ready, "models_failed": failed });
     (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], body.to_string())
 }

@@ -6,6 +6,7 @@
 //! (fan-out to subscribers). Beside it: [`config`], [`metrics`], [`http`], [`grpc`].
 #![forbid(unsafe_code)]
 
+pub mod calibrate;
 pub mod clock;
 pub mod config;
 pub mod decode;
@@ -137,7 +138,7 @@ pub async fn serve(
         })
     };
 
-    tracing::info!(grpc = %bound.grpc, http = %bound.http, models = models.entries.len(), "myelin serving");
+    tracing::info!(grpc = %bound.grpc, http = %bound.http, models = models.entries().len(), "myelin serving");
     on_ready(bound, models.clone(), hub.clone());
     let (grpc_result, http_result) = tokio::join!(grpc_server, async { http_server.await });
     upkeep.abort();

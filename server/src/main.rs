@@ -11,7 +11,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use myelin_server::config::Config;
-use myelin_server::decode::{card, model};
+use myelin_server::decode::{self, card, model};
 use myelin_server::{demo, shutdown};
 
 #[derive(Parser)]
@@ -123,13 +123,16 @@ fn list_models(config_path: Option<PathBuf>) -> anyhow::Result<()> {
     let config = Config::load(config_path.as_deref())?;
     init_logging(&config.server.log_format);
     let env = model::init_runtime(&config.models.onnxruntime_library)?;
-    let cards = card::find_cards(&config.models.dir)?;
+    let mut cards = card::find_cards(&config.models.dir)?;
+    if config.models.calibrations_dir.is_dir() {
+        cards.extend(card::find_cards(&config.models.calibrations_dir)?);
+    }
     if cards.is_empty() {
         println!("no model cards under {}", config.models.dir.display());
     }
     for path in cards {
         match card::ModelCard::load(&path).map_err(anyhow::Error::from).and_then(|c| {
-            model::load(&env, &c, &config.models.execution_providers, 1).map_err(anyhow::Error::from).map(|(_, p)| (c, p))
+            decode::check_offline(&env, &c, &config.models.execution_providers).map(|p| (c, p))
         }) {
             Ok((c, provider)) => println!(
                 "ok    {} v{}  {}  {} ch @ {} Hz  window [{}, {}) s  data={}  ({}, {})",
@@ -155,7 +158,7 @@ fn check_card(path: &std::path::Path, config_path: Option<PathBuf>) -> anyhow::R
     init_logging(&config.server.log_format);
     let card = card::ModelCard::load(path)?;
     let env = model::init_runtime(&config.models.onnxruntime_library)?;
-    let (_, provider) = model::load(&env, &card, &config.models.execution_providers, 1)?;
+    let provider = decode::check_offline(&env, &card, &config.models.execution_providers)?;
     println!(
         "ok: {} v{} ({}) matches {} — input {} {:?}, output {} {:?}, warm-up passed on {provider}",
         card.id,

@@ -17,7 +17,7 @@ pub enum CardError {
     Field { path: PathBuf, field: &'static str, message: String },
 }
 
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Deserialize, serde::Serialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum Task {
     Classification,
@@ -35,7 +35,7 @@ impl Task {
     }
 }
 
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Deserialize, serde::Serialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum CardModality {
     Eeg,
@@ -44,7 +44,7 @@ pub enum CardModality {
     Ecog,
 }
 
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, Deserialize, serde::Serialize, PartialEq, Eq, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum Reference {
     #[default]
@@ -53,7 +53,7 @@ pub enum Reference {
     Average,
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize, PartialEq, Default)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Scaling {
     #[default]
@@ -72,7 +72,7 @@ fn default_epsilon() -> f64 {
     1e-6
 }
 
-#[derive(Debug, Clone, Deserialize, Default)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct FilterSpec {
     /// How the sections were designed, in words (e.g. "Butterworth band-pass 0.5-30 Hz, order 4").
@@ -84,7 +84,7 @@ pub struct FilterSpec {
     pub sos: Vec<[f64; 6]>,
 }
 
-#[derive(Debug, Clone, Deserialize, Default)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct Preprocessing {
     /// Causal IIR filter (band-pass, notch, ...) run continuously at the stream rate.
@@ -99,7 +99,7 @@ pub struct Preprocessing {
     pub clamp: Option<f32>,
 }
 
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Deserialize, serde::Serialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum Layout {
     /// [batch, channels, time]
@@ -108,7 +108,7 @@ pub enum Layout {
     TimeChannels,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct InputSpec {
     pub name: String,
@@ -117,7 +117,7 @@ pub struct InputSpec {
     pub layout: Layout,
 }
 
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, Deserialize, serde::Serialize, PartialEq, Eq, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum OutputKind {
     /// Already probabilities (softmax or sigmoid in the graph).
@@ -127,7 +127,7 @@ pub enum OutputKind {
     Logits,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct OutputSpec {
     pub name: String,
@@ -138,7 +138,7 @@ pub struct OutputSpec {
     pub embedding: Option<String>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct WindowSpec {
     /// Window start and end relative to the event (seconds); length defines the model's T.
@@ -146,10 +146,11 @@ pub struct WindowSpec {
     pub tmax_s: f64,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Provenance {
-    /// "real", "proxy", "synthetic", or "fixture" (test-only models, never decoders).
+    /// "real", "proxy", "synthetic", "fixture" (test-only models, never decoders), or "live"
+    /// (fitted by live calibration on whatever stream the caller sent).
     pub data_kind: String,
     pub training_data: String,
     pub split: String,
@@ -161,15 +162,26 @@ pub struct Provenance {
     pub notes: String,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct NativeSpec {
+    /// "xdawn_lda": xDAWN spatial filters + shrinkage LDA (decode::erp).
+    pub kind: String,
+    /// Fitted parameters (JSON), relative to the card.
+    pub params: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ModelCard {
     pub id: String,
     pub version: String,
     pub task: Task,
     pub modality: CardModality,
-    /// ONNX file, relative to the card.
-    pub onnx: PathBuf,
+    /// ONNX file, relative to the card (ONNX models).
+    pub onnx: Option<PathBuf>,
+    /// A decoder that runs natively in the server instead of an ONNX graph.
+    pub native: Option<NativeSpec>,
     pub description: Option<String>,
     /// Expected channels, in the order of the model input.
     pub channels: Vec<String>,
@@ -198,8 +210,17 @@ impl ModelCard {
         Ok(card)
     }
 
+    fn relative(&self, path: &Path) -> PathBuf {
+        self.card_path.parent().unwrap_or(Path::new(".")).join(path)
+    }
+
+    /// The ONNX file (empty path for native decoders).
     pub fn onnx_path(&self) -> PathBuf {
-        self.card_path.parent().unwrap_or(Path::new(".")).join(&self.onnx)
+        self.onnx.as_deref().map(|p| self.relative(p)).unwrap_or_default()
+    }
+
+    pub fn native_params_path(&self) -> Option<PathBuf> {
+        self.native.as_ref().map(|n| self.relative(&n.params))
     }
 
     /// Number of model samples in one window.
@@ -219,6 +240,12 @@ impl ModelCard {
         }
         if !ok_id(&self.version) {
             return Err(self.field("version", "must be non-empty, [A-Za-z0-9._-]"));
+        }
+        match (&self.onnx, &self.native) {
+            (Some(_), None) => {}
+            (None, Some(native)) if native.kind == "xdawn_lda" => {}
+            (None, Some(native)) => return Err(self.field("native.kind", format!("unknown native decoder {:?} (known: xdawn_lda)", native.kind))),
+            _ => return Err(self.field("onnx", "a card names exactly one of `onnx` (a file) or `native` (a built-in decoder)")),
         }
         if self.channels.is_empty() {
             return Err(self.field("channels", "must list at least one channel"));
@@ -271,8 +298,8 @@ impl ModelCard {
                 return Err(self.field("preprocessing.scaling", "scale values must be > 0"));
             }
         }
-        if !matches!(self.provenance.data_kind.as_str(), "real" | "proxy" | "synthetic" | "fixture") {
-            return Err(self.field("provenance.data_kind", "must be real, proxy, synthetic or fixture"));
+        if !matches!(self.provenance.data_kind.as_str(), "real" | "proxy" | "synthetic" | "fixture" | "live") {
+            return Err(self.field("provenance.data_kind", "must be real, proxy, synthetic, fixture or live (fitted on a live stream)"));
         }
         Ok(())
     }

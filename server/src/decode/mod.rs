@@ -2,9 +2,10 @@
 //! and the dedicated inference threads, each fed by one bounded queue per model.
 
 pub mod card;
+pub mod erp;
 pub mod model;
 
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError, RwLock};
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use myelin_proto::v1::{self as pb, PredictionStatus};
@@ -15,6 +16,34 @@ use crate::metrics as m;
 use crate::publish::Hub;
 use crate::window::WindowJob;
 use card::{ModelCard, OutputKind, Task};
+
+/// Something that turns one preprocessed window into outputs: an ONNX Runtime session, or a
+/// decoder native to the server. Each inference thread owns one.
+pub trait Backend: Send + 'static {
+    /// Returns the main output and the (possibly empty) embedding.
+    fn infer(&mut self, input: &[f32]) -> Result<(Vec<f32>, Vec<f32>), String>;
+}
+
+struct OnnxBackend {
+    session: ort::session::Session,
+    card: ModelCard,
+}
+
+impl Backend for OnnxBackend {
+    fn infer(&mut self, input: &[f32]) -> Result<(Vec<f32>, Vec<f32>), String> {
+        model::infer(&mut self.session, &self.card, input)
+    }
+}
+
+/// The native xDAWN + LDA decoder: [p(non-target), p(target)].
+pub struct XdawnBackend(pub Arc<erp::XdawnLda>);
+
+impl Backend for XdawnBackend {
+    fn infer(&mut self, input: &[f32]) -> Result<(Vec<f32>, Vec<f32>), String> {
+        let p = self.0.predict(input) as f32;
+        Ok((vec![1.0 - p, p], Vec::new()))
+    }
+}
 
 /// A model that loaded and passed its checks, with the queue of its inference threads.
 pub struct LoadedModel {
@@ -34,8 +63,25 @@ impl LoadedModel {
             Err(TrySendError::Full(job) | TrySendError::Disconnected(job)) => Err(job),
         }
     }
+
+    /// Starts one inference thread per backend, all fed by one bounded queue.
+    pub fn start(card: ModelCard, provider: String, backends: Vec<Box<dyn Backend>>, queue_depth: usize, hub: Hub) -> Arc<Self> {
+        let (sender, receiver) = crossbeam_channel::bounded(queue_depth);
+        let loaded = Arc::new(LoadedModel { card, provider, queue: sender });
+        for (worker, backend) in backends.into_iter().enumerate() {
+            let receiver = receiver.clone();
+            let hub = hub.clone();
+            let card = loaded.card.clone();
+            std::thread::Builder::new()
+                .name(format!("infer-{}-{worker}", card.id))
+                .spawn(move || inference_loop(backend, card, receiver, hub))
+                .expect("spawning an inference thread");
+        }
+        loaded
+    }
 }
 
+#[derive(Clone)]
 pub enum ModelEntry {
     Ready(Arc<LoadedModel>),
     /// The card or its ONNX file failed validation; attaching it is refused with this error.
@@ -51,57 +97,108 @@ impl ModelEntry {
     }
 }
 
+/// Every model the server knows: loaded from the model directories at start, plus decoders
+/// fitted while running (live calibration).
 pub struct ModelRegistry {
-    pub entries: Vec<ModelEntry>,
+    entries: RwLock<Vec<ModelEntry>>,
+    config: ModelsConfig,
+    hub: Hub,
+    env: ort::environment::Environment,
 }
 
-pub enum Lookup<'a> {
-    Ready(&'a Arc<LoadedModel>),
-    Failed(&'a str),
+pub enum Lookup {
+    Ready(Arc<LoadedModel>),
+    Failed(String),
     Missing,
 }
 
 impl ModelRegistry {
-    /// Loads every card under `config.dir`, starting `workers_per_model` inference threads for
-    /// each model that passes. A bad card does not stop the others.
+    /// Loads every card under `config.dir` and `config.calibrations_dir`, starting
+    /// `workers_per_model` inference threads for each model that passes. A bad card does not
+    /// stop the others.
     pub fn load(config: &ModelsConfig, hub: Hub) -> anyhow::Result<Self> {
         let env = model::init_runtime(&config.onnxruntime_library)?;
-        let cards = card::find_cards(&config.dir)
+        let mut cards = card::find_cards(&config.dir)
             .map_err(|e| anyhow::anyhow!("cannot scan model directory {}: {e}", config.dir.display()))?;
-        let mut entries = Vec::new();
+        if config.calibrations_dir.is_dir() {
+            cards.extend(card::find_cards(&config.calibrations_dir).map_err(|e| {
+                anyhow::anyhow!("cannot scan calibrations directory {}: {e}", config.calibrations_dir.display())
+            })?);
+        }
+        let registry = Self { entries: RwLock::new(Vec::new()), config: config.clone(), hub, env };
         for path in cards {
-            let card = match ModelCard::load(&path) {
-                Ok(card) => card,
-                Err(error) => {
-                    tracing::error!(card = %path.display(), %error, "model card rejected");
-                    let stem = path.file_name().and_then(|n| n.to_str()).unwrap_or("?").trim_end_matches(".card.toml");
-                    entries.push(ModelEntry::Failed { id: stem.to_string(), version: String::new(), card: None, error: error.to_string() });
-                    continue;
-                }
-            };
-            match start_model(&env, card.clone(), config, hub.clone()) {
-                Ok(model) => {
-                    tracing::info!(model = %model.card.id, version = %model.card.version, provider = %model.provider, data = %model.card.provenance.data_kind, "model ready");
-                    entries.push(ModelEntry::Ready(model));
-                }
-                Err(error) => {
-                    tracing::error!(card = %path.display(), %error, "model rejected");
-                    entries.push(ModelEntry::Failed {
-                        id: card.id.clone(),
-                        version: card.version.clone(),
-                        card: Some(Box::new(card)),
-                        error: error.to_string(),
-                    });
-                }
+            let entry = registry.load_card(&path);
+            registry.entries.write().unwrap_or_else(PoisonError::into_inner).push(entry);
+        }
+        Ok(registry)
+    }
+
+    fn load_card(&self, path: &std::path::Path) -> ModelEntry {
+        let card = match ModelCard::load(path) {
+            Ok(card) => card,
+            Err(error) => {
+                tracing::error!(card = %path.display(), %error, "model card rejected");
+                let stem = path.file_name().and_then(|n| n.to_str()).unwrap_or("?").trim_end_matches(".card.toml");
+                return ModelEntry::Failed { id: stem.to_string(), version: String::new(), card: None, error: error.to_string() };
+            }
+        };
+        match self.start_model(card.clone()) {
+            Ok(model) => {
+                tracing::info!(model = %model.card.id, version = %model.card.version, provider = %model.provider, data = %model.card.provenance.data_kind, "model ready");
+                ModelEntry::Ready(model)
+            }
+            Err(error) => {
+                tracing::error!(card = %path.display(), %error, "model rejected");
+                ModelEntry::Failed { id: card.id.clone(), version: card.version.clone(), card: Some(Box::new(card)), error: error.to_string() }
             }
         }
-        Ok(Self { entries })
+    }
+
+    fn start_model(&self, card: ModelCard) -> anyhow::Result<Arc<LoadedModel>> {
+        let config = &self.config;
+        let mut backends: Vec<Box<dyn Backend>> = Vec::new();
+        let mut provider = String::from("native");
+        if let Some(params) = card.native_params_path() {
+            let text = std::fs::read_to_string(&params).map_err(|e| anyhow::anyhow!("model {}: {}: {e}", card.id, params.display()))?;
+            let decoder: erp::XdawnLda = serde_json::from_str(&text).map_err(|e| anyhow::anyhow!("model {}: {}: {e}", card.id, params.display()))?;
+            check_native(&card, &decoder)?;
+            let decoder = Arc::new(decoder);
+            for _ in 0..config.workers_per_model {
+                backends.push(Box::new(XdawnBackend(decoder.clone())));
+            }
+        } else {
+            for _ in 0..config.workers_per_model {
+                let (session, used) = model::load(&self.env, &card, &config.execution_providers, config.intra_op_threads)?;
+                provider = used;
+                backends.push(Box::new(OnnxBackend { session, card: card.clone() }));
+            }
+        }
+        Ok(LoadedModel::start(card, provider, backends, config.queue_depth, self.hub.clone()))
+    }
+
+    /// Adds a model fitted while running (it becomes attachable by id at once).
+    pub fn register_native(&self, card: ModelCard, decoder: Arc<erp::XdawnLda>) -> anyhow::Result<Arc<LoadedModel>> {
+        check_native(&card, &decoder)?;
+        let backends: Vec<Box<dyn Backend>> =
+            (0..self.config.workers_per_model).map(|_| Box::new(XdawnBackend(decoder.clone())) as Box<dyn Backend>).collect();
+        let model = LoadedModel::start(card, "native".into(), backends, self.config.queue_depth, self.hub.clone());
+        self.entries.write().unwrap_or_else(PoisonError::into_inner).push(ModelEntry::Ready(model.clone()));
+        Ok(model)
+    }
+
+    pub fn entries(&self) -> Vec<ModelEntry> {
+        self.entries.read().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    pub fn calibrations_dir(&self) -> &std::path::Path {
+        &self.config.calibrations_dir
     }
 
     /// The newest version (string order) when `version` is empty.
-    pub fn find(&self, id: &str, version: &str) -> Lookup<'_> {
+    pub fn find(&self, id: &str, version: &str) -> Lookup {
+        let entries = self.entries.read().unwrap_or_else(PoisonError::into_inner);
         let mut best: Option<&ModelEntry> = None;
-        for entry in &self.entries {
+        for entry in entries.iter() {
             let (entry_id, entry_version) = entry.id_version();
             if entry_id != id || (!version.is_empty() && entry_version != version) {
                 continue;
@@ -111,48 +208,44 @@ impl ModelRegistry {
             }
         }
         match best {
-            Some(ModelEntry::Ready(model)) => Lookup::Ready(model),
-            Some(ModelEntry::Failed { error, .. }) => Lookup::Failed(error),
+            Some(ModelEntry::Ready(model)) => Lookup::Ready(model.clone()),
+            Some(ModelEntry::Failed { error, .. }) => Lookup::Failed(error.clone()),
             None => Lookup::Missing,
         }
     }
 }
 
-fn start_model(
-    env: &ort::environment::Environment,
-    card: ModelCard,
-    config: &ModelsConfig,
-    hub: Hub,
-) -> Result<Arc<LoadedModel>, model::ModelError> {
-    let (sender, receiver) = crossbeam_channel::bounded(config.queue_depth);
-    let mut sessions = Vec::new();
-    let mut provider = String::new();
-    for _ in 0..config.workers_per_model {
-        let (session, used) = model::load(env, &card, &config.execution_providers, config.intra_op_threads)?;
-        provider = used;
-        sessions.push(session);
+/// Validates a card and its model file without serving (`myelin models check`): loads and warms
+/// up an ONNX graph, or reads a native decoder's parameters. Returns the provider it would use.
+pub fn check_offline(env: &ort::environment::Environment, card: &ModelCard, providers: &[String]) -> anyhow::Result<String> {
+    match card.native_params_path() {
+        Some(params) => {
+            let text = std::fs::read_to_string(&params).map_err(|e| anyhow::anyhow!("{}: {e}", params.display()))?;
+            let decoder: erp::XdawnLda = serde_json::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", params.display()))?;
+            check_native(card, &decoder)?;
+            Ok("native".into())
+        }
+        None => Ok(model::load(env, card, providers, 1)?.1),
     }
-    let loaded = Arc::new(LoadedModel { card, provider, queue: sender });
-    for (worker, session) in sessions.into_iter().enumerate() {
-        let receiver = receiver.clone();
-        let hub = hub.clone();
-        let name = format!("infer-{}-{worker}", loaded.card.id);
-        let card = loaded.card.clone();
-        std::thread::Builder::new()
-            .name(name)
-            .spawn(move || inference_loop(session, card, receiver, hub))
-            .expect("spawning an inference thread");
-    }
-    Ok(loaded)
+}
+
+/// A native decoder's parameters must fit its card's input.
+fn check_native(card: &ModelCard, decoder: &erp::XdawnLda) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        decoder.n_channels == card.channels.len() && decoder.n_samples == card.window_samples(),
+        "model {}: card field `input.shape`: the decoder was fitted on {} channels x {} samples, the card says {} x {}",
+        card.id,
+        decoder.n_channels,
+        decoder.n_samples,
+        card.channels.len(),
+        card.window_samples()
+    );
+    anyhow::ensure!(card.labels.len() == 2, "model {}: card field `labels`: an xDAWN decoder has two classes", card.id);
+    Ok(())
 }
 
 /// One inference thread: takes windows from the model's queue until the queue closes.
-fn inference_loop(
-    mut session: ort::session::Session,
-    card: ModelCard,
-    queue: Receiver<WindowJob>,
-    hub: Hub,
-) {
+fn inference_loop(mut backend: Box<dyn Backend>, card: ModelCard, queue: Receiver<WindowJob>, hub: Hub) {
     let mut scratch = Vec::new();
     let mut input = vec![0.0f32; card.channels.len() * card.window_samples()];
     while let Ok(job) = queue.recv() {
@@ -170,7 +263,7 @@ fn inference_loop(
             continue;
         }
         attachment.preprocessor.run(&job.data, &mut scratch, &mut input);
-        let outcome = model::infer(&mut session, &card, &input);
+        let outcome = backend.infer(&input);
         let decode_end = clock::now_ns();
         if let Some(timing) = prediction.timing.as_mut() {
             timing.decode_start_ns = decode_start;

@@ -379,6 +379,9 @@ fn dispatch(
             refusal = Some(format!("window [{first}, {}] is no longer buffered", last + 1));
         }
     }
+    if let (None, Some(collector), Some(trigger)) = (&refusal, &attachment.collector, &job.trigger) {
+        collector.offer(&job.data, trigger);
+    }
     if let Some(reason) = refusal {
         let prediction = job.prediction(PredictionStatus::Error, reason);
         hub.publish(prediction, job.attachment.late_policy);
@@ -476,7 +479,7 @@ impl SessionManager {
             .get(&spec.session_id)
             .ok_or_else(|| SessionError::NotFound(format!("session {:?} does not exist", spec.session_id)))?;
         let model = match models.find(&spec.model_id, &spec.model_version) {
-            Lookup::Ready(model) => model.clone(),
+            Lookup::Ready(model) => model,
             Lookup::Failed(error) => {
                 return Err(SessionError::FailedPrecondition(format!("model {:?} is not available: {error}", spec.model_id)));
             }
@@ -624,6 +627,39 @@ impl SessionManager {
             window_stream_samples: length as u64,
             window_model_samples: model_samples as u64,
             latency_budget_ms: budget_ms,
+        })
+    }
+
+    /// Runs `f` on the runtime of `attachment_id` under its session's lock.
+    pub fn with_attachment<R>(&self, attachment_id: &str, f: impl FnOnce(&mut AttachmentRuntime) -> R) -> Result<R, SessionError> {
+        for session in self.list() {
+            let mut st = session.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            if let Some(runtime) = st.attachments.iter_mut().find(|a| a.shared.id == attachment_id) {
+                return Ok(f(runtime));
+            }
+        }
+        Err(SessionError::NotFound(format!("attachment {attachment_id:?} does not exist")))
+    }
+
+    /// Points an attachment at another model with the same input (same card preprocessing),
+    /// atomically with respect to its stream: the next window goes to the new model; windows
+    /// already queued finish on the old one. Subscribers see the same attachment id.
+    pub fn swap_model(&self, attachment_id: &str, model: Arc<crate::decode::LoadedModel>) -> Result<String, SessionError> {
+        self.with_attachment(attachment_id, |runtime| {
+            let old = &runtime.shared;
+            let previous = old.model.card.id.clone();
+            runtime.shared = Arc::new(Attachment {
+                id: old.id.clone(),
+                session_id: old.session_id.clone(),
+                model,
+                budget_ms: old.budget_ms,
+                late_policy: old.late_policy,
+                policy: old.policy.clone(),
+                preprocessor: old.preprocessor.clone(),
+                predictions: AtomicU64::new(old.predictions.load(Ordering::Relaxed)),
+            });
+            tracing::info!(attachment = %attachment_id, from = %previous, to = %runtime.shared.model.card.id, "model swapped");
+            previous
         })
     }
 

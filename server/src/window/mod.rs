@@ -98,7 +98,30 @@ pub struct AttachmentRuntime {
     pub filter: SosFilter,
     pub ring: FrameRing,
     pub cutter: Cutter,
+    /// Set while a live calibration collects this attachment's epochs.
+    pub collector: Option<Collector>,
     frame: Vec<f32>,
+}
+
+/// Receives copies of an attachment's event-locked windows, labelled by marker code.
+pub struct Collector {
+    pub target_codes: Vec<i32>,
+    pub non_target_codes: Vec<i32>,
+    /// (filtered window at the stream rate, is target); bounded, never waited on.
+    pub sender: tokio::sync::mpsc::Sender<(Vec<f32>, bool)>,
+}
+
+impl Collector {
+    pub fn offer(&self, window: &[f32], trigger: &pb::Marker) {
+        let label = if self.target_codes.contains(&trigger.code) {
+            true
+        } else if self.non_target_codes.contains(&trigger.code) {
+            false
+        } else {
+            return;
+        };
+        let _ = self.sender.try_send((window.to_vec(), label));
+    }
 }
 
 /// A window ready to go (or refused), produced under the session lock and dispatched after.
@@ -110,7 +133,7 @@ pub enum Cut {
 impl AttachmentRuntime {
     pub fn new(shared: Arc<Attachment>, channel_index: Vec<usize>, filter: SosFilter, ring_capacity: usize, cutter: Cutter) -> Self {
         let width = channel_index.len();
-        Self { shared, channel_index, filter, ring: FrameRing::new(ring_capacity, width), cutter, frame: vec![0.0; width] }
+        Self { shared, channel_index, filter, ring: FrameRing::new(ring_capacity, width), cutter, collector: None, frame: vec![0.0; width] }
     }
 
     /// Filters one stream frame into the attachment's ring.
