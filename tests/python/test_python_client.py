@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import gzip
 import json
-import queue
 import threading
 import time
 from pathlib import Path
@@ -17,50 +16,9 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoRe
 from myelin.v1 import myelin_pb2 as pb
 from myelin.v1 import myelin_pb2_grpc as rpc
 
-from common import cards, preprocess
+from common import cards, live, preprocess
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-class Ingest:
-    """A bidirectional Ingest call fed from a queue; replies are drained on a thread."""
-
-    def __init__(self, channel, header: pb.StreamHeader):
-        self.requests: queue.Queue = queue.Queue()
-        self.requests.put(pb.IngestRequest(header=header))
-        self.replies = []
-        self.error = None
-        stub = rpc.IngestStub(channel)
-        self.call = stub.Stream(iter(self.requests.get, None))
-        self.thread = threading.Thread(target=self._drain, daemon=True)
-        self.thread.start()
-        self.next_index = 0
-
-    def _drain(self):
-        try:
-            for reply in self.call:
-                self.replies.append(reply)
-        except grpc.RpcError as e:
-            self.error = e
-
-    def chunk(self, samples: np.ndarray, timestamps: np.ndarray):
-        n = samples.shape[0]
-        self.requests.put(pb.IngestRequest(chunk=pb.SampleChunk(
-            first_sample_index=self.next_index,
-            per_sample=pb.PerSampleTimestamps(seconds=timestamps.tolist()),
-            n_samples=n,
-            samples=samples.astype("<f4").tobytes(),
-        )))
-        self.next_index += n
-
-    def markers(self, items):
-        self.requests.put(pb.IngestRequest(markers=pb.Markers(markers=[pb.Marker(timestamp=t, code=c) for t, c in items])))
-
-    def close(self):
-        self.requests.put(None)
-        self.thread.join(timeout=30)
-        assert self.error is None, self.error
-        return self.replies
 
 
 def offline_predictions(card: dict, onnx_path: Path, samples: np.ndarray, stream_channels, rate: float, event_indices):
@@ -81,21 +39,15 @@ def offline_predictions(card: dict, onnx_path: Path, samples: np.ndarray, stream
     return out, offset, length
 
 
-def header(session: str, channels, rate: float) -> pb.StreamHeader:
-    return pb.StreamHeader(session_id=session, stream_name="pytest", modality=pb.MODALITY_EEG,
-                           channels=[pb.Channel(label=c, type="EEG", unit="microvolts") for c in channels],
-                           nominal_rate_hz=rate, clock=pb.CLOCK_SOURCE_UNIX)
+def Ingest(channel, header_message):
+    return live.Ingest(pb, rpc, channel, header_message)
 
 
-def attach(decoding, request: pb.AttachRequest) -> pb.AttachReply:
-    for _ in range(100):
-        try:
-            return decoding.Attach(request)
-        except grpc.RpcError as e:
-            if e.code() != grpc.StatusCode.NOT_FOUND or "session" not in e.details():
-                raise
-            time.sleep(0.02)
-    raise AssertionError("session never appeared")
+def header(session: str, channels, rate: float):
+    return live.header(pb, session, channels, rate)
+
+
+attach = live.attach
 
 
 def subscribe(decoding, session: str, attachment: str, n: int, out: list, timeout=30.0):

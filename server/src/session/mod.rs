@@ -105,6 +105,12 @@ impl Session {
         if self.live.swap(false, Ordering::AcqRel) {
             metrics::gauge!(m::LIVE_SESSIONS).decrement(1.0);
         }
+        // A calibration collecting from this stream fits on what it has: no more epochs come.
+        let mut st = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        for attachment in &mut st.attachments {
+            attachment.collector = None;
+        }
+        drop(st);
         *self.ended_at.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Instant::now());
     }
 

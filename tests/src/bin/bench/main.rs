@@ -6,7 +6,10 @@
 //!   * end-to-end latency: the client sending the chunk that completes a window -> the subscriber
 //!     receiving its prediction (one process, one clock, over loopback).
 //!
-//!     cargo build --release --bins && target/release/myelin-bench --seconds 60
+//!     cargo build --release --bins && target/release/myelin-bench stream --seconds 60
+//!     target/release/myelin-bench erp
+
+mod erp;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -18,7 +21,26 @@ use myelin_e2e::{TestServer, repo_root, sliding, stream_header};
 use tokio::time::Instant;
 
 #[derive(Parser)]
-#[command(about = "Myelin latency benchmark (64 channels at 1 kHz, small model)")]
+#[command(about = "Myelin benchmarks, run against the real server binary")]
+enum Bench {
+    /// Latency of the streaming path: 64 channels at 1 kHz into a small model.
+    Stream(Args),
+    /// ERP decoders on real EEG: per-epoch decode time of the native xDAWN + LDA decoder and of
+    /// the ONNX models, and the time to calibrate the native decoder on 300 epochs.
+    Erp(ErpArgs),
+}
+
+#[derive(clap::Args)]
+struct ErpArgs {
+    /// Server binary (default: target/release/myelin).
+    #[arg(long)]
+    server: Option<std::path::PathBuf>,
+    /// Calibration repetitions (each on a fresh stream of the same 300 epochs).
+    #[arg(long, default_value_t = 3)]
+    repetitions: usize,
+}
+
+#[derive(clap::Args)]
 struct Args {
     /// Seconds of streaming.
     #[arg(long, default_value_t = 60.0)]
@@ -41,7 +63,13 @@ const RATE: f64 = 1000.0;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
+    match Bench::parse() {
+        Bench::Stream(args) => stream(args).await,
+        Bench::Erp(args) => erp::run(args.server, args.repetitions).await,
+    }
+}
+
+async fn stream(args: Args) -> anyhow::Result<()> {
     let bin = args.server.clone().unwrap_or_else(|| repo_root().join("target/release/myelin"));
     anyhow::ensure!(bin.exists(), "{} not found: cargo build --release --bins", bin.display());
     let server = start_server(&bin).await;

@@ -1,0 +1,147 @@
+"""Talking to a running myelin server from Python: stubs generated from proto/ with
+grpcio-tools, a server process on free loopback ports, and an Ingest call fed from a queue.
+Used by the real-peer tests (tests/python) and by evaluations that must go through the live
+server rather than an offline copy of the pipeline."""
+from __future__ import annotations
+
+import os
+import queue
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def load_stubs(out_dir: Path):
+    """Generates myelin.v1 Python stubs into out_dir (once) and returns (pb, rpc) modules."""
+    from grpc_tools import protoc
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rc = protoc.main(["grpc_tools.protoc", f"-I{ROOT / 'proto'}", f"--python_out={out_dir}",
+                      f"--grpc_python_out={out_dir}", str(ROOT / "proto/myelin/v1/myelin.proto")])
+    if rc != 0:
+        raise RuntimeError("grpc_tools.protoc failed")
+    for d in (out_dir / "myelin", out_dir / "myelin" / "v1"):
+        (d / "__init__.py").touch()
+    if str(out_dir) not in sys.path:
+        sys.path.insert(0, str(out_dir))
+    from myelin.v1 import myelin_pb2, myelin_pb2_grpc
+    return myelin_pb2, myelin_pb2_grpc
+
+
+class Server:
+    """`myelin serve` on ports picked by the OS; stop() sends SIGTERM."""
+
+    def __init__(self, binary: str, env: dict[str, str] | None = None):
+        full_env = dict(os.environ, MYELIN_SERVER__GRPC_ADDR="127.0.0.1:0", MYELIN_SERVER__HTTP_ADDR="127.0.0.1:0",
+                        RUST_LOG=os.environ.get("RUST_LOG", "warn"))
+        full_env.update(env or {})
+        self.proc = subprocess.Popen([binary, "serve"], cwd=ROOT, env=full_env, stdout=subprocess.PIPE, text=True)
+        line = ""
+        for line in self.proc.stdout:
+            if line.startswith("myelin ready "):
+                break
+        else:
+            raise RuntimeError(f"myelin exited before it was ready (code {self.proc.wait()})")
+        fields = dict(kv.split("=", 1) for kv in line.split()[2:])
+        self.grpc, self.http = fields["grpc"], fields["http"]
+        threading.Thread(target=lambda: [None for _ in self.proc.stdout], daemon=True).start()
+
+    def stop(self):
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            raise
+
+
+class Ingest:
+    """A bidirectional Ingest call fed from a queue; replies are drained on a thread."""
+
+    def __init__(self, pb, rpc, channel, header):
+        import grpc
+
+        self._grpc = grpc
+        self.pb = pb
+        self.requests: queue.Queue = queue.Queue()
+        self.requests.put(pb.IngestRequest(header=header))
+        self.replies = []
+        self.error = None
+        self.call = rpc.IngestStub(channel).Stream(iter(self.requests.get, None))
+        self.thread = threading.Thread(target=self._drain, daemon=True)
+        self.thread.start()
+        self.next_index = 0
+
+    def _drain(self):
+        try:
+            for reply in self.call:
+                self.replies.append(reply)
+        except self._grpc.RpcError as e:
+            self.error = e
+
+    def chunk(self, samples, timestamps):
+        n = samples.shape[0]
+        self.requests.put(self.pb.IngestRequest(chunk=self.pb.SampleChunk(
+            first_sample_index=self.next_index,
+            per_sample=self.pb.PerSampleTimestamps(seconds=list(map(float, timestamps))),
+            n_samples=n,
+            samples=samples.astype("<f4").tobytes(),
+        )))
+        self.next_index += n
+
+    def markers(self, items):
+        self.requests.put(self.pb.IngestRequest(markers=self.pb.Markers(
+            markers=[self.pb.Marker(timestamp=float(t), code=int(c)) for t, c in items])))
+
+    def wait_acknowledged(self, timeout=60.0):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if self.error is not None:
+                raise self.error
+            if self.replies and self.replies[-1].samples_accepted_until >= self.next_index:
+                return
+            time.sleep(0.01)
+        raise TimeoutError("samples not acknowledged")
+
+    def close(self):
+        self.requests.put(None)
+        self.thread.join(timeout=30)
+        if self.error is not None:
+            raise self.error
+        return self.replies
+
+
+def header(pb, session: str, channels, rate: float):
+    return pb.StreamHeader(session_id=session, stream_name="python", modality=pb.MODALITY_EEG,
+                           channels=[pb.Channel(label=c, type="EEG", unit="microvolts") for c in channels],
+                           nominal_rate_hz=rate, clock=pb.CLOCK_SOURCE_UNIX)
+
+
+def attach(decoding, request):
+    """Attach, retrying while the server has not yet registered the session's header."""
+    import grpc
+
+    for _ in range(200):
+        try:
+            return decoding.Attach(request)
+        except grpc.RpcError as e:
+            if e.code() != grpc.StatusCode.NOT_FOUND or not e.details().startswith("session"):
+                raise
+            time.sleep(0.02)
+    raise TimeoutError("session never appeared")
+
+
+def stream_recording(ingest: Ingest, samples, timestamps, codes, chunk: int = 64):
+    """Sends a recording as fast as the server takes it, each chunk's markers right after it."""
+    import numpy as np
+
+    for begin in range(0, len(samples), chunk):
+        end = min(begin + chunk, len(samples))
+        ingest.chunk(samples[begin:end], timestamps[begin:end])
+        marks = [(timestamps[i], codes[i]) for i in np.flatnonzero(codes[begin:end]) + begin]
+        if marks:
+            ingest.markers(marks)
