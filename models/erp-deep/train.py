@@ -21,8 +21,6 @@ the cards.
 from __future__ import annotations
 
 import argparse
-import csv
-import gzip
 import json
 import sys
 import time
@@ -35,10 +33,10 @@ from torch import nn
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
 sys.path.insert(0, str(HERE.parent))
-from common import cards, preprocess  # noqa: E402
+from common import cards, p300, preprocess  # noqa: E402
 
-CHANNELS = ["TP9", "AF7", "AF8", "TP10"]
-STREAM_RATE = 256.0
+CHANNELS = p300.CHANNELS
+STREAM_RATE = p300.RATE
 MODEL_RATE = 64.0
 TMIN, TMAX = -0.125, 0.75
 SESSIONS = ["subject1_session1", "subject1_session2", "subject2_session1", "subject2_session2"]
@@ -108,13 +106,7 @@ def card_for(arch: str, session: str, n_t: int, sos) -> dict:
 
 
 def read_run(path: Path):
-    with gzip.open(path, "rt") as f:
-        rows = list(csv.reader(f))
-    head = rows[0]
-    idx = [head.index(c) for c in CHANNELS]
-    mcol = next(i for i, h in enumerate(head) if h.startswith("Marker"))
-    data = np.array([[float(r[i]) for i in idx] for r in rows[1:]], dtype=np.float32)
-    markers = np.array([int(float(r[mcol])) for r in rows[1:]])
+    data, markers, _, _ = p300.read_run(path, CHANNELS)
     return data, markers
 
 
@@ -123,7 +115,7 @@ def epochs(data_dir: Path, session: str, card: dict):
     sos = np.asarray(card["preprocessing"]["filter"]["sos"])
     offset = int(round(TMIN * STREAM_RATE))
     length = int(round((TMAX - TMIN) * STREAM_RATE))
-    for path in sorted(data_dir.glob(session + "_*.csv.gz")):
+    for path in p300.runs(data_dir, session):
         data, markers = read_run(path)
         filtered = preprocess.filter_stream(data, sos)
         for i in np.flatnonzero(markers):

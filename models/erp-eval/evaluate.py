@@ -18,8 +18,6 @@ codes (target / non-target), not which stimulus was shown, so there is nothing t
 from __future__ import annotations
 
 import argparse
-import csv
-import gzip
 import re
 import subprocess
 import sys
@@ -34,7 +32,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
 sys.path.insert(0, str(ROOT / "models"))
-from common import live  # noqa: E402
+from common import live, p300  # noqa: E402
 
 DATA = ROOT / "models/data/p300"
 FOLDS = [("subject1_session1", "subject1_session2"), ("subject1_session2", "subject1_session1"),
@@ -47,21 +45,15 @@ def read_session(prefix: str):
     parts, codes, stamps = [], [], []
     next_start = None
     channels = None
-    for path in sorted(DATA.glob(prefix + "_*.csv.gz")):
-        with gzip.open(path, "rt") as f:
-            rows = list(csv.reader(f))
-        head = rows[0]
-        channels = [h for h in head if h != "timestamps" and not h.startswith("Marker")]
-        mcol = next(i for i, h in enumerate(head) if h.startswith("Marker"))
-        data = np.array([[float(r[head.index(c)]) for c in channels] for r in rows[1:]], dtype=np.float32)
-        ts = np.array([float(r[0]) for r in rows[1:]])
+    for path in p300.runs(DATA, prefix):
+        data, markers, ts, channels = p300.read_run(path)
         if next_start is None:
             next_start = ts[0]
         ts = ts - ts[0] + next_start
         next_start = ts[-1] + 1.0
         parts.append(data)
         stamps.append(ts)
-        codes.append(np.array([int(float(r[mcol])) for r in rows[1:]]))
+        codes.append(markers)
     return channels, np.concatenate(parts), np.concatenate(stamps), np.concatenate(codes)
 
 

@@ -10,8 +10,6 @@ script uses models/common/preprocess.py, the offline twin of the server's online
 from __future__ import annotations
 
 import argparse
-import csv
-import gzip
 import sys
 from pathlib import Path
 
@@ -24,10 +22,10 @@ from sklearn.metrics import balanced_accuracy_score, roc_auc_score
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
 sys.path.insert(0, str(HERE.parent))
-from common import cards, onnx_export, preprocess  # noqa: E402
+from common import cards, p300, onnx_export, preprocess  # noqa: E402
 
-CHANNELS = ["TP9", "AF7", "AF8", "TP10"]
-STREAM_RATE = 256.0
+CHANNELS = p300.CHANNELS
+STREAM_RATE = p300.RATE
 MODEL_RATE = 32.0
 TMIN, TMAX = -0.125, 0.75
 BASELINE = [-0.125, 0.0]
@@ -39,14 +37,7 @@ TEST = ["subject1_session2", "subject2_session1", "subject2_session2"]
 
 
 def read_run(path: Path):
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt") as f:
-        rows = list(csv.reader(f))
-    header = rows[0]
-    idx = [header.index(c) for c in CHANNELS]
-    mcol = next(i for i, h in enumerate(header) if h.startswith("Marker"))
-    data = np.array([[float(r[i]) for i in idx] for r in rows[1:]], dtype=np.float32)
-    markers = np.array([int(float(r[mcol])) for r in rows[1:]])
+    data, markers, _, _ = p300.read_run(path, CHANNELS)
     return data, markers
 
 
@@ -67,7 +58,7 @@ def epochs_of_run(path: Path, card: dict):
 
 
 def load(data_dir: Path, prefix: str, card: dict):
-    runs = sorted(data_dir.glob(prefix + "_*.csv*"))
+    runs = p300.runs(data_dir, prefix)
     if not runs:
         raise SystemExit(f"no runs {prefix}_* in {data_dir}")
     parts = [epochs_of_run(p, card) for p in runs]

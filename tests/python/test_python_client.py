@@ -3,7 +3,6 @@ with grpcio-tools, with expected values computed here, independently of the serv
 scipy (models/common/preprocess.py) and the model by ONNX Runtime for Python."""
 from __future__ import annotations
 
-import gzip
 import json
 import threading
 import time
@@ -16,7 +15,7 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoRe
 from myelin.v1 import myelin_pb2 as pb
 from myelin.v1 import myelin_pb2_grpc as rpc
 
-from common import cards, live, preprocess
+from common import cards, live, p300, preprocess
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -122,15 +121,7 @@ def test_real_recording_through_the_server_matches_the_offline_twin(server):
     training code computes offline for the same epoch, so the card's offline metrics describe
     the served path."""
     path = ROOT / "models/data/p300/subject1_session2_2017-02-09-17.17.46.csv.gz"
-    import csv
-    with gzip.open(path, "rt") as f:
-        rows = list(csv.reader(f))
-    head = rows[0]
-    channels = [h for h in head if h != "timestamps" and not h.startswith("Marker")]
-    data = np.array([[float(r[head.index(c)]) for c in channels] for r in rows[1:]], dtype=np.float32)
-    ts = np.array([float(r[0]) for r in rows[1:]])
-    mcol = next(i for i, h in enumerate(head) if h.startswith("Marker"))
-    codes = np.array([int(float(r[mcol])) for r in rows[1:]])
+    data, codes, ts, channels = p300.read_run(path)
     card = cards.read(ROOT / "models/erp-linear/erp-linear-muse.card.toml")
     rate = 256.0
     offline, _, _ = offline_predictions(card, ROOT / "models/erp-linear/erp-linear-muse.onnx", data, channels, rate,
