@@ -3,6 +3,7 @@
 #   * .venv/  Python packages pinned in deploy/requirements.txt (model scripts, real-peer tests)
 #   * runtime/libonnxruntime.so.1.31.1  ONNX Runtime, taken from the pinned onnxruntime wheel
 #     (the server loads it at run time; .cargo/config.toml points ORT_DYLIB_PATH at it)
+#   * runtime/liblsl.so.2  liblsl 1.18, taken from the pinned pylsl wheel (LabStreamingLayer)
 # Nothing is downloaded from outside the package registries; protoc comes from a crate.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -35,5 +36,14 @@ mkdir -p runtime
 if ! cmp -s "$lib" runtime/libonnxruntime.so.1.31.1; then
   log "installing ONNX Runtime library from the onnxruntime wheel into runtime/"
   cp "$lib" runtime/libonnxruntime.so.1.31.1
+fi
+lsl=$(.venv/bin/python - <<'PY'
+import pathlib, pylsl
+print(sorted((pathlib.Path(pylsl.__file__).parent / "lib").glob("liblsl.so.1.*"))[-1])
+PY
+)
+if ! cmp -s "$lsl" runtime/liblsl.so.2; then
+  log "installing liblsl from the pylsl wheel into runtime/"
+  cp "$lsl" runtime/liblsl.so.2
 fi
 log "ready"

@@ -115,6 +115,11 @@ impl Client {
         Ok(self.decoding.clone().calibrate(request).await?.into_inner())
     }
 
+    /// Connects a LabStreamingLayer stream (and optional marker stream) as a session.
+    pub async fn connect_lsl(&self, request: pb::ConnectLslRequest) -> Result<pb::ConnectLslReply> {
+        Ok(self.decoding.clone().connect_lsl(request).await?.into_inner())
+    }
+
     pub async fn list_sessions(&self) -> Result<Vec<pb::SessionInfo>> {
         Ok(self.decoding.clone().list_sessions(pb::ListSessionsRequest {}).await?.into_inner().sessions)
     }

@@ -148,7 +148,7 @@ async fn run(
     .map_err(|e| Status::failed_precondition(format!("cannot fit the decoder: {e}")))?;
     let (decoder, cv, fit_seconds) = fitted;
 
-    let version = version_now();
+    let version = utc_stamp();
     let card = calibrated_card(&base, &plan, &session_id, &version, targets, others, &cv);
     let artifact = save(models.calibrations_dir(), card.clone(), &decoder)
         .map_err(|e| Status::internal(format!("saving the fitted decoder failed: {e}")))?;
@@ -174,7 +174,7 @@ async fn run(
 }
 
 /// UTC time to the millisecond: sorts as text, so the newest version is the largest.
-fn version_now() -> String {
+pub fn utc_stamp() -> String {
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
     let (secs, millis) = (now.as_secs(), now.subsec_millis());
     let days = secs / 86_400;
@@ -248,7 +248,7 @@ fn save(dir: &std::path::Path, card: ModelCard, decoder: &XdawnLda) -> anyhow::R
 mod tests {
     #[test]
     fn versions_are_utc_timestamps_that_sort() {
-        let v = super::version_now();
+        let v = super::utc_stamp();
         assert_eq!(v.len(), "20261130T064512.123Z".len(), "{v}");
         assert!(v.starts_with("20"), "{v}");
     }

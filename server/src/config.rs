@@ -17,7 +17,58 @@ pub struct Config {
     pub sessions: SessionsConfig,
     pub decoding: DecodingConfig,
     pub publish: PublishConfig,
+    pub lsl: LslConfig,
+    pub recording: RecordingConfig,
     pub demo: DemoConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LslConfig {
+    /// Path of liblsl; empty = runtime/liblsl.so.2 (installed by deploy/setup.sh from the pylsl
+    /// wheel), then the system search path. Without liblsl the server runs and every LSL request
+    /// fails with UNAVAILABLE.
+    pub library: PathBuf,
+    /// How long to wait for a stream to appear when connecting a source.
+    pub resolve_timeout_seconds: f64,
+    /// No samples for this long marks a source as lost (it keeps reconnecting).
+    pub stall_seconds: f64,
+    /// LSL sources connected at start (each becomes a session).
+    pub sources: Vec<LslSourceConfig>,
+}
+
+impl Default for LslConfig {
+    fn default() -> Self {
+        Self { library: PathBuf::new(), resolve_timeout_seconds: 5.0, stall_seconds: 1.0, sources: Vec::new() }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct LslSourceConfig {
+    /// Session id for the stream.
+    pub session_id: String,
+    /// LSL predicate of the data stream, e.g. "name='EEG' and type='EEG'".
+    pub data: String,
+    /// LSL predicate of its marker stream (string or numeric); empty = none.
+    pub markers: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RecordingConfig {
+    /// Record every session to XDF (raw samples, markers, predictions, clock offsets).
+    pub enabled: bool,
+    /// One file per session: <dir>/<session id>-<UTC start time>.xdf.
+    pub dir: PathBuf,
+    /// Longest time data waits in memory before it is written and flushed (a crash loses at most this).
+    pub flush_interval_ms: u64,
+}
+
+impl Default for RecordingConfig {
+    fn default() -> Self {
+        Self { enabled: false, dir: PathBuf::from("recordings"), flush_interval_ms: 250 }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

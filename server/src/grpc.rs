@@ -19,6 +19,8 @@ pub struct DecodingService {
     pub hub: Hub,
     pub default_budget_ms: u32,
     pub shutdown: Shutdown,
+    pub lsl_resolve_timeout_s: f64,
+    pub lsl_stall_s: f64,
 }
 
 type PredictionStream = Pin<Box<dyn Stream<Item = Result<pb::Prediction, Status>> + Send>>;
@@ -40,6 +42,7 @@ impl Decoding for DecodingService {
             budget_ms: if r.latency_budget_ms == 0 { self.default_budget_ms } else { r.latency_budget_ms },
             late_policy,
             channel_map: r.channel_map,
+            lsl_outlet: r.lsl_outlet,
         };
         // Attaching primes the new filter with the buffered history (up to
         // sessions.ring_buffer_seconds of samples): CPU work that must not stall an I/O thread.
@@ -75,6 +78,39 @@ impl Decoding for DecodingService {
     async fn calibrate(&self, request: Request<pb::CalibrateRequest>) -> Result<Response<Self::CalibrateStream>, Status> {
         let progress = crate::calibrate::start(request.into_inner(), self.sessions.clone(), self.models.clone())?;
         Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(progress))))
+    }
+
+    async fn connect_lsl(&self, request: Request<pb::ConnectLslRequest>) -> Result<Response<pb::ConnectLslReply>, Status> {
+        let r = request.into_inner();
+        let Some(lsl) = self.sessions.lsl().cloned() else {
+            return Err(Status::unavailable(
+                "LabStreamingLayer is not available on this server: liblsl was not found (run deploy/setup.sh, or set lsl.library)",
+            ));
+        };
+        let id_ok = !r.session_id.is_empty() && r.session_id.len() <= 128 && r.session_id.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
+        if !id_ok {
+            return Err(Status::invalid_argument(format!("session_id {:?} must be 1-128 characters of [A-Za-z0-9._-]", r.session_id)));
+        }
+        let data_predicate = if r.data_predicate.is_empty() {
+            if r.data_name.is_empty() && r.data_type.is_empty() && r.data_source_id.is_empty() {
+                return Err(Status::invalid_argument("name the data stream: data_predicate, or data_name / data_type / data_source_id"));
+            }
+            myelin_lsl::predicate(&r.data_name, &r.data_type, &r.data_source_id)
+        } else {
+            r.data_predicate
+        };
+        let spec = crate::ingest::lsl::SourceSpec {
+            session_id: r.session_id,
+            data_predicate,
+            marker_predicate: r.marker_predicate,
+            timeout_s: if r.timeout_s > 0.0 { r.timeout_s } else { self.lsl_resolve_timeout_s },
+            modality: pb::Modality::try_from(r.modality).unwrap_or(pb::Modality::Unspecified),
+        };
+        let (sessions, hub, shutdown, stall) = (self.sessions.clone(), self.hub.clone(), self.shutdown.clone(), self.lsl_stall_s);
+        let reply = tokio::task::spawn_blocking(move || crate::ingest::lsl::connect(&lsl, spec, &sessions, hub, shutdown, stall))
+            .await
+            .map_err(|e| Status::internal(format!("LSL connect task failed: {e}")))??;
+        Ok(Response::new(reply))
     }
 
     async fn list_sessions(&self, _: Request<pb::ListSessionsRequest>) -> Result<Response<pb::ListSessionsReply>, Status> {

@@ -19,6 +19,7 @@ pub mod metrics;
 pub mod publish;
 pub mod session;
 pub mod shutdown;
+pub mod record;
 pub mod window;
 
 use std::net::SocketAddr;
@@ -69,7 +70,26 @@ pub async fn serve(
         .await
         .context("model loading thread panicked")??;
     let models = Arc::new(models);
-    let sessions = Arc::new(SessionManager::new(config.sessions.clone()));
+    let lsl = match myelin_lsl::Lsl::load(Some(&config.lsl.library)) {
+        Ok(lsl) => {
+            tracing::info!(version = lsl.version(), path = %lsl.path().display(), "LabStreamingLayer available");
+            Some(lsl)
+        }
+        Err(error) => {
+            tracing::warn!(%error, "LabStreamingLayer unavailable; LSL requests will fail");
+            None
+        }
+    };
+    let sessions = Arc::new(SessionManager::new(
+        config.sessions.clone(),
+        config.recording.clone(),
+        hub.clone(),
+        lsl.clone(),
+        shutdown.clone(),
+    ));
+    for source in config.lsl.sources.clone() {
+        ingest::lsl::keep_connecting(source, config.lsl.resolve_timeout_seconds, config.lsl.stall_seconds, sessions.clone(), hub.clone(), shutdown.clone());
+    }
 
     let grpc_listener = TcpListener::bind(config.server.grpc_addr)
         .await
@@ -92,6 +112,8 @@ pub async fn serve(
         hub: hub.clone(),
         default_budget_ms: config.decoding.default_latency_budget_ms,
         shutdown: shutdown.clone(),
+        lsl_resolve_timeout_s: config.lsl.resolve_timeout_seconds,
+        lsl_stall_s: config.lsl.stall_seconds,
     })
     .max_decoding_message_size(max_message);
     let (health_reporter, health) = tonic_health::server::health_reporter();

@@ -49,6 +49,7 @@ pub fn install() -> anyhow::Result<PrometheusHandle> {
     describe_gauge!(LIVE_SESSIONS, "Sessions with a live ingest stream.");
     describe_gauge!(SUBSCRIBERS, "Open Subscribe streams.");
     describe_gauge!(MODEL_QUEUE_DEPTH, "Windows waiting in a model's queue.");
+    describe_lsl_and_recording();
     Ok(handle)
 }
 
@@ -79,4 +80,19 @@ pub fn observe_decode(model: &str, queue_wait_ns: u64, inference_ns: u64) {
 
 pub fn queue_depth(model: &str, depth: usize) {
     gauge!(MODEL_QUEUE_DEPTH, "model" => model.to_string()).set(depth as f64);
+}
+
+pub const RECORDING_DROPPED: &str = "myelin_recording_dropped_total";
+pub const LSL_CLOCK_OFFSET: &str = "myelin_lsl_clock_offset_seconds";
+pub const LSL_CLOCK_UNCERTAINTY: &str = "myelin_lsl_clock_uncertainty_seconds";
+pub const LSL_STREAM_LOSSES: &str = "myelin_lsl_stream_losses_total";
+pub const LSL_OUTLET_DROPPED: &str = "myelin_lsl_outlet_dropped_total";
+
+/// Descriptions of the LSL and recording metrics (called from `install`).
+fn describe_lsl_and_recording() {
+    describe_counter!(RECORDING_DROPPED, "Recording events not written because the recorder's queue was full.");
+    describe_gauge!(LSL_CLOCK_OFFSET, "Latest LSL clock offset of a source (seconds to add to its timestamps), by stream.");
+    describe_gauge!(LSL_CLOCK_UNCERTAINTY, "Uncertainty (round-trip time) of the latest LSL clock offset, by stream.");
+    describe_counter!(LSL_STREAM_LOSSES, "LSL sources that stopped delivering samples (each is reconnected automatically).");
+    describe_counter!(LSL_OUTLET_DROPPED, "Predictions not pushed to an LSL outlet because its queue was full.");
 }

@@ -2,6 +2,8 @@
 //! its session. One task per call; replies go through a bounded channel, so a client that stops
 //! reading replies is slowed by HTTP/2 flow control instead of growing server memory.
 
+pub mod lsl;
+
 use std::pin::Pin;
 use std::sync::Arc;
 
@@ -85,7 +87,7 @@ impl StreamHandler {
         validate_header(&header).inspect_err(|_| m::rejected("invalid_header"))?;
         let n_channels = header.channels.len();
         let rate = header.nominal_rate_hz;
-        let session = self.sessions.open(header)?;
+        let session = self.sessions.open(header, "grpc")?;
         tracing::info!(session = %session.id, channels = n_channels, rate, "ingest stream opened");
         let _guard = LiveGuard(session.clone());
         let mut markers_accepted = 0u64;

@@ -5,7 +5,10 @@
 //! oldest ones (counted in `myelin_subscriber_dropped_total` and in the next prediction's
 //! `subscriber_dropped_total`), and nobody else notices.
 
-use std::sync::Arc;
+pub mod lsl;
+
+use std::collections::HashMap;
+use std::sync::{Arc, PoisonError, RwLock};
 
 use futures::Stream;
 use myelin_proto::v1::{LatePolicy, Prediction, PredictionStatus};
@@ -18,6 +21,8 @@ use crate::shutdown::Shutdown;
 #[derive(Clone)]
 pub struct Hub {
     sender: broadcast::Sender<Arc<Prediction>>,
+    /// Recorders of sessions being recorded: each published prediction is also written there.
+    taps: Arc<RwLock<HashMap<String, crate::record::Recorder>>>,
 }
 
 /// What a subscriber wants to see.
@@ -37,7 +42,16 @@ impl Filter {
 impl Hub {
     pub fn new(subscriber_queue: usize) -> Self {
         let (sender, _) = broadcast::channel(subscriber_queue);
-        Self { sender }
+        Self { sender, taps: Arc::default() }
+    }
+
+    /// Records the predictions of `session_id` with `recorder` until `untap`.
+    pub fn tap(&self, session_id: &str, recorder: crate::record::Recorder) {
+        self.taps.write().unwrap_or_else(PoisonError::into_inner).insert(session_id.to_string(), recorder);
+    }
+
+    pub fn untap(&self, session_id: &str) {
+        self.taps.write().unwrap_or_else(PoisonError::into_inner).remove(session_id);
     }
 
     /// Stamps the publication time and the budget verdict, applies the late policy, records the
@@ -62,6 +76,18 @@ impl Hub {
         if prediction.status == PredictionStatus::Late as i32 && late_policy == LatePolicy::Drop {
             metrics::counter!(m::LATE_DROPPED, "model" => prediction.model_id.clone()).increment(1);
             return;
+        }
+        if let Some(recorder) = self.taps.read().unwrap_or_else(PoisonError::into_inner).get(&prediction.session_id) {
+            let labels = match &prediction.result {
+                Some(myelin_proto::v1::prediction::Result::Classification(c)) => c.labels.clone(),
+                _ => Vec::new(),
+            };
+            recorder.send(crate::record::Event::Prediction {
+                attachment: prediction.attachment_id.clone(),
+                labels,
+                timestamp: prediction.window.map_or(0.0, |w| w.last_timestamp),
+                json: prediction_json(&prediction),
+            });
         }
         // An error only means nobody is subscribed right now.
         let _ = self.sender.send(Arc::new(prediction));
@@ -127,4 +153,52 @@ impl Drop for SubscriberGauge {
     fn drop(&mut self) {
         metrics::gauge!(m::SUBSCRIBERS).decrement(1.0);
     }
+}
+
+/// A prediction as one JSON object (LSL marker outlets, XDF recordings).
+pub fn prediction_json(p: &Prediction) -> String {
+    use myelin_proto::v1::prediction::Result as R;
+    let window = p.window.unwrap_or_default();
+    let timing = p.timing.unwrap_or_default();
+    let mut value = serde_json::json!({
+        "session": p.session_id,
+        "attachment": p.attachment_id,
+        "model": p.model_id,
+        "version": p.model_version,
+        "sequence": p.sequence,
+        "status": status_label(p.status),
+        "window": {
+            "first_sample": window.first_sample_index,
+            "last_sample": window.last_sample_index,
+            "first_timestamp": window.first_timestamp,
+            "last_timestamp": window.last_timestamp,
+        },
+        "timing": {
+            "last_sample_received_ns": timing.last_sample_received_ns,
+            "decode_start_ns": timing.decode_start_ns,
+            "decode_end_ns": timing.decode_end_ns,
+            "published_ns": timing.published_ns,
+            "budget_ms": timing.budget_ms,
+            "budget_met": timing.budget_met,
+            "server_latency_us": timing.server_latency_us,
+        },
+    });
+    match &p.result {
+        Some(R::Classification(c)) => {
+            value["labels"] = serde_json::json!(c.labels);
+            value["probabilities"] = serde_json::json!(c.probabilities);
+        }
+        Some(R::Retrieval(r)) => {
+            value["ids"] = serde_json::json!(r.ids);
+            value["scores"] = serde_json::json!(r.scores);
+        }
+        None => {}
+    }
+    if let Some(trigger) = &p.trigger {
+        value["trigger"] = serde_json::json!({ "code": trigger.code, "timestamp": trigger.timestamp, "label": trigger.label });
+    }
+    if !p.error_reason.is_empty() {
+        value["error"] = serde_json::json!(p.error_reason);
+    }
+    value.to_string()
 }

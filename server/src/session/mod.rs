@@ -29,6 +29,8 @@ pub enum SessionError {
     FailedPrecondition(String),
     #[error("{0}")]
     AlreadyExists(String),
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 impl From<SessionError> for tonic::Status {
@@ -38,6 +40,7 @@ impl From<SessionError> for tonic::Status {
             SessionError::InvalidArgument(m) => tonic::Status::invalid_argument(m),
             SessionError::FailedPrecondition(m) => tonic::Status::failed_precondition(m),
             SessionError::AlreadyExists(m) => tonic::Status::already_exists(m),
+            SessionError::Unavailable(m) => tonic::Status::unavailable(m),
         }
     }
 }
@@ -61,6 +64,10 @@ impl ChunkTimestamps<'_> {
 pub struct Session {
     pub id: String,
     pub header: pb::StreamHeader,
+    /// "grpc" or "lsl".
+    pub source: &'static str,
+    hub: Hub,
+    recording_path: Option<std::path::PathBuf>,
     live: AtomicBool,
     ended_at: Mutex<Option<Instant>>,
     state: Mutex<SessionState>,
@@ -80,6 +87,7 @@ struct SessionState {
     max_pending_markers: usize,
     markers_received: u64,
     attachments: Vec<AttachmentRuntime>,
+    recorder: Option<crate::record::Recorder>,
     capacity: usize,
     zeros: Vec<f32>,
     cuts: Vec<Cut>,
@@ -110,7 +118,10 @@ impl Session {
         for attachment in &mut st.attachments {
             attachment.collector = None;
         }
+        // Closing the recorder's queue lets its thread write the stream footers and close.
+        st.recorder = None;
         drop(st);
+        self.hub.untap(&self.id);
         *self.ended_at.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Instant::now());
     }
 
@@ -191,6 +202,12 @@ impl Session {
         for i in skip..n {
             st.push_frame(&samples[i * c..(i + 1) * c], timestamps.at(i), received_ns);
         }
+        if let Some(recorder) = &st.recorder {
+            recorder.send(crate::record::Event::Samples {
+                timestamps: (skip..n).map(|i| timestamps.at(i)).collect(),
+                values: samples[skip * c..n * c].to_vec(),
+            });
+        }
         let accepted = (n - skip) as u64;
         self.samples_received.fetch_add(accepted, Ordering::Relaxed);
         metrics::counter!(m::SAMPLES_INGESTED).increment(accepted);
@@ -215,10 +232,21 @@ impl Session {
             st.pending_markers.push_back(marker.clone());
         }
         st.markers_received += markers.len() as u64;
+        if let Some(recorder) = &st.recorder {
+            recorder.send(crate::record::Event::Markers(markers.iter().map(|m| (m.timestamp, m.code.to_string())).collect()));
+        }
         metrics::counter!(m::MARKERS_INGESTED).increment(markers.len() as u64);
         st.place_markers(hub, warnings);
         st.dispatch_windows(hub);
         markers.len() as u64
+    }
+
+    /// Records a measured clock offset (LSL sources) when the session is recorded.
+    pub fn record_clock_offset(&self, timestamp: f64, json: String) {
+        let st = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(recorder) = &st.recorder {
+            recorder.send(crate::record::Event::ClockOffset { timestamp, json });
+        }
     }
 
     pub fn accepted_until(&self) -> u64 {
@@ -246,6 +274,8 @@ impl Session {
                     predictions: a.shared.predictions.load(Ordering::Relaxed),
                 })
                 .collect(),
+            recording_path: self.recording_path.as_ref().map(|p| p.display().to_string()).unwrap_or_default(),
+            source: self.source.into(),
         }
     }
 
@@ -403,6 +433,10 @@ fn dispatch(
 pub struct SessionManager {
     sessions: RwLock<HashMap<String, Arc<Session>>>,
     config: SessionsConfig,
+    recording: crate::config::RecordingConfig,
+    hub: Hub,
+    lsl: Option<myelin_lsl::Lsl>,
+    shutdown: crate::shutdown::Shutdown,
     next_attachment: AtomicU64,
 }
 
@@ -415,15 +449,27 @@ pub struct AttachSpec {
     pub budget_ms: u32,
     pub late_policy: pb::LatePolicy,
     pub channel_map: Vec<pb::ChannelMapping>,
+    pub lsl_outlet: bool,
 }
 
 impl SessionManager {
-    pub fn new(config: SessionsConfig) -> Self {
-        Self { sessions: RwLock::new(HashMap::new()), config, next_attachment: AtomicU64::new(1) }
+    pub fn new(
+        config: SessionsConfig,
+        recording: crate::config::RecordingConfig,
+        hub: Hub,
+        lsl: Option<myelin_lsl::Lsl>,
+        shutdown: crate::shutdown::Shutdown,
+    ) -> Self {
+        Self { sessions: RwLock::new(HashMap::new()), config, recording, hub, lsl, shutdown, next_attachment: AtomicU64::new(1) }
+    }
+
+    pub fn lsl(&self) -> Option<&myelin_lsl::Lsl> {
+        self.lsl.as_ref()
     }
 
     /// Registers a new live session from its header (validated by the ingest layer).
-    pub fn open(&self, header: pb::StreamHeader) -> Result<Arc<Session>, SessionError> {
+    /// `source` says where its samples come from ("grpc", "lsl").
+    pub fn open(&self, header: pb::StreamHeader, source: &'static str) -> Result<Arc<Session>, SessionError> {
         let mut sessions = self.sessions.write().unwrap_or_else(std::sync::PoisonError::into_inner);
         let retain = std::time::Duration::from_secs(self.config.retain_ended_seconds);
         sessions.retain(|_, s| s.is_live() || s.ended_at.lock().unwrap_or_else(std::sync::PoisonError::into_inner).is_none_or(|t| t.elapsed() < retain));
@@ -449,12 +495,35 @@ impl SessionManager {
             max_pending_markers: self.config.max_pending_markers,
             markers_received: 0,
             attachments: Vec::new(),
+            recorder: None,
             capacity,
             zeros: vec![0.0; n_channels],
             cuts: Vec::new(),
         };
+        let mut state = state;
+        let mut recording_path = None;
+        if self.recording.enabled {
+            let flush = std::time::Duration::from_millis(self.recording.flush_interval_ms.max(10));
+            match crate::record::Recorder::start(&self.recording.dir, &header, flush, source) {
+                Ok(recorder) => {
+                    recording_path = Some(recorder.path.clone());
+                    self.hub.tap(&header.session_id, recorder.clone());
+                    state.recorder = Some(recorder);
+                }
+                Err(error) => {
+                    return Err(SessionError::Unavailable(format!(
+                        "cannot record session {:?} in {}: {error}",
+                        header.session_id,
+                        self.recording.dir.display()
+                    )));
+                }
+            }
+        }
         let session = Arc::new(Session {
             id: header.session_id.clone(),
+            source,
+            hub: self.hub.clone(),
+            recording_path,
             header,
             live: AtomicBool::new(true),
             ended_at: Mutex::new(None),
@@ -613,8 +682,28 @@ impl SessionManager {
         let sos = card.preprocessing.filter.as_ref().map(|f| f.sos.clone()).unwrap_or_default();
         let filter = SosFilter::new(&sos, channel_index.len());
 
+        let mut outlets = Vec::new();
+        let mut keep_alive: Option<Box<dyn std::any::Any + Send>> = None;
+        if spec.lsl_outlet {
+            let lsl = self.lsl.as_ref().ok_or_else(|| {
+                SessionError::Unavailable("lsl_outlet: LabStreamingLayer is not available on this server (liblsl not found; run deploy/setup.sh)".into())
+            })?;
+            let outlet_spec = crate::publish::lsl::OutletSpec {
+                session_id: session.id.clone(),
+                attachment_id: id.clone(),
+                model_id: card.id.clone(),
+                model_version: card.version.clone(),
+                labels: card.labels.clone(),
+                unit: if card.task == crate::decode::card::Task::Retrieval { "score".into() } else { "probability".into() },
+            };
+            let (names, guard) = crate::publish::lsl::start(lsl, outlet_spec, &self.hub, self.shutdown.clone())
+                .map_err(|e| SessionError::Unavailable(format!("creating LSL outlets: {e}")))?;
+            outlets = names;
+            keep_alive = Some(Box::new(guard));
+        }
         let mut st = session.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut runtime = AttachmentRuntime::new(shared, channel_index, filter, st.capacity, cutter);
+        runtime.keep_alive = keep_alive;
         // Prime the filter and ring with what is buffered, so windows can use recent history and
         // the filter has settled; the ring then stays index-aligned with the session.
         let (oldest, total) = (st.raw.oldest(), st.raw.total());
@@ -633,6 +722,7 @@ impl SessionManager {
             window_stream_samples: length as u64,
             window_model_samples: model_samples as u64,
             latency_budget_ms: budget_ms,
+            lsl_outlets: outlets,
         })
     }
 

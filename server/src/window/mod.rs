@@ -100,6 +100,8 @@ pub struct AttachmentRuntime {
     pub cutter: Cutter,
     /// Set while a live calibration collects this attachment's epochs.
     pub collector: Option<Collector>,
+    /// Resources that live as long as the attachment (its LSL outlets).
+    pub keep_alive: Option<Box<dyn std::any::Any + Send>>,
     frame: Vec<f32>,
 }
 
@@ -133,7 +135,7 @@ pub enum Cut {
 impl AttachmentRuntime {
     pub fn new(shared: Arc<Attachment>, channel_index: Vec<usize>, filter: SosFilter, ring_capacity: usize, cutter: Cutter) -> Self {
         let width = channel_index.len();
-        Self { shared, channel_index, filter, ring: FrameRing::new(ring_capacity, width), cutter, collector: None, frame: vec![0.0; width] }
+        Self { shared, channel_index, filter, ring: FrameRing::new(ring_capacity, width), cutter, collector: None, keep_alive: None, frame: vec![0.0; width] }
     }
 
     /// Filters one stream frame into the attachment's ring.

@@ -8,8 +8,10 @@
 //!
 //!     cargo build --release --bins && target/release/myelin-bench stream --seconds 60
 //!     target/release/myelin-bench erp
+//!     target/release/myelin-bench lsl --seconds 30
 
 mod erp;
+mod lsl;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -25,9 +27,19 @@ use tokio::time::Instant;
 enum Bench {
     /// Latency of the streaming path: 64 channels at 1 kHz into a small model.
     Stream(Args),
+    /// LabStreamingLayer end to end: LSL push -> server -> prediction on an LSL inlet.
+    Lsl(LslArgs),
     /// ERP decoders on real EEG: per-epoch decode time of the native xDAWN + LDA decoder and of
     /// the ONNX models, and the time to calibrate the native decoder on 300 epochs.
     Erp(ErpArgs),
+}
+
+#[derive(clap::Args)]
+struct LslArgs {
+    #[arg(long)]
+    server: Option<std::path::PathBuf>,
+    #[arg(long, default_value_t = 30.0)]
+    seconds: f64,
 }
 
 #[derive(clap::Args)]
@@ -66,6 +78,7 @@ async fn main() -> anyhow::Result<()> {
     match Bench::parse() {
         Bench::Stream(args) => stream(args).await,
         Bench::Erp(args) => erp::run(args.server, args.repetitions).await,
+        Bench::Lsl(args) => lsl::run(args.server, args.seconds).await,
     }
 }
 

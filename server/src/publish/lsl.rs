@@ -1,0 +1,103 @@
+//! LSL outlets for an attachment's predictions: a float32 stream (one channel per label:
+//! probabilities, or retrieval scores) and a JSON marker stream, each sample stamped with the
+//! source time of its window's last sample. One dedicated thread owns both outlets (liblsl
+//! objects are not for concurrent use); a tokio task feeds it from the subscriber hub through a
+//! bounded queue, so a stalled LSL consumer never slows decoding.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use futures::StreamExt;
+use myelin_lsl::{CF_FLOAT32, CF_STRING, Lsl};
+use myelin_proto::v1 as pb;
+
+use super::{Filter, Hub, prediction_json};
+use crate::metrics as m;
+use crate::shutdown::Shutdown;
+
+/// Closes the outlets when dropped (detach).
+pub struct OutletGuard {
+    closed: Arc<AtomicBool>,
+}
+
+impl Drop for OutletGuard {
+    fn drop(&mut self) {
+        self.closed.store(true, Ordering::Release);
+    }
+}
+
+pub struct OutletSpec {
+    pub session_id: String,
+    pub attachment_id: String,
+    pub model_id: String,
+    pub model_version: String,
+    pub labels: Vec<String>,
+    pub unit: String,
+}
+
+/// Creates the outlets (visible to LSL at once) and starts forwarding. Returns their names.
+pub fn start(lsl: &Lsl, spec: OutletSpec, hub: &Hub, shutdown: Shutdown) -> std::io::Result<(Vec<String>, OutletGuard)> {
+    let name = format!("{}/{}", spec.session_id, spec.attachment_id);
+    let json_name = format!("{name}/json");
+    let source = format!("myelin/{name}");
+    let channels = spec.labels.len().max(1);
+    let mut numeric = lsl.stream_info(&name, "Predictions", channels, 0.0, CF_FLOAT32, &source);
+    let channel_list: Vec<(&str, &str, &str)> = spec.labels.iter().map(|l| (l.as_str(), spec.unit.as_str(), "Prediction")).collect();
+    numeric.append_channels(&channel_list);
+    let about = [("model", spec.model_id.as_str()), ("version", spec.model_version.as_str()), ("session", spec.session_id.as_str()), ("attachment", spec.attachment_id.as_str()), ("timestamps", "source time of each window's last sample")];
+    numeric.append_desc("myelin", &about);
+    let mut json = lsl.stream_info(&json_name, "Markers", 1, 0.0, CF_STRING, &format!("{source}/json"));
+    json.append_desc("myelin", &about);
+
+    let closed = Arc::new(AtomicBool::new(false));
+    let (sender, receiver) = crossbeam_channel::bounded::<Arc<pb::Prediction>>(1024);
+    let mut stream = Box::pin(hub.subscribe(Filter { session_id: spec.session_id.clone(), attachment_id: spec.attachment_id.clone() }, shutdown));
+    let forward_closed = closed.clone();
+    tokio::spawn(async move {
+        while let Some(prediction) = stream.next().await {
+            if forward_closed.load(Ordering::Acquire) {
+                break;
+            }
+            if sender.try_send(Arc::new(prediction)).is_err() {
+                metrics::counter!(m::LSL_OUTLET_DROPPED).increment(1);
+            }
+        }
+    });
+    let thread_closed = closed.clone();
+    let width = channels;
+    std::thread::Builder::new().name(format!("lsl-out-{}", spec.attachment_id)).spawn(move || {
+        let mut numeric_outlet = myelin_lsl::Outlet::new(&numeric);
+        let mut json_outlet = myelin_lsl::Outlet::new(&json);
+        let mut values = vec![0.0f32; width];
+        while !thread_closed.load(Ordering::Acquire) {
+            let prediction = match receiver.recv_timeout(Duration::from_millis(200)) {
+                Ok(p) => p,
+                Err(crossbeam_channel::RecvTimeoutError::Timeout) => continue,
+                Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
+            };
+            let timestamp = prediction.window.map_or(0.0, |w| w.last_timestamp);
+            values.iter_mut().for_each(|v| *v = f32::NAN);
+            match &prediction.result {
+                Some(pb::prediction::Result::Classification(c)) => {
+                    for (v, p) in values.iter_mut().zip(&c.probabilities) {
+                        *v = *p;
+                    }
+                }
+                Some(pb::prediction::Result::Retrieval(r)) => {
+                    for (v, s) in values.iter_mut().zip(&r.scores) {
+                        *v = *s;
+                    }
+                }
+                None => {}
+            }
+            if let Err(error) = numeric_outlet.push_f32(&values, timestamp) {
+                tracing::warn!(%error, "LSL outlet push failed");
+            }
+            if let Err(error) = json_outlet.push_str(&prediction_json(&prediction), timestamp) {
+                tracing::warn!(%error, "LSL outlet push failed");
+            }
+        }
+    })?;
+    Ok((vec![name, json_name], OutletGuard { closed }))
+}

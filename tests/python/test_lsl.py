@@ -1,0 +1,253 @@
+"""LabStreamingLayer and XDF with real peers: pylsl outlets feed the server, pylsl inlets read
+its prediction outlets, pyxdf reads its recordings."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pylsl
+import pyxdf
+from myelin.v1 import myelin_pb2 as pb
+from myelin.v1 import myelin_pb2_grpc as rpc
+
+from common import live, p300
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def make_outlet(name, kind, channels, rate, fmt, source_id, labels=None):
+    info = pylsl.StreamInfo(name, kind, channels, rate, fmt, source_id)
+    if labels:
+        chns = info.desc().append_child("channels")
+        for label in labels:
+            ch = chns.append_child("channel")
+            ch.append_child_value("label", label)
+    return pylsl.StreamOutlet(info, chunk_size=0, max_buffered=360)
+
+
+def resolve_inlet(name, timeout=10.0):
+    found = pylsl.resolve_byprop("name", name, minimum=1, timeout=timeout)
+    assert found, f"LSL stream {name} not found"
+    inlet = pylsl.StreamInlet(found[0], max_buflen=360, recover=False)
+    inlet.open_stream(timeout=timeout)
+    return inlet
+
+
+def test_lsl_source_decoded_and_published_as_lsl_streams(server):
+    """A pylsl outlet streams a real recording with its markers; Myelin decodes it; pylsl inlets
+    receive both prediction streams, each sample stamped with its window's source time."""
+    tag = uuid.uuid4().hex[:8]
+    path = ROOT / "models/data/p300/subject1_session2_2017-02-09-17.20.37.csv.gz"
+    data, codes, _, channels = p300.read_run(path)
+    n = 256 * 30  # 30 s of it, pushed at 4x real time
+    data, codes = data[:n], codes[:n]
+    eeg = make_outlet(f"eeg-{tag}", "EEG", len(channels), 256.0, pylsl.cf_float32, f"eeg-{tag}", channels)
+    markers = make_outlet(f"markers-{tag}", "Markers", 1, 0, pylsl.cf_string, f"markers-{tag}")
+
+    with grpc.insecure_channel(server.grpc) as channel:
+        decoding = rpc.DecodingStub(channel)
+        reply = decoding.ConnectLsl(pb.ConnectLslRequest(session_id="lsl1", data_name=f"eeg-{tag}", marker_predicate=f"name='markers-{tag}'", timeout_s=10))
+        assert reply.header.nominal_rate_hz == 256.0
+        assert [c.label for c in reply.header.channels] == channels
+        attached = decoding.Attach(pb.AttachRequest(
+            session_id="lsl1", model_id="erp-linear-muse", latency_budget_ms=500, lsl_outlet=True,
+            window=pb.WindowPolicy(event_locked=pb.EventLockedWindow(marker_codes=[1, 2]))))
+        numeric_name, json_name = attached.lsl_outlets
+        numeric_in, json_in = resolve_inlet(numeric_name), resolve_inlet(json_name)
+        info = numeric_in.info()
+        labels = [info.desc().child("channels").child("channel").child_value("label")]
+        assert labels[0] == "non-target"
+        assert info.desc().child("myelin").child_value("model") == "erp-linear-muse"
+
+        t0 = pylsl.local_clock() + 0.2
+        stamps = t0 + np.arange(n) / 256.0
+        wanted = {}
+
+        def push():
+            for begin in range(0, n, 32):
+                end = min(begin + 32, n)
+                due = t0 + (end - 1) / 256.0 / 4.0
+                time.sleep(max(0.0, due - pylsl.local_clock()))
+                eeg.push_chunk(data[begin:end].tolist(), stamps[begin:end].tolist())
+                for i in np.flatnonzero(codes[begin:end]) + begin:
+                    markers.push_sample([str(int(codes[i]))], float(stamps[i]))
+
+        for i in np.flatnonzero(codes):
+            if i - 32 >= 0 and i - 32 + 224 <= n:
+                wanted[i - 32] = int(codes[i])
+        pusher = threading.Thread(target=push)
+        pusher.start()
+        got_numeric, got_json = [], []
+        deadline = time.time() + 30
+        while time.time() < deadline and (len(got_numeric) < len(wanted) or len(got_json) < len(wanted)):
+            sample, ts = numeric_in.pull_sample(timeout=0.2)
+            if sample is not None:
+                got_numeric.append((sample, ts))
+            s, ts = json_in.pull_sample(timeout=0.0)
+            if s is not None:
+                got_json.append((json.loads(s[0]), ts))
+        pusher.join()
+
+    assert len(got_json) == len(wanted), (len(got_json), len(wanted))
+    assert len(got_numeric) == len(wanted)
+    worst = 0.0
+    for (sample, ts_numeric), (p, ts_json) in zip(got_numeric, got_json):
+        first = p["window"]["first_sample"]
+        assert first in wanted and p["trigger"]["code"] == wanted[first]
+        assert p["status"] in ("ok", "late")
+        np.testing.assert_allclose(sample, p["probabilities"], rtol=0, atol=1e-6)
+        expected = stamps[p["window"]["last_sample"]]
+        # Same machine: the clock offset is microseconds; 1 ms bounds it with room to spare.
+        worst = max(worst, abs(ts_numeric - expected), abs(ts_json - expected))
+    assert worst < 1e-3, f"prediction timestamps differ from the windows' source times by up to {worst * 1e3:.3f} ms"
+
+
+def test_lsl_source_restart_is_reconnected_with_the_gap_reported(server):
+    """Stop and restart the LSL source mid-stream: Myelin reconnects by itself, records the gap,
+    publishes the windows that touch it as ERROR, and keeps decoding."""
+    tag = uuid.uuid4().hex[:8]
+    golden = json.loads((ROOT / "models/fixtures/golden-linear.json").read_text())
+    channels, rate = golden["channels"], golden["rate_hz"]
+    x = np.asarray(golden["samples"], dtype=np.float32).reshape(-1, len(channels))
+
+    def run(outlet, seconds):
+        start = pylsl.local_clock()
+        sent = 0
+        while sent < int(seconds * rate):
+            chunk = x[sent % len(x):sent % len(x) + 16]
+            outlet.push_chunk(chunk.tolist())
+            sent += len(chunk)
+            time.sleep(max(0.0, start + sent / rate - pylsl.local_clock()))
+
+    outlet = make_outlet(f"gappy-{tag}", "EEG", len(channels), rate, pylsl.cf_float32, f"gappy-{tag}", channels)
+    with grpc.insecure_channel(server.grpc) as channel:
+        decoding = rpc.DecodingStub(channel)
+        decoding.ConnectLsl(pb.ConnectLslRequest(session_id="gappy", data_source_id=f"gappy-{tag}", timeout_s=10))
+        attached = decoding.Attach(pb.AttachRequest(session_id="gappy", model_id="fixture-linear", latency_budget_ms=1000,
+                                                    window=pb.WindowPolicy(sliding=pb.SlidingWindow(hop_s=0.25))))
+        got = []
+        stream = decoding.Subscribe(pb.SubscribeRequest(attachment_id=attached.attachment_id))
+        collect_into(stream, got)
+        run(outlet, 3.0)
+        del outlet  # the source goes away
+        time.sleep(2.0)
+        outlet = make_outlet(f"gappy-{tag}", "EEG", len(channels), rate, pylsl.cf_float32, f"gappy-{tag}", channels)
+        run(outlet, 6.0)
+        time.sleep(1.0)
+        stream.cancel()
+        session = next(s for s in decoding.ListSessions(pb.ListSessionsRequest()).sessions if s.session_id == "gappy")
+    # About 2 s (plus liblsl's reconnection time) at 128 Hz went missing.
+    assert 200 <= session.gap_samples <= 1200, session.gap_samples
+    errors = [p for p in got if p.status == pb.PREDICTION_STATUS_ERROR]
+    assert errors and all("missing samples" in p.error_reason for p in errors)
+    last_error = max(p.window.last_sample_index for p in errors)
+    after = [p for p in got if p.status == pb.PREDICTION_STATUS_OK and p.window.first_sample_index > last_error]
+    assert len(after) >= 8, f"decoding goes on after the source came back ({len(after)} windows after the gap)"
+
+
+def collect_into(stream, out: list):
+    """Reads a Subscribe stream into `out` on a thread until it is cancelled."""
+    def read():
+        try:
+            for p in stream:
+                out.append(p)
+        except grpc.RpcError:
+            pass  # cancelled by the test
+    threading.Thread(target=read, daemon=True).start()
+
+
+def _record_server(tmp: str, extra=None):
+    env = {"MYELIN_RECORDING__ENABLED": "true", "MYELIN_RECORDING__DIR": tmp}
+    env.update(extra or {})
+    return live.Server(os.environ.get("MYELIN_BIN", str(ROOT / "target/debug/myelin")), env=env)
+
+
+def _streams_by_name(path):
+    streams, _ = pyxdf.load_xdf(str(path), synchronize_clocks=False, dejitter_timestamps=False)
+    return {s["info"]["name"][0]: s for s in streams}
+
+
+def test_a_recorded_session_reads_back_value_for_value_in_pyxdf():
+    golden = json.loads((ROOT / "models/fixtures/golden-linear.json").read_text())
+    channels, rate = golden["channels"], golden["rate_hz"]
+    x = np.asarray(golden["samples"], dtype=np.float32).reshape(-1, len(channels))
+    ts = golden["timestamps_first"] + np.arange(len(x)) / rate
+    codes = np.zeros(len(x), dtype=int)
+    for m in golden["markers"]:
+        codes[m["index"]] = m["code"]
+    with tempfile.TemporaryDirectory() as tmp:
+        server = _record_server(tmp)
+        try:
+            with grpc.insecure_channel(server.grpc) as channel:
+                decoding = rpc.DecodingStub(channel)
+                ingest = live.Ingest(pb, rpc, channel, live.header(pb, "rec", channels, rate))
+                attached = live.attach(decoding, pb.AttachRequest(session_id="rec", model_id="fixture-linear", latency_budget_ms=1000,
+                                                                  window=pb.WindowPolicy(event_locked=pb.EventLockedWindow(marker_codes=[1, 2]))))
+                got = []
+                stream = decoding.Subscribe(pb.SubscribeRequest(attachment_id=attached.attachment_id))
+                collect_into(stream, got)
+                time.sleep(0.2)
+                live.stream_recording(ingest, x, ts, codes, chunk=32)
+                ingest.wait_acknowledged()
+                deadline = time.time() + 10
+                while len(got) < len(golden["expected"]) and time.time() < deadline:
+                    time.sleep(0.05)
+                time.sleep(0.3)
+                session = next(s for s in decoding.ListSessions(pb.ListSessionsRequest()).sessions if s.session_id == "rec")
+                ingest.close()
+                stream.cancel()
+                time.sleep(0.5)  # the recorder writes its footers when the session ends
+        finally:
+            server.stop()
+        path = Path(session.recording_path)
+        assert path.exists() and path.parent == Path(tmp)
+        streams = _streams_by_name(path)
+        data = streams["test stream rec"] if "test stream rec" in streams else streams["python"]
+        np.testing.assert_array_equal(np.asarray(data["time_series"], dtype=np.float32), x)
+        np.testing.assert_array_equal(data["time_stamps"], ts)
+        assert [c["label"][0] for c in data["info"]["desc"][0]["channels"][0]["channel"]] == channels
+        marks = streams["rec/markers"]
+        assert [int(v[0]) for v in marks["time_series"]] == [m["code"] for m in golden["markers"]]
+        np.testing.assert_array_equal(marks["time_stamps"], [m["timestamp"] for m in golden["markers"]])
+        preds = streams[f"predictions/{attached.attachment_id}"]
+        recorded = [json.loads(v[0]) for v in preds["time_series"]]
+        assert len(recorded) == len(got) == len(golden["expected"])
+        for r, p in zip(recorded, got):
+            assert r["sequence"] == p.sequence
+            assert r["probabilities"] == list(p.classification.probabilities)
+            assert r["window"]["last_sample"] == p.window.last_sample_index
+        np.testing.assert_array_equal(preds["time_stamps"], [p.window.last_timestamp for p in got])
+
+
+def test_a_recording_survives_sigkill_losing_at_most_the_last_second():
+    golden = json.loads((ROOT / "models/fixtures/golden-linear.json").read_text())
+    channels, rate = golden["channels"], golden["rate_hz"]
+    x = np.asarray(golden["samples"], dtype=np.float32).reshape(-1, len(channels))
+    with tempfile.TemporaryDirectory() as tmp:
+        server = _record_server(tmp)
+        with grpc.insecure_channel(server.grpc) as channel:
+            ingest = live.Ingest(pb, rpc, channel, live.header(pb, "crash", channels, rate))
+            start = time.time()
+            sent = 0
+            while time.time() - start < 4.0:  # real time: 4 s of samples
+                ingest.chunk(x[sent:sent + 16], 1000.0 + np.arange(sent, sent + 16) / rate)
+                sent += 16
+                time.sleep(max(0.0, start + sent / rate - time.time()))
+            ingest.wait_acknowledged()
+            server.proc.send_signal(signal.SIGKILL)
+            server.proc.wait()
+        files = list(Path(tmp).glob("crash-*.xdf"))
+        assert len(files) == 1
+        streams = _streams_by_name(files[0])
+        data = streams["python"]
+        kept = len(data["time_series"])
+        assert kept >= sent - rate, f"kept {kept} of {sent} samples: more than 1 s lost"
+        np.testing.assert_array_equal(np.asarray(data["time_series"], dtype=np.float32), x[:kept])
