@@ -20,6 +20,7 @@ pub mod publish;
 pub mod session;
 pub mod shutdown;
 pub mod record;
+pub mod replay;
 pub mod window;
 
 use std::net::SocketAddr;

@@ -32,6 +32,26 @@ enum Command {
         #[arg(long)]
         demo: bool,
     },
+    /// Replay a recording (XDF, or eeg-notebooks CSV) as LSL streams or into a server over gRPC,
+    /// paced by its timestamps at real-time speed or xN.
+    Replay {
+        file: PathBuf,
+        /// Speed factor (1 = real time).
+        #[arg(long, default_value_t = 1.0)]
+        speed: f64,
+        /// Send into this server's Ingest service instead of publishing on LSL.
+        #[arg(long)]
+        server: Option<String>,
+        /// Session id when sending to a server (default: the file name).
+        #[arg(long)]
+        session: Option<String>,
+        /// LSL stream name (default: the file name); markers go to "<name>-markers".
+        #[arg(long)]
+        name: Option<String>,
+        /// Seconds to wait for an LSL consumer before starting.
+        #[arg(long, default_value_t = 10.0)]
+        wait: f64,
+    },
     /// Inspect model cards.
     Models {
         #[command(subcommand)]
@@ -60,6 +80,7 @@ fn main() -> ExitCode {
         None => serve(None, true),
         Some(Command::Serve { config, demo }) => serve(config, demo),
         Some(Command::Models { command: ModelsCommand::List { config } }) => list_models(config),
+        Some(Command::Replay { file, speed, server, session, name, wait }) => replay_file(&file, speed, server, session, name, wait),
         Some(Command::Models { command: ModelsCommand::Check { card, config } }) => check_card(&card, config),
     };
     match result {
@@ -116,6 +137,31 @@ async fn wait_for_signal() {
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = terminate.recv() => {}
+    }
+}
+
+fn replay_file(file: &std::path::Path, speed: f64, server: Option<String>, session: Option<String>, name: Option<String>, wait: f64) -> anyhow::Result<()> {
+    anyhow::ensure!(speed > 0.0, "--speed must be > 0");
+    let recording = myelin_server::replay::load(file)?;
+    let stem = file.file_name().and_then(|n| n.to_str()).unwrap_or("replay");
+    let stem: String = stem.trim_end_matches(".gz").trim_end_matches(".csv").trim_end_matches(".xdf").chars().map(|c| if c.is_ascii_alphanumeric() || "._-".contains(c) { c } else { '_' }).collect();
+    eprintln!(
+        "{}: {} channels at {} Hz, {:.1} s, {} markers",
+        file.display(),
+        recording.channels.len(),
+        recording.rate_hz,
+        recording.duration_s(),
+        recording.markers.len()
+    );
+    match server {
+        Some(server) => {
+            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            runtime.block_on(myelin_server::replay::to_server(&recording, &server, session.as_deref().unwrap_or(&stem), speed))
+        }
+        None => {
+            let lsl = myelin_lsl::Lsl::load(None)?;
+            myelin_server::replay::to_lsl(&lsl, &recording, name.as_deref().unwrap_or(&stem), speed, wait)
+        }
     }
 }
 

@@ -251,3 +251,68 @@ def test_a_recording_survives_sigkill_losing_at_most_the_last_second():
         kept = len(data["time_series"])
         assert kept >= sent - rate, f"kept {kept} of {sent} samples: more than 1 s lost"
         np.testing.assert_array_equal(np.asarray(data["time_series"], dtype=np.float32), x[:kept])
+
+
+def _myelin():
+    return os.environ.get("MYELIN_BIN", str(ROOT / "target/debug/myelin"))
+
+
+def test_replay_publishes_an_xdf_recording_on_lsl_value_for_value():
+    """Record a session, then `myelin replay FILE.xdf` publishes it on LSL; a pylsl inlet gets
+    every sample and marker back, with the recorded spacing (divided by the speed)."""
+    import subprocess
+
+    golden = json.loads((ROOT / "models/fixtures/golden-linear.json").read_text())
+    channels, rate = golden["channels"], golden["rate_hz"]
+    x = np.asarray(golden["samples"], dtype=np.float32).reshape(-1, len(channels))
+    ts = golden["timestamps_first"] + np.arange(len(x)) / rate
+    codes = np.zeros(len(x), dtype=int)
+    for m in golden["markers"]:
+        codes[m["index"]] = m["code"]
+    with tempfile.TemporaryDirectory() as tmp:
+        server = _record_server(tmp)
+        try:
+            with grpc.insecure_channel(server.grpc) as channel:
+                ingest = live.Ingest(pb, rpc, channel, live.header(pb, "torep", channels, rate))
+                live.stream_recording(ingest, x, ts, codes, chunk=64)
+                ingest.wait_acknowledged()
+                ingest.close()
+                time.sleep(0.6)
+        finally:
+            server.stop()
+        (path,) = Path(tmp).glob("torep-*.xdf")
+        tag = uuid.uuid4().hex[:8]
+        replayer = subprocess.Popen([_myelin(), "replay", str(path), "--name", f"rep-{tag}", "--speed", "8"], cwd=ROOT)
+        try:
+            data_in = resolve_inlet(f"rep-{tag}")
+            marker_in = resolve_inlet(f"rep-{tag}-markers")
+            samples, stamps, marks = [], [], []
+            deadline = time.time() + 20
+            n_markers = len(golden["markers"])
+            while (len(samples) < len(x) or len(marks) < n_markers) and time.time() < deadline:
+                chunk, t = data_in.pull_chunk(timeout=0.05)
+                samples.extend(chunk)
+                stamps.extend(t)
+                m, _ = marker_in.pull_chunk(timeout=0.0)
+                marks.extend(int(v[0]) for v in m)
+            assert replayer.wait(timeout=20) == 0
+        finally:
+            replayer.kill()
+    np.testing.assert_array_equal(np.asarray(samples, dtype=np.float32), x)
+    np.testing.assert_allclose(np.diff(stamps), 1.0 / rate / 8, atol=1e-6)
+    assert marks == [m["code"] for m in golden["markers"]]
+
+
+def test_replay_sends_a_csv_recording_into_a_server(server):
+    import subprocess
+
+    path = ROOT / "models/data/p300/subject1_session2_2017-02-09-17.26.47.csv.gz"
+    data, codes, _, _ = p300.read_run(path)
+    done = subprocess.run([_myelin(), "replay", str(path), "--server", f"http://{server.grpc}", "--session", "replayed", "--speed", "60"],
+                          cwd=ROOT, timeout=60)
+    assert done.returncode == 0
+    with grpc.insecure_channel(server.grpc) as channel:
+        sessions = rpc.DecodingStub(channel).ListSessions(pb.ListSessionsRequest()).sessions
+    s = next(s for s in sessions if s.session_id == "replayed")
+    assert s.samples_received == len(data)
+    assert s.markers_received == int((codes != 0).sum())

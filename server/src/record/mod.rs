@@ -6,6 +6,7 @@
 //! chunk boundary and lacks at most that interval.
 
 pub mod xdf;
+pub mod xdf_read;
 
 use std::collections::HashMap;
 use std::io::Write;
