@@ -43,6 +43,8 @@ impl Decoding for DecodingService {
             late_policy,
             channel_map: r.channel_map,
             lsl_outlet: r.lsl_outlet,
+            subject: r.subject,
+            top_k: r.top_k.min(1000) as usize,
         };
         // Attaching primes the new filter with the buffered history (up to
         // sessions.ring_buffer_seconds of samples): CPU work that must not stall an I/O thread.
@@ -168,5 +170,6 @@ fn card_info(card: &ModelCard) -> pb::ModelInfo {
         execution_provider: String::new(),
         data_kind: card.provenance.data_kind.clone(),
         training_data: card.provenance.training_data.clone(),
+        subject: card.subject.clone().unwrap_or_default(),
     }
 }

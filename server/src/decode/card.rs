@@ -176,6 +176,8 @@ pub struct NativeSpec {
 pub struct ModelCard {
     pub id: String,
     pub version: String,
+    /// Per-subject models (one export per subject, e.g. Du-IN): the subject it serves.
+    pub subject: Option<String>,
     pub task: Task,
     pub modality: CardModality,
     /// ONNX file, relative to the card (ONNX models).

@@ -194,13 +194,27 @@ impl ModelRegistry {
         &self.config.calibrations_dir
     }
 
-    /// The newest version (string order) when `version` is empty.
-    pub fn find(&self, id: &str, version: &str) -> Lookup {
+    /// The newest version (string order) when `version` is empty; for per-subject models, the
+    /// one of `subject` (which must be given when several subjects exist).
+    pub fn find(&self, id: &str, version: &str, subject: &str) -> Lookup {
         let entries = self.entries.read().unwrap_or_else(PoisonError::into_inner);
+        let subject_of = |e: &ModelEntry| match e {
+            ModelEntry::Ready(m) => m.card.subject.clone().unwrap_or_default(),
+            ModelEntry::Failed { card, .. } => card.as_ref().and_then(|c| c.subject.clone()).unwrap_or_default(),
+        };
+        let mut subjects: Vec<String> = entries.iter().filter(|e| e.id_version().0 == id).map(subject_of).filter(|s| !s.is_empty()).collect();
+        subjects.sort();
+        subjects.dedup();
+        if subject.is_empty() && subjects.len() > 1 {
+            return Lookup::Failed(format!("model {id:?} exists for several subjects {subjects:?}: choose one with `subject`"));
+        }
         let mut best: Option<&ModelEntry> = None;
         for entry in entries.iter() {
             let (entry_id, entry_version) = entry.id_version();
             if entry_id != id || (!version.is_empty() && entry_version != version) {
+                continue;
+            }
+            if !subject.is_empty() && subject_of(entry) != subject {
                 continue;
             }
             if best.is_none_or(|b| b.id_version().1 < entry_version) {
@@ -272,7 +286,7 @@ fn inference_loop(mut backend: Box<dyn Backend>, card: ModelCard, queue: Receive
         m::observe_decode(&card.id, decode_start.saturating_sub(job.enqueued_ns), decode_end - decode_start);
         match outcome {
             Ok((output, embedding)) => {
-                fill_result(&mut prediction, &card, output);
+                fill_result(&mut prediction, &card, output, attachment.top_k);
                 if !embedding.is_empty() {
                     prediction.embedding = embedding;
                 }
@@ -290,14 +304,19 @@ fn inference_loop(mut backend: Box<dyn Backend>, card: ModelCard, queue: Receive
 /// Number of gallery items returned by retrieval models.
 const RETRIEVAL_TOP_K: usize = 5;
 
-fn fill_result(prediction: &mut pb::Prediction, card: &ModelCard, mut output: Vec<f32>) {
+fn fill_result(prediction: &mut pb::Prediction, card: &ModelCard, mut output: Vec<f32>, top_k: usize) {
     match card.task {
         Task::Classification => {
             if card.output.kind == OutputKind::Logits {
                 softmax(&mut output);
             }
+            let mut order: Vec<usize> = (0..output.len()).collect();
+            order.sort_by(|&a, &b| output[b].total_cmp(&output[a]));
+            order.truncate(top_k);
             prediction.result = Some(pb::prediction::Result::Classification(pb::Classification {
                 labels: card.labels.clone(),
+                top_labels: order.iter().map(|&i| card.labels.get(i).cloned().unwrap_or_default()).collect(),
+                top_probabilities: order.iter().map(|&i| output[i]).collect(),
                 probabilities: output,
             }));
         }

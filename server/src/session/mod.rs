@@ -450,6 +450,8 @@ pub struct AttachSpec {
     pub late_policy: pb::LatePolicy,
     pub channel_map: Vec<pb::ChannelMapping>,
     pub lsl_outlet: bool,
+    pub subject: String,
+    pub top_k: usize,
 }
 
 impl SessionManager {
@@ -553,7 +555,7 @@ impl SessionManager {
         let session = self
             .get(&spec.session_id)
             .ok_or_else(|| SessionError::NotFound(format!("session {:?} does not exist", spec.session_id)))?;
-        let model = match models.find(&spec.model_id, &spec.model_version) {
+        let model = match models.find(&spec.model_id, &spec.model_version, &spec.subject) {
             Lookup::Ready(model) => model,
             Lookup::Failed(error) => {
                 return Err(SessionError::FailedPrecondition(format!("model {:?} is not available: {error}", spec.model_id)));
@@ -678,6 +680,7 @@ impl SessionManager {
             policy: spec.window.clone(),
             preprocessor,
             predictions: AtomicU64::new(0),
+            top_k: spec.top_k,
         });
         let sos = card.preprocessing.filter.as_ref().map(|f| f.sos.clone()).unwrap_or_default();
         let filter = SosFilter::new(&sos, channel_index.len());
@@ -753,6 +756,7 @@ impl SessionManager {
                 policy: old.policy.clone(),
                 preprocessor: old.preprocessor.clone(),
                 predictions: AtomicU64::new(old.predictions.load(Ordering::Relaxed)),
+                top_k: old.top_k,
             });
             tracing::info!(attachment = %attachment_id, from = %previous, to = %runtime.shared.model.card.id, "model swapped");
             previous

@@ -21,6 +21,8 @@ pub struct Attachment {
     pub policy: pb::WindowPolicy,
     pub preprocessor: WindowPreprocessor,
     pub predictions: AtomicU64,
+    /// Classification: how many best labels to list in each prediction.
+    pub top_k: usize,
 }
 
 /// One window waiting for inference.
