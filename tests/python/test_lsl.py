@@ -316,3 +316,37 @@ def test_replay_sends_a_csv_recording_into_a_server(server):
     s = next(s for s in sessions if s.session_id == "replayed")
     assert s.samples_received == len(data)
     assert s.markers_received == int((codes != 0).sum())
+
+
+def test_lsl_sources_from_the_config_file_connect_when_their_stream_appears():
+    """A source in the config file whose stream does not exist yet: the server starts, keeps
+    trying, and connects as soon as the outlet appears."""
+    tag = uuid.uuid4().hex[:8]
+    with tempfile.TemporaryDirectory() as tmp:
+        config = Path(tmp) / "myelin.toml"
+        config.write_text(f'[lsl]\nresolve_timeout_seconds = 1.0\n\n[[lsl.sources]]\nsession_id = "configured"\ndata = "name=\'cfg-{tag}\'"\n')
+        env = dict(os.environ, MYELIN_SERVER__GRPC_ADDR="127.0.0.1:0", MYELIN_SERVER__HTTP_ADDR="127.0.0.1:0", RUST_LOG="warn")
+        import subprocess
+        proc = subprocess.Popen([_myelin(), "serve", "--config", str(config)], cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True)
+        try:
+            line = next(l for l in proc.stdout if l.startswith("myelin ready "))
+            grpc_addr = dict(kv.split("=", 1) for kv in line.split()[2:])["grpc"]
+            time.sleep(1.5)  # at least one failed attempt first
+            outlet = make_outlet(f"cfg-{tag}", "EEG", 4, 128.0, pylsl.cf_float32, f"cfg-{tag}", ["C3", "Cz", "C4", "Pz"])
+            deadline = time.time() + 20
+            session = None
+            with grpc.insecure_channel(grpc_addr) as channel:
+                decoding = rpc.DecodingStub(channel)
+                while time.time() < deadline:
+                    outlet.push_chunk([[1.0, 2.0, 3.0, 4.0]] * 16)
+                    time.sleep(0.1)
+                    sessions = decoding.ListSessions(pb.ListSessionsRequest()).sessions
+                    session = next((s for s in sessions if s.session_id == "configured"), None)
+                    if session is not None and session.samples_received > 0:
+                        break
+            assert session is not None and session.live and session.source == "lsl", session
+            assert session.samples_received > 0
+            assert [c.label for c in session.header.channels] == ["C3", "Cz", "C4", "Pz"]
+        finally:
+            proc.terminate()
+            proc.wait(timeout=10)
