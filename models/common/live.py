@@ -145,3 +145,37 @@ def stream_recording(ingest: Ingest, samples, timestamps, codes, chunk: int = 64
         marks = [(timestamps[i], codes[i]) for i in np.flatnonzero(codes[begin:end]) + begin]
         if marks:
             ingest.markers(marks)
+
+
+def subscribe_into(decoding, pb, out: list, session_id: str = "", attachment_id: str = ""):
+    """Starts a Subscribe stream whose predictions are appended to `out` on a thread; returns
+    the call (cancel() ends it)."""
+    import grpc
+
+    stream = decoding.Subscribe(pb.SubscribeRequest(session_id=session_id, attachment_id=attachment_id))
+
+    def read():
+        try:
+            for p in stream:
+                out.append(p)
+        except grpc.RpcError:
+            pass  # cancelled
+
+    threading.Thread(target=read, daemon=True).start()
+    return stream
+
+
+def golden_stream():
+    """The fixture stream of models/fixtures/golden-linear.json: (golden dict, samples [n, C],
+    timestamps [n], marker codes [n])."""
+    import json
+
+    import numpy as np
+
+    golden = json.loads((ROOT / "models/fixtures/golden-linear.json").read_text())
+    x = np.asarray(golden["samples"], dtype=np.float32).reshape(-1, len(golden["channels"]))
+    ts = golden["timestamps_first"] + np.arange(len(x)) / golden["rate_hz"]
+    codes = np.zeros(len(x), dtype=int)
+    for m in golden["markers"]:
+        codes[m["index"]] = m["code"]
+    return golden, x, ts, codes

@@ -22,7 +22,6 @@ import re
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -72,20 +71,6 @@ def auc(scores, labels) -> float:
 def balanced_accuracy(scores, labels) -> float:
     scores, labels = np.asarray(scores), np.asarray(labels, dtype=bool)
     return float(((scores[labels] > 0.5).mean() + (scores[~labels] <= 0.5).mean()) / 2)
-
-
-def collect(decoding, pb, session: str, out: list, stop: threading.Event):
-    stream = decoding.Subscribe(pb.SubscribeRequest(session_id=session))
-
-    def read():
-        try:
-            for p in stream:
-                out.append(p)
-        except grpc.RpcError:
-            pass
-
-    threading.Thread(target=read, daemon=True).start()
-    threading.Thread(target=lambda: (stop.wait(), stream.cancel()), daemon=True).start()
 
 
 def wait_quiet(items: list, expected: int, timeout=60.0):
@@ -156,15 +141,14 @@ def main():
                                                                    window=locked, latency_budget_ms=1000))
                     attachments[reply.attachment_id] = name
                 got: list = []
-                stop = threading.Event()
-                collect(decoding, pb, session, got, stop)
+                subscription = live.subscribe_into(decoding, pb, got, session_id=session)
                 time.sleep(0.2)
                 live.stream_recording(ingest, x, ts, codes)
                 ingest.wait_acknowledged()
                 n_events = int(((codes == 1) | (codes == 2)).sum())
                 wait_quiet(got, len(attachments) * (n_events - 1))
                 time.sleep(0.5)
-                stop.set()
+                subscription.cancel()
                 ingest.close()
                 for attachment_id, name in attachments.items():
                     preds = [p for p in got if p.attachment_id == attachment_id and p.status in (pb.PREDICTION_STATUS_OK, pb.PREDICTION_STATUS_LATE)]

@@ -4,7 +4,6 @@ top-1 accuracy must match the offline evaluation of the same ONNX model on the s
 from __future__ import annotations
 
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -53,16 +52,7 @@ def test_served_du_in_matches_its_offline_evaluation(server):
             session_id="seeg", model_id=card["id"], subject="s01", top_k=5, latency_budget_ms=2000,
             window=pb.WindowPolicy(event_locked=pb.EventLockedWindow(marker_codes=list(range(1, 62))))))
         got = []
-        stream = decoding.Subscribe(pb.SubscribeRequest(attachment_id=attached.attachment_id))
-
-        def read():
-            try:
-                for p in stream:
-                    got.append(p)
-            except grpc.RpcError:
-                pass
-
-        threading.Thread(target=read, daemon=True).start()
+        stream = live.subscribe_into(decoding, pb, got, attachment_id=attached.attachment_id)
         time.sleep(0.2)
         live.stream_recording(ingest, x, ts, codes, chunk=250)
         ingest.wait_acknowledged()

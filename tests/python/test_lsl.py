@@ -134,8 +134,7 @@ def test_lsl_source_restart_is_reconnected_with_the_gap_reported(server):
         attached = decoding.Attach(pb.AttachRequest(session_id="gappy", model_id="fixture-linear", latency_budget_ms=1000,
                                                     window=pb.WindowPolicy(sliding=pb.SlidingWindow(hop_s=0.25))))
         got = []
-        stream = decoding.Subscribe(pb.SubscribeRequest(attachment_id=attached.attachment_id))
-        collect_into(stream, got)
+        stream = live.subscribe_into(decoding, pb, got, attachment_id=attached.attachment_id)
         run(outlet, 3.0)
         del outlet  # the source goes away
         time.sleep(2.0)
@@ -153,17 +152,6 @@ def test_lsl_source_restart_is_reconnected_with_the_gap_reported(server):
     assert len(after) >= 8, f"decoding goes on after the source came back ({len(after)} windows after the gap)"
 
 
-def collect_into(stream, out: list):
-    """Reads a Subscribe stream into `out` on a thread until it is cancelled."""
-    def read():
-        try:
-            for p in stream:
-                out.append(p)
-        except grpc.RpcError:
-            pass  # cancelled by the test
-    threading.Thread(target=read, daemon=True).start()
-
-
 def _record_server(tmp: str, extra=None):
     env = {"MYELIN_RECORDING__ENABLED": "true", "MYELIN_RECORDING__DIR": tmp}
     env.update(extra or {})
@@ -176,13 +164,8 @@ def _streams_by_name(path):
 
 
 def test_a_recorded_session_reads_back_value_for_value_in_pyxdf():
-    golden = json.loads((ROOT / "models/fixtures/golden-linear.json").read_text())
+    golden, x, ts, codes = live.golden_stream()
     channels, rate = golden["channels"], golden["rate_hz"]
-    x = np.asarray(golden["samples"], dtype=np.float32).reshape(-1, len(channels))
-    ts = golden["timestamps_first"] + np.arange(len(x)) / rate
-    codes = np.zeros(len(x), dtype=int)
-    for m in golden["markers"]:
-        codes[m["index"]] = m["code"]
     with tempfile.TemporaryDirectory() as tmp:
         server = _record_server(tmp)
         try:
@@ -192,8 +175,7 @@ def test_a_recorded_session_reads_back_value_for_value_in_pyxdf():
                 attached = live.attach(decoding, pb.AttachRequest(session_id="rec", model_id="fixture-linear", latency_budget_ms=1000,
                                                                   window=pb.WindowPolicy(event_locked=pb.EventLockedWindow(marker_codes=[1, 2]))))
                 got = []
-                stream = decoding.Subscribe(pb.SubscribeRequest(attachment_id=attached.attachment_id))
-                collect_into(stream, got)
+                stream = live.subscribe_into(decoding, pb, got, attachment_id=attached.attachment_id)
                 time.sleep(0.2)
                 live.stream_recording(ingest, x, ts, codes, chunk=32)
                 ingest.wait_acknowledged()
@@ -262,13 +244,8 @@ def test_replay_publishes_an_xdf_recording_on_lsl_value_for_value():
     every sample and marker back, with the recorded spacing (divided by the speed)."""
     import subprocess
 
-    golden = json.loads((ROOT / "models/fixtures/golden-linear.json").read_text())
+    golden, x, ts, codes = live.golden_stream()
     channels, rate = golden["channels"], golden["rate_hz"]
-    x = np.asarray(golden["samples"], dtype=np.float32).reshape(-1, len(channels))
-    ts = golden["timestamps_first"] + np.arange(len(x)) / rate
-    codes = np.zeros(len(x), dtype=int)
-    for m in golden["markers"]:
-        codes[m["index"]] = m["code"]
     with tempfile.TemporaryDirectory() as tmp:
         server = _record_server(tmp)
         try:
