@@ -95,6 +95,12 @@ def test_lsl_source_decoded_and_published_as_lsl_streams(server):
             if s is not None:
                 got_json.append((json.loads(s[0]), ts))
         pusher.join()
+        # Detaching removes the attachment's outlets from the network.
+        decoding.Detach(pb.DetachRequest(attachment_id=attached.attachment_id))
+        deadline = time.time() + 5
+        while pylsl.resolve_byprop("name", numeric_name, timeout=0.5) and time.time() < deadline:
+            time.sleep(0.2)
+        assert not pylsl.resolve_byprop("name", numeric_name, timeout=0.5), "outlet still visible after Detach"
 
     assert len(got_json) == len(wanted), (len(got_json), len(wanted))
     assert len(got_numeric) == len(wanted)

@@ -16,14 +16,19 @@ use super::{Filter, Hub, prediction_json};
 use crate::metrics as m;
 use crate::shutdown::Shutdown;
 
-/// Closes the outlets when dropped (detach).
+/// Closes the outlets when dropped (detach): stops the forwarding task at once and the outlet
+/// thread within its 200 ms poll.
 pub struct OutletGuard {
     closed: Arc<AtomicBool>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
 impl Drop for OutletGuard {
     fn drop(&mut self) {
         self.closed.store(true, Ordering::Release);
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
     }
 }
 
@@ -53,12 +58,13 @@ pub fn start(lsl: &Lsl, spec: OutletSpec, hub: &Hub, shutdown: Shutdown) -> std:
     let closed = Arc::new(AtomicBool::new(false));
     let (sender, receiver) = crossbeam_channel::bounded::<Arc<pb::Prediction>>(1024);
     let mut stream = Box::pin(hub.subscribe(Filter { session_id: spec.session_id.clone(), attachment_id: spec.attachment_id.clone() }, shutdown));
-    let forward_closed = closed.clone();
+    let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(async move {
-        while let Some(prediction) = stream.next().await {
-            if forward_closed.load(Ordering::Acquire) {
-                break;
-            }
+        loop {
+            let prediction = tokio::select! {
+                next = stream.next() => match next { Some(p) => p, None => break },
+                _ = &mut stopped => break,
+            };
             if sender.try_send(Arc::new(prediction)).is_err() {
                 metrics::counter!(m::LSL_OUTLET_DROPPED).increment(1);
             }
@@ -99,5 +105,5 @@ pub fn start(lsl: &Lsl, spec: OutletSpec, hub: &Hub, shutdown: Shutdown) -> std:
             }
         }
     })?;
-    Ok((vec![name, json_name], OutletGuard { closed }))
+    Ok((vec![name, json_name], OutletGuard { closed, stop: Some(stop) }))
 }
