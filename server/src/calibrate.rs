@@ -38,6 +38,10 @@ pub fn start(
     if request.target_codes.is_empty() || request.non_target_codes.is_empty() {
         return Err(Status::invalid_argument("target_codes and non_target_codes must both be set"));
     }
+    let id_ok = |s: &str| !s.is_empty() && s.len() <= 128 && s != "." && s != ".." && s.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
+    if !request.model_id.is_empty() && !id_ok(&request.model_id) {
+        return Err(Status::invalid_argument(format!("model_id {:?} must be 1-128 characters of [A-Za-z0-9._-]", request.model_id)));
+    }
     if request.max_epochs == 0 && !(request.max_seconds > 0.0) {
         return Err(Status::invalid_argument("set max_epochs or max_seconds (when to stop collecting)"));
     }
@@ -101,12 +105,15 @@ async fn run(
     let mut epochs: Vec<(Vec<f32>, bool)> = Vec::new();
     let (mut targets, mut others) = (0u32, 0u32);
     while epochs.len() < plan.max_epochs {
-        let next = match deadline {
-            Some(deadline) => match tokio::time::timeout_at(deadline, epochs_rx.recv()).await {
-                Ok(next) => next,
-                Err(_) => break,
-            },
-            None => epochs_rx.recv().await,
+        let next = tokio::select! {
+            next = epochs_rx.recv() => next,
+            _ = progress.closed() => break, // the caller went away while nothing arrived
+            _ = async {
+                match deadline {
+                    Some(deadline) => tokio::time::sleep_until(deadline).await,
+                    None => std::future::pending().await,
+                }
+            } => break,
         };
         let Some((window, is_target)) = next else { break }; // the attachment went away
         if is_target { targets += 1 } else { others += 1 }

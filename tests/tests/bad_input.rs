@@ -159,6 +159,21 @@ async fn every_bad_input_gets_its_status_and_other_sessions_keep_decoding() {
     assert_eq!(s.code(), Code::InvalidArgument, "{s:?}");
     assert!(s.message().contains("nominal_rate_hz"), "{s:?}");
 
+    // A rate (or channel count) whose buffer could not be allocated.
+    let mut absurd = header("absurd");
+    if let Some(Message::Header(h)) = &mut absurd.message {
+        h.nominal_rate_hz = 1e12;
+    }
+    let s = ingest_status(&server, vec![absurd]).await;
+    assert_eq!(s.code(), Code::InvalidArgument, "{s:?}");
+    assert!(s.message().contains("GiB"), "{s:?}");
+
+    // A sample index that overflows.
+    let s = ingest_status(&server, vec![header("overflow"), regular_chunk(u64::MAX - 1, 8, 1.0)]).await;
+    assert_eq!(s.code(), Code::InvalidArgument, "{s:?}");
+    assert!(s.message().contains("out of range"), "{s:?}");
+    healthy.assert_decoding().await;
+
     // Byte length not n_samples x n_channels x 4.
     let s = ingest_status(&server, vec![header("length"), chunk(0, &[0.0; 7], 2, vec![1.0, 1.01])]).await;
     assert_eq!(s.code(), Code::InvalidArgument, "{s:?}");
@@ -344,4 +359,41 @@ async fn gaps_overlaps_and_out_of_order_chunks_are_reported_and_gap_windows_not_
     let gappy = sessions.iter().find(|s| s.session_id == "gappy").unwrap();
     assert_eq!(gappy.gap_samples, 64);
     assert!(!gappy.live);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_jump_of_a_trillion_samples_is_a_gap_not_a_hang() {
+    let server = TestServer::start(&[]).await;
+    let client = server.client().await;
+    let channels: Vec<String> = ["C3", "Cz", "C4", "Pz"].iter().map(|s| s.to_string()).collect();
+    let mut ingest = client.open_ingest(stream_header("jump", &channels, 128.0)).await.unwrap();
+    let attached = client
+        .attach_when_ready(pb::AttachRequest {
+            session_id: "jump".into(),
+            model_id: "fixture-linear".into(),
+            // One window per sample: a naive cutter would try to cut a trillion windows.
+            window: Some(sliding(1.0 / 128.0)),
+            latency_budget_ms: 1000,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let mut predictions = client.subscribe("jump", &attached.attachment_id).await.unwrap();
+    let jump = 1_000_000_000_000u64;
+    let ts = |first: u64, n: u64| (first..first + n).map(|i| 1.0 + i as f64 / 128.0).collect::<Vec<_>>();
+    ingest.send_raw(chunk(0, &vec![1.0; 256 * 4], 256, ts(0, 256))).await.unwrap();
+    ingest.send_raw(chunk(jump, &vec![1.0; 256 * 4], 256, ts(jump, 256))).await.unwrap();
+    let summary = tokio::time::timeout(Duration::from_secs(30), ingest.finish()).await.expect("no hang").unwrap();
+    assert_eq!(summary.last_reply.samples_accepted_until, jump + 256);
+    let gap = summary.warnings.iter().find(|w| w.kind == pb::IngestWarningKind::Gap as i32).expect("a gap warning");
+    assert_eq!((gap.sample_index, gap.count), (256, jump - 256));
+    // After the gap, windows lying wholly in real samples are decoded again.
+    // (The burst after the gap can overflow the model queue: some windows are SHED, as designed.)
+    let got = myelin_e2e::collect(&mut predictions, 100_000, Duration::from_secs(5)).await;
+    let newest = got.iter().map(|p| p.window.unwrap().last_sample_index).max().expect("predictions");
+    assert_eq!(newest, jump + 255);
+    assert!(
+        got.iter().any(|p| p.status == pb::PredictionStatus::Ok as i32 && p.window.unwrap().first_sample_index >= jump),
+        "decoding resumed after the gap"
+    );
 }

@@ -145,6 +145,9 @@ async fn calibrate_refuses_bad_requests_with_clear_statuses() {
     assert_eq!(s.code(), tonic::Code::NotFound, "{s:?}");
     let s = status(client.calibrate(pb::CalibrateRequest { attachment_id: "att-1".into(), max_epochs: 10, ..Default::default() }).await);
     assert_eq!(s.code(), tonic::Code::InvalidArgument, "{s:?}");
+    // The model id names files: no path tricks.
+    let s = status(client.calibrate(pb::CalibrateRequest { attachment_id: "att-1".into(), target_codes: vec![2], non_target_codes: vec![1], max_epochs: 10, model_id: "../../tmp/x".into(), ..Default::default() }).await);
+    assert_eq!(s.code(), tonic::Code::InvalidArgument, "{s:?}");
 
     let recording = &runs("subject1_session1_")[0];
     let _ingest = client.open_ingest(recording.header("c2", "x")).await.unwrap();

@@ -323,7 +323,9 @@ impl Inlet {
             return Ok(0);
         }
         timestamps[0] = first;
-        let more = self.pull_chunk(&mut data[c..], &mut timestamps[1..], 0.0)?;
+        // Keep the sample already taken even if draining the rest fails (e.g. the stream was
+        // just lost): the error shows up again on the next pull.
+        let more = self.pull_chunk(&mut data[c..], &mut timestamps[1..], 0.0).unwrap_or(0);
         Ok(1 + more)
     }
 

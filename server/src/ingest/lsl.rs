@@ -172,8 +172,12 @@ fn data_loop(mut inlet: Inlet, name: String, channels: usize, rate: f64, session
         }
         last_data = Instant::now();
         let received = clock::now_ns();
+        // Corrected timestamps never go backwards: a new offset estimate smaller than the last
+        // one (measurement jitter) would otherwise make the session refuse the chunk.
+        let mut floor = last_ts.unwrap_or(f64::NEG_INFINITY);
         for t in &mut timestamps[..n] {
-            *t += clock.offset;
+            *t = (*t + clock.offset).max(floor);
+            floor = *t;
         }
         let mut first_index = next_index;
         if let Some(last) = last_ts {

@@ -50,8 +50,13 @@ impl Hub {
         self.taps.write().unwrap_or_else(PoisonError::into_inner).insert(session_id.to_string(), recorder);
     }
 
-    pub fn untap(&self, session_id: &str) {
-        self.taps.write().unwrap_or_else(PoisonError::into_inner).remove(session_id);
+    /// Stops recording `session_id`'s predictions, if `path` is still the recorder in place (a
+    /// new session with the same id may already have its own).
+    pub fn untap(&self, session_id: &str, path: &std::path::Path) {
+        let mut taps = self.taps.write().unwrap_or_else(PoisonError::into_inner);
+        if taps.get(session_id).is_some_and(|r| r.path == path) {
+            taps.remove(session_id);
+        }
     }
 
     /// Stamps the publication time and the budget verdict, applies the late policy, records the

@@ -98,11 +98,19 @@ impl Recorder {
         Ok(Self { sender, path })
     }
 
-    /// Never blocks; a full queue (the disk cannot keep up) is counted and logged.
+    /// Never blocks; a full queue (the disk cannot keep up) or a writer that stopped (an I/O
+    /// error, logged when it happened) is counted and logged.
     pub fn send(&self, event: Event) {
-        if let Err(TrySendError::Full(_)) = self.sender.try_send(event) {
-            metrics::counter!(m::RECORDING_DROPPED).increment(1);
-            tracing::warn!(path = %self.path.display(), "recording queue full: data not recorded");
+        match self.sender.try_send(event) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => {
+                metrics::counter!(m::RECORDING_DROPPED).increment(1);
+                tracing::warn!(path = %self.path.display(), "recording queue full: data not recorded");
+            }
+            Err(TrySendError::Disconnected(_)) => {
+                metrics::counter!(m::RECORDING_DROPPED).increment(1);
+                tracing::debug!(path = %self.path.display(), "recording writer stopped: data not recorded");
+            }
         }
     }
 }

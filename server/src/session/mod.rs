@@ -110,6 +110,9 @@ impl Session {
     }
 
     pub fn end(&self) {
+        if let Some(path) = &self.recording_path {
+            self.hub.untap(&self.id, path);
+        }
         if self.live.swap(false, Ordering::AcqRel) {
             metrics::gauge!(m::LIVE_SESSIONS).decrement(1.0);
         }
@@ -121,7 +124,6 @@ impl Session {
         // Closing the recorder's queue lets its thread write the stream footers and close.
         st.recorder = None;
         drop(st);
-        self.hub.untap(&self.id);
         *self.ended_at.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Instant::now());
     }
 
@@ -140,7 +142,10 @@ impl Session {
         let c = st.n_channels;
         let n = samples.len() / c;
         let total = st.raw.total();
-        let end = first_index + n as u64;
+        let Some(end) = first_index.checked_add(n as u64) else {
+            m::rejected("bad_index");
+            return Err(SessionError::InvalidArgument(format!("chunk first_sample_index {first_index} is out of range")));
+        };
         if n == 0 {
             return Ok(ChunkOutcome { accepted_until: total, accepted_samples: 0 });
         }
@@ -185,7 +190,7 @@ impl Session {
                 gap,
                 format!("samples [{total}, {first_index}) never arrived; windows touching them are not decoded"),
             ));
-            st.fill_gap(gap, first_ts);
+            st.fill_gap(gap, last_ts, first_ts);
         } else if let Some(last_ts) = last_ts {
             let expected = last_ts + 1.0 / st.rate;
             let tolerance = 10.0 / st.rate + 0.05;
@@ -233,7 +238,8 @@ impl Session {
         }
         st.markers_received += markers.len() as u64;
         if let Some(recorder) = &st.recorder {
-            recorder.send(crate::record::Event::Markers(markers.iter().map(|m| (m.timestamp, m.code.to_string())).collect()));
+            let value = |m: &pb::Marker| if m.label.is_empty() { m.code.to_string() } else { m.label.clone() };
+            recorder.send(crate::record::Event::Markers(markers.iter().map(|m| (m.timestamp, value(m))).collect()));
         }
         metrics::counter!(m::MARKERS_INGESTED).increment(markers.len() as u64);
         st.place_markers(hub, warnings);
@@ -295,8 +301,9 @@ impl SessionState {
     }
 
     /// Records `gap` missing samples before a chunk whose first sample is at `next_ts`: zeros
-    /// keep every ring and filter aligned with sample indices.
-    fn fill_gap(&mut self, gap: u64, next_ts: f64) {
+    /// keep every ring and filter aligned with sample indices. Their timestamps are interpolated
+    /// between the last real sample and the next, so stored timestamps never go backwards.
+    fn fill_gap(&mut self, gap: u64, last_ts: Option<f64>, next_ts: f64) {
         let start = self.raw.total();
         self.gaps.push_back((start, start + gap));
         self.gap_samples += gap;
@@ -310,9 +317,23 @@ impl SessionState {
                 attachment.ring.advance(skipped);
             }
         }
+        // Windows that lie wholly in the part of the gap that was never buffered are skipped
+        // (the client was told about the gap); the ones that touch buffered zeros are refused
+        // one by one as usual.
+        if skipped > 0 {
+            let buffered_from = start + skipped;
+            for attachment in &mut self.attachments {
+                attachment.skip_before(buffered_from);
+            }
+        }
         let zeros = std::mem::take(&mut self.zeros);
         for k in 0..written {
-            let ts = next_ts - (written - k) as f64 / self.rate;
+            let position = (skipped + k + 1) as f64 / (gap + 1) as f64;
+            let ts = match last_ts {
+                Some(last) if next_ts > last => last + (next_ts - last) * position,
+                Some(last) => last,
+                None => next_ts - (written - k) as f64 / self.rate,
+            };
             self.push_frame(&zeros, ts, 0);
         }
         self.zeros = zeros;
@@ -429,6 +450,10 @@ fn dispatch(
     }
 }
 
+/// Largest ring buffer one session may ask for (a header with an absurd rate or channel count
+/// is refused instead of aborting the process on allocation).
+const MAX_SESSION_BUFFER_BYTES: f64 = 4.0 * (1u64 << 30) as f64;
+
 /// Every session the server knows, live or recently ended.
 pub struct SessionManager {
     sessions: RwLock<HashMap<String, Arc<Session>>>,
@@ -485,6 +510,17 @@ impl SessionManager {
         }
         let n_channels = header.channels.len();
         let capacity = ((self.config.ring_buffer_seconds * header.nominal_rate_hz).ceil() as usize).max(1);
+        // Samples, timestamps and receive times; attachments add their own filtered copies.
+        let bytes = capacity as f64 * (n_channels as f64 * 4.0 + 16.0);
+        if bytes > MAX_SESSION_BUFFER_BYTES {
+            return Err(SessionError::InvalidArgument(format!(
+                "header: {n_channels} channels at {} Hz need {:.1} GiB for sessions.ring_buffer_seconds = {} s; the limit is {:.0} GiB",
+                header.nominal_rate_hz,
+                bytes / f64::from(1u32 << 30),
+                self.config.ring_buffer_seconds,
+                MAX_SESSION_BUFFER_BYTES / f64::from(1u32 << 30)
+            )));
+        }
         let state = SessionState {
             n_channels,
             rate: header.nominal_rate_hz,

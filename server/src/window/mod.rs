@@ -195,6 +195,20 @@ impl AttachmentRuntime {
         }
     }
 
+    /// Drops windows that would start before `index` (samples never buffered, after a huge gap).
+    pub fn skip_before(&mut self, index: u64) {
+        match &mut self.cutter {
+            Cutter::Sliding { length, hop, next_end } => {
+                let first_possible = index + *length as u64;
+                if *next_end < first_possible {
+                    let hops = (first_possible - *next_end).div_ceil(*hop as u64);
+                    *next_end += hops * *hop as u64;
+                }
+            }
+            Cutter::EventLocked { pending, .. } => pending.retain(|(start, _)| *start >= index as i64),
+        }
+    }
+
     /// Next prediction sequence number.
     pub fn next_sequence(&self) -> u64 {
         self.shared.predictions.fetch_add(1, Ordering::Relaxed)

@@ -10,6 +10,8 @@
 //!     target/release/myelin-bench erp
 //!     target/release/myelin-bench lsl --seconds 30
 
+#![forbid(unsafe_code)]
+
 mod erp;
 mod lsl;
 
