@@ -3,6 +3,7 @@
 
 pub mod card;
 pub mod erp;
+pub mod gallery;
 pub mod model;
 
 use std::sync::{Arc, PoisonError, RwLock};

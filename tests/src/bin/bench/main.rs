@@ -9,10 +9,12 @@
 //!     cargo build --release --bins && target/release/myelin-bench stream --seconds 60
 //!     target/release/myelin-bench erp
 //!     target/release/myelin-bench lsl --seconds 30
+//!     target/release/myelin-bench gallery
 
 #![forbid(unsafe_code)]
 
 mod erp;
+mod gallery;
 mod lsl;
 
 use std::sync::{Arc, Mutex};
@@ -31,9 +33,18 @@ enum Bench {
     Stream(Args),
     /// LabStreamingLayer end to end: LSL push -> server -> prediction on an LSL inlet.
     Lsl(LslArgs),
+    /// Retrieval gallery search: exact (GB/s against measured bandwidth) and HNSW (recall@5).
+    Gallery(GalleryArgs),
     /// ERP decoders on real EEG: per-epoch decode time of the native xDAWN + LDA decoder and of
     /// the ONNX models, and the time to calibrate the native decoder on 300 epochs.
     Erp(ErpArgs),
+}
+
+#[derive(clap::Args)]
+struct GalleryArgs {
+    /// Build HNSW graphs for galleries up to this many entries (building is slow on 2 cores).
+    #[arg(long, default_value_t = 100_000)]
+    hnsw_up_to: usize,
 }
 
 #[derive(clap::Args)]
@@ -81,6 +92,7 @@ async fn main() -> anyhow::Result<()> {
         Bench::Stream(args) => stream(args).await,
         Bench::Erp(args) => erp::run(args.server, args.repetitions).await,
         Bench::Lsl(args) => lsl::run(args.server, args.seconds).await,
+        Bench::Gallery(args) => tokio::task::spawn_blocking(move || gallery::run(args.hnsw_up_to)).await?,
     }
 }
 
