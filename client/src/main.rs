@@ -79,10 +79,7 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Stream { csv, session, model, speed, chunk, markers, hop, budget_ms } => {
             let recording = Recording::read_csv(&csv)?;
-            let session = session.unwrap_or_else(|| {
-                let name = csv.file_name().and_then(|s| s.to_str()).unwrap_or("recording");
-                name.trim_end_matches(".gz").trim_end_matches(".csv").replace(|c: char| !(c.is_ascii_alphanumeric() || "._-".contains(c)), "_")
-            });
+            let session = session.unwrap_or_else(|| Recording::session_name(&csv));
             eprintln!(
                 "streaming {} ({} channels, {} Hz, {:.1} s, {} markers) as session {session} at x{speed}",
                 csv.display(),

@@ -66,6 +66,14 @@ impl Recording {
         Ok(Self { channels, rate_hz, timestamps, samples, markers })
     }
 
+    /// A session id from a recording's file name: extensions (.csv, .csv.gz, .xdf) dropped,
+    /// characters outside [A-Za-z0-9._-] replaced by '_'.
+    pub fn session_name(path: &Path) -> String {
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("recording");
+        let stem = name.trim_end_matches(".gz").trim_end_matches(".csv").trim_end_matches(".xdf");
+        stem.chars().map(|c| if c.is_ascii_alphanumeric() || "._-".contains(c) { c } else { '_' }).collect()
+    }
+
     pub fn n_samples(&self) -> usize {
         self.timestamps.len()
     }

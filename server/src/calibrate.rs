@@ -38,8 +38,9 @@ pub fn start(
     if request.target_codes.is_empty() || request.non_target_codes.is_empty() {
         return Err(Status::invalid_argument("target_codes and non_target_codes must both be set"));
     }
-    let id_ok = |s: &str| !s.is_empty() && s.len() <= 128 && s != "." && s != ".." && s.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
-    if !request.model_id.is_empty() && !id_ok(&request.model_id) {
+    // The id names a directory under calibrations_dir: "." and ".." are refused as well.
+    let id = request.model_id.as_str();
+    if !id.is_empty() && (!crate::decode::card::is_valid_id(id) || id == "." || id == "..") {
         return Err(Status::invalid_argument(format!("model_id {:?} must be 1-128 characters of [A-Za-z0-9._-]", request.model_id)));
     }
     if request.max_epochs == 0 && !(request.max_seconds > 0.0) {

@@ -89,8 +89,7 @@ impl Decoding for DecodingService {
                 "LabStreamingLayer is not available on this server: liblsl was not found (run deploy/setup.sh, or set lsl.library)",
             ));
         };
-        let id_ok = !r.session_id.is_empty() && r.session_id.len() <= 128 && r.session_id.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
-        if !id_ok {
+        if !crate::decode::card::is_valid_id(&r.session_id) {
             return Err(Status::invalid_argument(format!("session_id {:?} must be 1-128 characters of [A-Za-z0-9._-]", r.session_id)));
         }
         let data_predicate = if r.data_predicate.is_empty() {

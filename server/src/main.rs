@@ -143,8 +143,7 @@ async fn wait_for_signal() {
 fn replay_file(file: &std::path::Path, speed: f64, server: Option<String>, session: Option<String>, name: Option<String>, wait: f64) -> anyhow::Result<()> {
     anyhow::ensure!(speed > 0.0, "--speed must be > 0");
     let recording = myelin_server::replay::load(file)?;
-    let stem = file.file_name().and_then(|n| n.to_str()).unwrap_or("replay");
-    let stem: String = stem.trim_end_matches(".gz").trim_end_matches(".csv").trim_end_matches(".xdf").chars().map(|c| if c.is_ascii_alphanumeric() || "._-".contains(c) { c } else { '_' }).collect();
+    let stem = myelin_client::recording::Recording::session_name(file);
     eprintln!(
         "{}: {} channels at {} Hz, {:.1} s, {} markers",
         file.display(),
@@ -169,10 +168,7 @@ fn list_models(config_path: Option<PathBuf>) -> anyhow::Result<()> {
     let config = Config::load(config_path.as_deref())?;
     init_logging(&config.server.log_format);
     let env = model::init_runtime(&config.models.onnxruntime_library)?;
-    let mut cards = card::find_cards(&config.models.dir)?;
-    if config.models.calibrations_dir.is_dir() {
-        cards.extend(card::find_cards(&config.models.calibrations_dir)?);
-    }
+    let cards = card::model_cards(&config.models)?;
     if cards.is_empty() {
         println!("no model cards under {}", config.models.dir.display());
     }

@@ -3,7 +3,6 @@ with grpcio-tools, with expected values computed here, independently of the serv
 scipy (models/common/preprocess.py) and the model by ONNX Runtime for Python."""
 from __future__ import annotations
 
-import json
 import threading
 import time
 from pathlib import Path
@@ -68,11 +67,9 @@ def subscribe(decoding, session: str, attachment: str, n: int, out: list, timeou
 
 
 def test_golden_stream_from_a_generated_python_client(server):
-    golden = json.loads((ROOT / "models/fixtures/golden-linear.json").read_text())
+    golden, x, ts, codes = live.golden_stream()
     card = cards.read(ROOT / "models/fixtures/fixture-linear.card.toml")
     rate, channels = golden["rate_hz"], golden["channels"]
-    x = np.asarray(golden["samples"], dtype=np.float32).reshape(-1, len(channels))
-    ts = golden["timestamps_first"] + np.arange(len(x)) / rate
     markers = golden["markers"]
 
     # Expected values computed here: scipy for the windows, ONNX Runtime (Python) for outputs.
@@ -91,12 +88,7 @@ def test_golden_stream_from_a_generated_python_client(server):
         got: list = []
         reader = subscribe(decoding, "py-golden", reply.attachment_id, len(expected), got)
         time.sleep(0.2)  # the subscription is registered before any window can complete
-        for begin in range(0, len(x), 32):
-            end = min(begin + 32, len(x))
-            ingest.chunk(x[begin:end], ts[begin:end])
-            in_chunk = [(m["timestamp"], m["code"]) for m in markers if begin <= m["index"] < end]
-            if in_chunk:
-                ingest.markers(in_chunk)
+        live.stream_recording(ingest, x, ts, codes, chunk=32)
         reader.join(timeout=30)
         replies = ingest.close()
 
@@ -137,12 +129,7 @@ def test_real_recording_through_the_server_matches_the_offline_twin(server):
         got: list = []
         reader = subscribe(decoding, "py-real", reply.attachment_id, len(events), got, timeout=60)
         time.sleep(0.2)
-        for begin in range(0, len(data), 64):
-            end = min(begin + 64, len(data))
-            ingest.chunk(data[begin:end], ts[begin:end])
-            marks = [(ts[i], int(codes[i])) for i in range(begin, end) if codes[i]]
-            if marks:
-                ingest.markers(marks)
+        live.stream_recording(ingest, data, ts, codes, chunk=64)
         reader.join(timeout=60)
         ingest.close()
 

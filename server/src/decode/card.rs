@@ -236,12 +236,11 @@ impl ModelCard {
 
     /// Internal consistency; the ONNX graph is checked separately (`decode::model`).
     fn validate(&self) -> Result<(), CardError> {
-        let ok_id = |s: &str| !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
-        if !ok_id(&self.id) {
-            return Err(self.field("id", "must be non-empty, [A-Za-z0-9._-]"));
+        if !is_valid_id(&self.id) {
+            return Err(self.field("id", "must be 1-128 characters of [A-Za-z0-9._-]"));
         }
-        if !ok_id(&self.version) {
-            return Err(self.field("version", "must be non-empty, [A-Za-z0-9._-]"));
+        if !is_valid_id(&self.version) {
+            return Err(self.field("version", "must be 1-128 characters of [A-Za-z0-9._-]"));
         }
         match (&self.onnx, &self.native) {
             (Some(_), None) => {}
@@ -305,6 +304,23 @@ impl ModelCard {
         }
         Ok(())
     }
+}
+
+/// Ids of sessions, models and versions: 1-128 characters of [A-Za-z0-9._-] (they appear in
+/// file names, LSL stream names and metrics).
+pub fn is_valid_id(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 128 && s.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+}
+
+/// Every card the server loads: under `models.dir`, then under `models.calibrations_dir` (live
+/// calibrations, when that directory exists).
+pub fn model_cards(config: &crate::config::ModelsConfig) -> std::io::Result<Vec<PathBuf>> {
+    let scan = |dir: &Path| find_cards(dir).map_err(|e| std::io::Error::new(e.kind(), format!("cannot scan {}: {e}", dir.display())));
+    let mut cards = scan(&config.dir)?;
+    if config.calibrations_dir.is_dir() {
+        cards.extend(scan(&config.calibrations_dir)?);
+    }
+    Ok(cards)
 }
 
 /// Every `*.card.toml` under `dir`, sorted.

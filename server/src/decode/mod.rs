@@ -119,13 +119,7 @@ impl ModelRegistry {
     /// stop the others.
     pub fn load(config: &ModelsConfig, hub: Hub) -> anyhow::Result<Self> {
         let env = model::init_runtime(&config.onnxruntime_library)?;
-        let mut cards = card::find_cards(&config.dir)
-            .map_err(|e| anyhow::anyhow!("cannot scan model directory {}: {e}", config.dir.display()))?;
-        if config.calibrations_dir.is_dir() {
-            cards.extend(card::find_cards(&config.calibrations_dir).map_err(|e| {
-                anyhow::anyhow!("cannot scan calibrations directory {}: {e}", config.calibrations_dir.display())
-            })?);
-        }
+        let cards = card::model_cards(config)?;
         let registry = Self { entries: RwLock::new(Vec::new()), config: config.clone(), hub, env };
         for path in cards {
             let entry = registry.load_card(&path);
@@ -159,11 +153,8 @@ impl ModelRegistry {
         let config = &self.config;
         let mut backends: Vec<Box<dyn Backend>> = Vec::new();
         let mut provider = String::from("native");
-        if let Some(params) = card.native_params_path() {
-            let text = std::fs::read_to_string(&params).map_err(|e| anyhow::anyhow!("model {}: {}: {e}", card.id, params.display()))?;
-            let decoder: erp::XdawnLda = serde_json::from_str(&text).map_err(|e| anyhow::anyhow!("model {}: {}: {e}", card.id, params.display()))?;
-            check_native(&card, &decoder)?;
-            let decoder = Arc::new(decoder);
+        if card.native.is_some() {
+            let decoder = Arc::new(load_native(&card)?);
             for _ in 0..config.workers_per_model {
                 backends.push(Box::new(XdawnBackend(decoder.clone())));
             }
@@ -233,15 +224,21 @@ impl ModelRegistry {
 /// Validates a card and its model file without serving (`myelin models check`): loads and warms
 /// up an ONNX graph, or reads a native decoder's parameters. Returns the provider it would use.
 pub fn check_offline(env: &ort::environment::Environment, card: &ModelCard, providers: &[String]) -> anyhow::Result<String> {
-    match card.native_params_path() {
-        Some(params) => {
-            let text = std::fs::read_to_string(&params).map_err(|e| anyhow::anyhow!("{}: {e}", params.display()))?;
-            let decoder: erp::XdawnLda = serde_json::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", params.display()))?;
-            check_native(card, &decoder)?;
-            Ok("native".into())
-        }
-        None => Ok(model::load(env, card, providers, 1)?.1),
+    if card.native.is_some() {
+        load_native(card)?;
+        return Ok("native".into());
     }
+    Ok(model::load(env, card, providers, 1)?.1)
+}
+
+/// Reads a native decoder's fitted parameters and checks them against its card.
+fn load_native(card: &ModelCard) -> anyhow::Result<erp::XdawnLda> {
+    let params = card.native_params_path().ok_or_else(|| anyhow::anyhow!("model {}: not a native decoder", card.id))?;
+    let error = |e: &dyn std::fmt::Display| anyhow::anyhow!("model {}: {}: {e}", card.id, params.display());
+    let text = std::fs::read_to_string(&params).map_err(|e| error(&e))?;
+    let decoder: erp::XdawnLda = serde_json::from_str(&text).map_err(|e| error(&e))?;
+    check_native(card, &decoder)?;
+    Ok(decoder)
 }
 
 /// A native decoder's parameters must fit its card's input.

@@ -101,7 +101,7 @@ impl StreamHandler {
                     return Err(Status::failed_precondition("StreamHeader sent twice: one header per Ingest stream"));
                 }
                 Some(Message::Chunk(chunk)) => {
-                    self.decode_chunk(&chunk, n_channels, rate, &mut warnings)?;
+                    self.decode_chunk(&chunk, n_channels, &mut warnings)?;
                     let timestamps = match chunk.timestamps {
                         Some(Timestamps::PerSample(_)) => ChunkTimestamps::PerSample(&self.timestamps),
                         Some(Timestamps::Regular(regular)) => ChunkTimestamps::Regular {
@@ -134,7 +134,7 @@ impl StreamHandler {
 
     /// Checks the chunk's shape and timestamps and decodes its samples into `self.samples`,
     /// applying the non-finite policy.
-    fn decode_chunk(&mut self, chunk: &pb::SampleChunk, n_channels: usize, rate: f64, warnings: &mut Vec<pb::IngestWarning>) -> Result<(), Status> {
+    fn decode_chunk(&mut self, chunk: &pb::SampleChunk, n_channels: usize, warnings: &mut Vec<pb::IngestWarning>) -> Result<(), Status> {
         let n = chunk.n_samples as usize;
         let expected = n * n_channels * 4;
         if chunk.samples.len() != expected {
@@ -184,7 +184,6 @@ impl StreamHandler {
                 }
             }
         }
-        let _ = rate;
         self.samples.clear();
         self.samples.extend(chunk.samples.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])));
         let non_finite = self.samples.iter().filter(|v| !v.is_finite()).count();
@@ -231,7 +230,7 @@ fn reject_transport(status: Status) -> Status {
 
 fn validate_header(header: &pb::StreamHeader) -> Result<(), Status> {
     let id = &header.session_id;
-    if id.is_empty() || id.len() > 128 || !id.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)) {
+    if !crate::decode::card::is_valid_id(id) {
         return Err(Status::invalid_argument(format!("header.session_id {id:?} must be 1-128 characters of [A-Za-z0-9._-]")));
     }
     if header.channels.is_empty() {
