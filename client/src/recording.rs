@@ -95,6 +95,7 @@ impl Recording {
                     r#type: if label.contains("AUX") { "MISC".into() } else { "EEG".into() },
                     unit: "microvolts".into(),
                     position: None,
+                    layout: None,
                 })
                 .collect(),
             nominal_rate_hz: self.rate_hz,

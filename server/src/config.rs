@@ -103,6 +103,9 @@ pub struct ModelsConfig {
     /// Where decoders fitted by live calibration are saved (card + parameters, one version per
     /// fit); also scanned at start, so they can be attached by id after a restart.
     pub calibrations_dir: PathBuf,
+    /// Directory that retrieval galleries are loaded from (`AttachRequest.gallery.path` is
+    /// relative to it).
+    pub galleries_dir: PathBuf,
     /// Execution providers in order of preference: "cuda", "tensorrt", "cpu". A GPU provider that
     /// cannot load falls back to the next one, and finally to CPU, with one log line.
     pub execution_providers: Vec<String>,
@@ -122,6 +125,7 @@ impl Default for ModelsConfig {
         Self {
             dir: PathBuf::from("models"),
             calibrations_dir: PathBuf::from("calibrations"),
+            galleries_dir: PathBuf::from("galleries"),
             execution_providers: vec!["cpu".into()],
             intra_op_threads: 1,
             workers_per_model: 1,

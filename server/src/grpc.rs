@@ -45,6 +45,8 @@ impl Decoding for DecodingService {
             lsl_outlet: r.lsl_outlet,
             subject: r.subject,
             top_k: r.top_k.min(1000) as usize,
+            gallery: r.gallery,
+            include_embedding: r.include_embedding,
         };
         // Attaching primes the new filter with the buffered history (up to
         // sessions.ring_buffer_seconds of samples): CPU work that must not stall an I/O thread.

@@ -36,7 +36,8 @@ pub fn install() -> anyhow::Result<PrometheusHandle> {
         .map_err(|e| anyhow::anyhow!("installing the metrics recorder: {e}"))?;
     describe_histogram!(SERVER_LATENCY, metrics::Unit::Seconds, "Receipt of a window's last sample to publication of its prediction, per model.");
     describe_histogram!(QUEUE_WAIT, metrics::Unit::Seconds, "Time a window waited in its model's queue.");
-    describe_histogram!(INFERENCE, metrics::Unit::Seconds, "Preprocessing plus ONNX Runtime inference time per window.");
+    describe_histogram!(INFERENCE, metrics::Unit::Seconds, "Preprocessing plus ONNX Runtime inference time per window (gallery search included).");
+    describe_histogram!(GALLERY_SEARCH, metrics::Unit::Seconds, "Gallery search time per retrieval prediction (exact or approximate).");
     describe_counter!(SAMPLES_INGESTED, "Samples accepted from ingest streams.");
     describe_counter!(MARKERS_INGESTED, "Markers accepted from ingest streams.");
     describe_counter!(CHUNKS_REJECTED, "Ingest messages rejected, by reason.");
@@ -78,10 +79,15 @@ pub fn observe_decode(model: &str, queue_wait_ns: u64, inference_ns: u64) {
     histogram!(INFERENCE, "model" => model.to_string()).record(seconds(inference_ns));
 }
 
+pub fn observe_gallery_search(search_ns: u64) {
+    histogram!(GALLERY_SEARCH).record(seconds(search_ns));
+}
+
 pub fn queue_depth(model: &str, depth: usize) {
     gauge!(MODEL_QUEUE_DEPTH, "model" => model.to_string()).set(depth as f64);
 }
 
+pub const GALLERY_SEARCH: &str = "myelin_gallery_search_seconds";
 pub const RECORDING_DROPPED: &str = "myelin_recording_dropped_total";
 pub const LSL_CLOCK_OFFSET: &str = "myelin_lsl_clock_offset_seconds";
 pub const LSL_CLOCK_UNCERTAINTY: &str = "myelin_lsl_clock_uncertainty_seconds";

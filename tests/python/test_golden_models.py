@@ -22,8 +22,13 @@ def test_there_are_golden_vectors_to_check():
 def test_onnx_matches_the_training_framework(path: Path):
     golden = json.loads(path.read_text())
     session = ort.InferenceSession(str(path.parent / golden["onnx"]), providers=["CPUExecutionProvider"])
-    inputs = np.asarray(golden["inputs"], dtype=np.float32)
+    # One input ("input"/"inputs") or several ("feeds": name -> values, e.g. the MEG brain
+    # module's window, sensor positions and sensor mask).
+    if "feeds" in golden:
+        feeds = {name: np.asarray(values, dtype=np.float32) for name, values in golden["feeds"].items()}
+    else:
+        feeds = {golden["input"]: np.asarray(golden["inputs"], dtype=np.float32)}
     expected = np.asarray(golden["outputs"], dtype=np.float32)
-    (got,) = session.run([golden["output"]], {golden["input"]: inputs})
+    (got,) = session.run([golden["output"]], feeds)
     assert got.shape == expected.shape
     np.testing.assert_allclose(got, expected, atol=golden["tolerance"], rtol=0)

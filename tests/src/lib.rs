@@ -190,7 +190,7 @@ pub fn stream_header(session_id: &str, channels: &[String], rate_hz: f64) -> pb:
         modality: pb::Modality::Eeg as i32,
         channels: channels
             .iter()
-            .map(|label| pb::Channel { label: label.clone(), r#type: "EEG".into(), unit: "microvolts".into(), position: None })
+            .map(|label| pb::Channel { label: label.clone(), r#type: "EEG".into(), unit: "microvolts".into(), position: None, layout: None })
             .collect(),
         nominal_rate_hz: rate_hz,
         clock: pb::ClockSource::Unix as i32,

@@ -125,6 +125,8 @@ pub enum OutputKind {
     Probabilities,
     /// Raw scores; the server applies a softmax.
     Logits,
+    /// An embedding (retrieval models): the server searches the attachment's gallery with it.
+    Embedding,
 }
 
 #[derive(Debug, Clone, Deserialize, serde::Serialize)]
@@ -136,6 +138,24 @@ pub struct OutputSpec {
     pub kind: OutputKind,
     /// Optional second output carrying an embedding, published in `Prediction.embedding`.
     pub embedding: Option<String>,
+}
+
+/// Spatial-attention models (the MEG brain module): besides the window, the graph takes each
+/// model channel's 2-D layout position [batch, channels, 2] and a sensor mask [batch, channels]
+/// (1 = present, 0 = absent), so one model serves any subset of its montage.
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SensorsSpec {
+    pub positions_input: String,
+    pub mask_input: String,
+    /// Model channels may be absent from the stream (fed as zeros with mask 0).
+    #[serde(default)]
+    pub optional: bool,
+    /// With `optional`: the fewest model channels a stream must have.
+    #[serde(default)]
+    pub min_present: usize,
+    /// Default layout position of each model channel, used when the stream header has none.
+    pub positions: Vec<[f64; 2]>,
 }
 
 #[derive(Debug, Clone, Deserialize, serde::Serialize)]
@@ -193,6 +213,8 @@ pub struct ModelCard {
     #[serde(default)]
     pub preprocessing: Preprocessing,
     pub input: InputSpec,
+    /// Extra inputs of spatial-attention models.
+    pub sensors: Option<SensorsSpec>,
     pub output: OutputSpec,
     #[serde(default)]
     pub labels: Vec<String>,
@@ -223,6 +245,11 @@ impl ModelCard {
 
     pub fn native_params_path(&self) -> Option<PathBuf> {
         self.native.as_ref().map(|n| self.relative(&n.params))
+    }
+
+    /// Dimension of the embedding a retrieval model outputs (its output's last dimension).
+    pub fn embedding_dim(&self) -> Option<usize> {
+        (self.output.kind == OutputKind::Embedding).then(|| self.output.shape.last().copied().unwrap_or(0).max(0) as usize)
     }
 
     /// Number of model samples in one window.
@@ -282,6 +309,20 @@ impl ModelCard {
                     format!("{} labels for an output of shape {:?}", self.labels.len(), self.output.shape),
                 ));
             }
+        }
+        if let Some(sensors) = &self.sensors {
+            if sensors.positions.len() != self.channels.len() || sensors.positions.iter().flatten().any(|v| !v.is_finite()) {
+                return Err(self.field("sensors.positions", "needs one finite [x, y] per channel"));
+            }
+            if sensors.min_present > self.channels.len() {
+                return Err(self.field("sensors.min_present", "is larger than the number of channels"));
+            }
+            if sensors.positions_input == self.input.name || sensors.mask_input == self.input.name || sensors.positions_input == sensors.mask_input {
+                return Err(self.field("sensors", "input names must differ from each other and from input.name"));
+            }
+        }
+        if self.output.kind == OutputKind::Embedding && self.task != Task::Retrieval {
+            return Err(self.field("output.kind", "\"embedding\" is for retrieval models"));
         }
         if let Some(filter) = &self.preprocessing.filter {
             if !(filter.design_rate_hz > 0.0) {

@@ -3,55 +3,43 @@
 //!
 //! * Exact: rows are L2-normalised once at load; a query is one matrix-vector product (faer's
 //!   SIMD kernels) streaming the whole gallery from memory, then a k-sized heap. Its speed is
-//!   bounded by memory bandwidth (myelin-bench gallery reports the achieved GB/s).
-//! * Approximate: an HNSW graph (instant-distance) per gallery, for galleries too large to scan
-//!   within a budget; its recall@k against exact search is measured, not assumed.
+//!   bounded by memory bandwidth (`myelin-bench gallery` reports the achieved GB/s against a
+//!   measured read bandwidth).
+//! * Approximate: an HNSW graph (usearch, float16 vectors in the graph) built when the gallery
+//!   loads, for galleries too large to scan within a budget. The graph proposes
+//!   `RERANK_FACTOR * k` candidates, which are rescored exactly in float32; its recall@k
+//!   against exact search is measured by the benchmark, not assumed.
 //!
-//! Galleries load from .npy (float32 or float16, [N, D], C order) with ids from a text file
-//! (one per line), or default ids "0".."N-1".
+//! Files: [N, D] float32 or float16, C order, as .npy or .safetensors (tensor "embeddings"),
+//! with ids in `<file>.ids` (one per line) or, without it, the row numbers.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
-use std::path::Path;
+use std::path::{Component, Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
 pub enum GalleryError {
-    #[error("gallery {path}: {message}")]
+    #[error("{path:?}: {message}")]
+    Path { path: String, message: String },
+    #[error("{path} does not exist")]
+    NotFound { path: String },
+    #[error("{path}: {message}")]
     Load { path: String, message: String },
     #[error("gallery has dimension {gallery}, the model's embedding has {model}")]
     Dimension { gallery: usize, model: usize },
+    #[error("building the approximate index: {0}")]
+    Index(String),
 }
 
-/// A unit vector for the HNSW graph (distance = 1 - cosine).
-#[derive(Clone)]
-struct Unit(Vec<f32>);
-
-impl instant_distance::Point for Unit {
-    fn distance(&self, other: &Self) -> f32 {
-        1.0 - dot(&self.0, &other.0)
-    }
-}
-
-/// Dot product with eight independent accumulators, so the compiler vectorises it (a plain
-/// iterator sum must keep float additions in order and stays scalar).
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0.0f32; 8];
-    let (chunks_a, chunks_b) = (a.chunks_exact(8), b.chunks_exact(8));
-    let tail: f32 = chunks_a.remainder().iter().zip(chunks_b.remainder()).map(|(x, y)| x * y).sum();
-    for (x, y) in chunks_a.zip(chunks_b) {
-        for i in 0..8 {
-            acc[i] += x[i] * y[i];
-        }
-    }
-    acc.iter().sum::<f32>() + tail
-}
+/// Candidates the approximate index proposes per wanted result, rescored exactly.
+const RERANK_FACTOR: usize = 4;
 
 pub struct Gallery {
     pub ids: Vec<String>,
     pub dim: usize,
     /// Row-major [N x dim], each row L2-normalised.
     data: Vec<f32>,
-    hnsw: Option<instant_distance::HnswMap<Unit, u32>>,
+    hnsw: Option<usearch::Index>,
 }
 
 /// Total order on f32 scores for the heap.
@@ -71,10 +59,42 @@ fn normalise(v: &mut [f32]) {
     }
 }
 
+/// Resolves a client-given gallery path under `dir`, refusing anything that could leave it.
+pub fn resolve(dir: &Path, relative: &str) -> Result<PathBuf, GalleryError> {
+    let refuse = |message: &str| GalleryError::Path { path: relative.to_string(), message: message.to_string() };
+    let path = Path::new(relative);
+    if path.components().any(|c| !matches!(c, Component::Normal(_))) {
+        return Err(refuse("must be relative to the server's gallery directory, without \"..\""));
+    }
+    let resolved = dir.join(path);
+    if !resolved.is_file() {
+        return Err(GalleryError::NotFound { path: format!("{relative:?} (in gallery directory {})", dir.display()) });
+    }
+    Ok(resolved)
+}
+
+/// Opens `relative` under `dir` (.npy or .safetensors) with its `.ids` file when there is one.
+pub fn open(dir: &Path, relative: &str) -> Result<Gallery, GalleryError> {
+    let path = resolve(dir, relative)?;
+    let mut ids = path.clone().into_os_string();
+    ids.push(".ids");
+    let ids = PathBuf::from(ids);
+    Gallery::load(&path, ids.is_file().then_some(ids.as_path()))
+}
+
+/// Little-endian float32 or float16 bytes to f32.
+fn floats(bytes: &[u8], half: bool) -> Vec<f32> {
+    if half {
+        bytes.chunks_exact(2).map(|b| f32::from(half::f16::from_le_bytes([b[0], b[1]]))).collect()
+    } else {
+        bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect()
+    }
+}
+
 impl Gallery {
     pub fn from_vectors(mut data: Vec<f32>, dim: usize, ids: Option<Vec<String>>) -> Result<Self, GalleryError> {
         let bad = |message: String| GalleryError::Load { path: "(memory)".into(), message };
-        if dim == 0 || data.len() % dim != 0 {
+        if dim == 0 || data.len() % dim != 0 || data.is_empty() {
             return Err(bad(format!("{} values do not form rows of {dim}", data.len())));
         }
         let n = data.len() / dim;
@@ -91,32 +111,49 @@ impl Gallery {
         Ok(Self { ids, dim, data, hnsw: None })
     }
 
-    /// Loads `[N, D]` float32 or float16 embeddings; `ids` is a text file with one id per line.
-    pub fn load(npy: &Path, ids: Option<&Path>) -> Result<Self, GalleryError> {
-        let error = |message: String| GalleryError::Load { path: npy.display().to_string(), message };
-        let bytes = std::fs::read(npy).map_err(|e| error(e.to_string()))?;
-        let file = npyz::NpyFile::new(&bytes[..]).map_err(|e| error(format!("not a .npy file: {e}")))?;
-        let shape = file.shape().to_vec();
-        if shape.len() != 2 || file.order() != npyz::Order::C {
-            return Err(error(format!("expected a C-order [N, D] array, got shape {shape:?}")));
-        }
-        let dtype = file.dtype().descr().trim_matches('\'').to_string();
-        let data: Vec<f32> = match dtype.as_str() {
-            "<f4" => file.into_vec::<f32>().map_err(|e| error(e.to_string()))?,
-            "<f2" => file.into_vec::<half::f16>().map_err(|e| error(e.to_string()))?.into_iter().map(f32::from).collect(),
-            other => return Err(error(format!("dtype {other}: expected float32 (<f4) or float16 (<f2)"))),
+    /// Loads `[N, D]` float32 or float16 embeddings from .npy or .safetensors (tensor
+    /// "embeddings"); `ids` is a text file with one id per line.
+    pub fn load(path: &Path, ids: Option<&Path>) -> Result<Self, GalleryError> {
+        let error = |message: String| GalleryError::Load { path: path.display().to_string(), message };
+        let bytes = std::fs::read(path).map_err(|e| error(e.to_string()))?;
+        let (data, dim) = if path.extension().is_some_and(|e| e == "safetensors") {
+            let tensors = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| error(format!("not a .safetensors file: {e}")))?;
+            let view = tensors.tensor("embeddings").map_err(|e| error(format!("tensor \"embeddings\": {e}")))?;
+            let shape = view.shape().to_vec();
+            if shape.len() != 2 {
+                return Err(error(format!("expected an [N, D] tensor, got shape {shape:?}")));
+            }
+            let data = match view.dtype() {
+                safetensors::Dtype::F32 => floats(view.data(), false),
+                safetensors::Dtype::F16 => floats(view.data(), true),
+                other => return Err(error(format!("dtype {other:?}: expected F32 or F16"))),
+            };
+            (data, shape[1])
+        } else {
+            let file = npyz::NpyFile::new(&bytes[..]).map_err(|e| error(format!("not a .npy file: {e}")))?;
+            let shape = file.shape().to_vec();
+            if shape.len() != 2 || file.order() != npyz::Order::C {
+                return Err(error(format!("expected a C-order [N, D] array, got shape {shape:?}")));
+            }
+            let dtype = file.dtype().descr().trim_matches('\'').to_string();
+            let data: Vec<f32> = match dtype.as_str() {
+                "<f4" => file.into_vec::<f32>().map_err(|e| error(e.to_string()))?,
+                "<f2" => file.into_vec::<half::f16>().map_err(|e| error(e.to_string()))?.into_iter().map(f32::from).collect(),
+                other => return Err(error(format!("dtype {other}: expected float32 (<f4) or float16 (<f2)"))),
+            };
+            (data, shape[1] as usize)
         };
         let ids = match ids {
-            Some(path) => Some(
-                std::fs::read_to_string(path)
-                    .map_err(|e| error(format!("ids {}: {e}", path.display())))?
+            Some(ids_path) => Some(
+                std::fs::read_to_string(ids_path)
+                    .map_err(|e| error(format!("ids {}: {e}", ids_path.display())))?
                     .lines()
                     .map(str::to_string)
                     .collect(),
             ),
             None => None,
         };
-        Self::from_vectors(data, shape[1] as usize, ids).map_err(|e| match e {
+        Self::from_vectors(data, dim, ids).map_err(|e| match e {
             GalleryError::Load { message, .. } => error(message),
             other => other,
         })
@@ -153,28 +190,86 @@ impl Gallery {
         top_k(scores, k)
     }
 
-    /// Builds the HNSW graph (minutes for hundreds of thousands of items).
-    pub fn build_hnsw(&mut self, ef_construction: usize, seed: u64) {
-        let points: Vec<Unit> = self.data.chunks_exact(self.dim).map(|r| Unit(r.to_vec())).collect();
-        let values: Vec<u32> = (0..points.len() as u32).collect();
-        let map = instant_distance::Builder::default().ef_construction(ef_construction).ef_search(ef_construction).seed(seed).build(points, values);
-        self.hnsw = Some(map);
+    /// Builds the HNSW graph on `threads` threads (usearch: connectivity 16, expansion 128 when
+    /// adding, 64 when searching; float16 vectors in the graph).
+    pub fn build_hnsw(&mut self, threads: usize) -> Result<(), GalleryError> {
+        let index_error = |e: &dyn std::fmt::Display| GalleryError::Index(e.to_string());
+        let options = usearch::IndexOptions {
+            dimensions: self.dim,
+            metric: usearch::MetricKind::IP,
+            quantization: usearch::ScalarKind::F16,
+            connectivity: 16,
+            expansion_add: 128,
+            expansion_search: 64,
+            multi: false,
+        };
+        let index = usearch::Index::new(&options).map_err(|e| index_error(&e))?;
+        let threads = threads.max(1);
+        index.reserve_capacity_and_threads(self.len(), threads).map_err(|e| index_error(&e))?;
+        let rows: Vec<&[f32]> = self.data.chunks_exact(self.dim).collect();
+        let per_thread = rows.len().div_ceil(threads);
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = rows
+                .chunks(per_thread)
+                .enumerate()
+                .map(|(t, chunk)| {
+                    let index = &index;
+                    scope.spawn(move || {
+                        for (i, row) in chunk.iter().enumerate() {
+                            index.add((t * per_thread + i) as u64, row).map_err(|e| index_error(&e))?;
+                        }
+                        Ok::<(), GalleryError>(())
+                    })
+                })
+                .collect();
+            handles.into_iter().try_for_each(|h| h.join().map_err(|_| GalleryError::Index("a build thread panicked".into()))?)
+        })?;
+        self.hnsw = Some(index);
+        Ok(())
     }
 
     pub fn has_hnsw(&self) -> bool {
         self.hnsw.is_some()
     }
 
-    /// Approximate top-k through the HNSW graph (exact search when none was built).
+    /// Approximate top-k through the HNSW graph, rescored exactly (exact search when no graph
+    /// was built).
     pub fn search_approx(&self, query: &[f32], k: usize) -> Vec<(usize, f32)> {
-        let Some(map) = &self.hnsw else {
+        let Some(index) = &self.hnsw else {
             return self.search_exact(query, k, &mut Vec::new());
         };
         let mut q = query.to_vec();
         normalise(&mut q);
-        let mut search = instant_distance::Search::default();
-        map.search(&Unit(q), &mut search).take(k).map(|item| (*item.value as usize, 1.0 - item.distance)).collect()
+        let Ok(found) = index.search(&q, k * RERANK_FACTOR) else {
+            return self.search_exact(query, k, &mut Vec::new());
+        };
+        let scores: Vec<(usize, f32)> = found
+            .keys
+            .iter()
+            .map(|&key| {
+                let i = key as usize;
+                (i, dot(&self.data[i * self.dim..(i + 1) * self.dim], &q))
+            })
+            .collect();
+        let mut best = scores;
+        best.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        best.truncate(k);
+        best
     }
+}
+
+/// Dot product with eight independent accumulators, so the compiler vectorises it (a plain
+/// iterator sum must keep float additions in order and stays scalar).
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0.0f32; 8];
+    let (chunks_a, chunks_b) = (a.chunks_exact(8), b.chunks_exact(8));
+    let tail: f32 = chunks_a.remainder().iter().zip(chunks_b.remainder()).map(|(x, y)| x * y).sum();
+    for (x, y) in chunks_a.zip(chunks_b) {
+        for i in 0..8 {
+            acc[i] += x[i] * y[i];
+        }
+    }
+    acc.iter().sum::<f32>() + tail
 }
 
 /// The k largest scores, best first (a k-sized heap: no allocation proportional to N).
@@ -235,7 +330,7 @@ mod tests {
     fn hnsw_recall_is_high_on_random_data() {
         let dim = 16;
         let mut gallery = Gallery::from_vectors(random(800, dim, 5), dim, None).unwrap();
-        gallery.build_hnsw(64, 1);
+        gallery.build_hnsw(2).unwrap();
         let queries = random(50, dim, 77);
         let mut hits = 0;
         for q in queries.chunks_exact(dim) {
@@ -265,13 +360,27 @@ mod tests {
             bytes.extend_from_slice(&v.to_le_bytes());
         }
         std::fs::write(&path, bytes).unwrap();
-        std::fs::write(dir.join("ids.txt"), "cat\ndog\nbird\n").unwrap();
-        let gallery = Gallery::load(&path, Some(&dir.join("ids.txt"))).map_err(|e| e.to_string()).unwrap();
+        std::fs::write(dir.join("g.npy.ids"), "cat\ndog\nbird\n").unwrap();
+        let gallery = open(&dir, "g.npy").map_err(|e| e.to_string()).unwrap();
         assert_eq!(gallery.ids, vec!["cat", "dog", "bird"]);
         let top = gallery.search_exact(&[0.0, 2.0], 2, &mut Vec::new());
         assert_eq!(gallery.ids[top[0].0], "dog");
         assert!(gallery.check_dimension(3).is_err());
-        assert!(Gallery::load(&dir.join("ids.txt"), None).is_err());
+        assert!(Gallery::load(&dir.join("g.npy.ids"), None).is_err());
+        assert!(matches!(open(&dir, "../g.npy"), Err(GalleryError::Path { .. })));
+        assert!(matches!(open(&dir, "/etc/passwd"), Err(GalleryError::Path { .. })));
+        assert!(matches!(open(&dir, "nope.npy"), Err(GalleryError::NotFound { .. })));
+        // The same rows as safetensors (float32), header as the format defines it.
+        let header = r#"{"embeddings":{"dtype":"F32","shape":[3,2],"data_offsets":[0,24]}}"#;
+        let mut st = (header.len() as u64).to_le_bytes().to_vec();
+        st.extend_from_slice(header.as_bytes());
+        for v in [1.0f32, 0.0, 0.0, 1.0, 0.6, 0.8] {
+            st.extend_from_slice(&v.to_le_bytes());
+        }
+        std::fs::write(dir.join("g.safetensors"), st).unwrap();
+        let st_gallery = open(&dir, "g.safetensors").map_err(|e| e.to_string()).unwrap();
+        assert_eq!(st_gallery.ids, vec!["0", "1", "2"]);
+        assert_eq!(st_gallery.search_exact(&[0.6, 0.8], 1, &mut Vec::new())[0].0, 2);
         std::fs::remove_dir_all(&dir).ok();
     }
 }

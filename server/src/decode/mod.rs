@@ -15,14 +15,15 @@ use crate::clock;
 use crate::config::ModelsConfig;
 use crate::metrics as m;
 use crate::publish::Hub;
-use crate::window::WindowJob;
+use crate::window::{SensorInputs, WindowJob};
 use card::{ModelCard, OutputKind, Task};
 
 /// Something that turns one preprocessed window into outputs: an ONNX Runtime session, or a
 /// decoder native to the server. Each inference thread owns one.
 pub trait Backend: Send + 'static {
-    /// Returns the main output and the (possibly empty) embedding.
-    fn infer(&mut self, input: &[f32]) -> Result<(Vec<f32>, Vec<f32>), String>;
+    /// Returns the main output and the (possibly empty) embedding. `sensors`: the positions and
+    /// mask of spatial-attention models (their card's defaults when `None`).
+    fn infer(&mut self, input: &[f32], sensors: Option<&SensorInputs>) -> Result<(Vec<f32>, Vec<f32>), String>;
 }
 
 struct OnnxBackend {
@@ -31,8 +32,8 @@ struct OnnxBackend {
 }
 
 impl Backend for OnnxBackend {
-    fn infer(&mut self, input: &[f32]) -> Result<(Vec<f32>, Vec<f32>), String> {
-        model::infer(&mut self.session, &self.card, input)
+    fn infer(&mut self, input: &[f32], sensors: Option<&SensorInputs>) -> Result<(Vec<f32>, Vec<f32>), String> {
+        model::infer(&mut self.session, &self.card, input, sensors)
     }
 }
 
@@ -40,7 +41,7 @@ impl Backend for OnnxBackend {
 pub struct XdawnBackend(pub Arc<erp::XdawnLda>);
 
 impl Backend for XdawnBackend {
-    fn infer(&mut self, input: &[f32]) -> Result<(Vec<f32>, Vec<f32>), String> {
+    fn infer(&mut self, input: &[f32], _sensors: Option<&SensorInputs>) -> Result<(Vec<f32>, Vec<f32>), String> {
         let p = self.0.predict(input) as f32;
         Ok((vec![1.0 - p, p], Vec::new()))
     }
@@ -186,6 +187,10 @@ impl ModelRegistry {
         &self.config.calibrations_dir
     }
 
+    pub fn galleries_dir(&self) -> &std::path::Path {
+        &self.config.galleries_dir
+    }
+
     /// The newest version (string order) when `version` is empty; for per-subject models, the
     /// one of `subject` (which must be given when several subjects exist).
     pub fn find(&self, id: &str, version: &str, subject: &str) -> Lookup {
@@ -259,6 +264,7 @@ fn check_native(card: &ModelCard, decoder: &erp::XdawnLda) -> anyhow::Result<()>
 /// One inference thread: takes windows from the model's queue until the queue closes.
 fn inference_loop(mut backend: Box<dyn Backend>, card: ModelCard, queue: Receiver<WindowJob>, hub: Hub) {
     let mut scratch = Vec::new();
+    let mut gallery_scores = Vec::new();
     let mut input = vec![0.0f32; card.channels.len() * card.window_samples()];
     while let Ok(job) = queue.recv() {
         m::queue_depth(&card.id, queue.len());
@@ -275,7 +281,14 @@ fn inference_loop(mut backend: Box<dyn Backend>, card: ModelCard, queue: Receive
             continue;
         }
         attachment.preprocessor.run(&job.data, &mut scratch, &mut input);
-        let outcome = backend.infer(&input);
+        let outcome = backend.infer(&input, attachment.sensors.as_deref());
+        let outcome = outcome.map(|(output, embedding)| {
+            let retrieval = match (&attachment.gallery, card.output.kind) {
+                (Some(gallery), OutputKind::Embedding) => Some(search_gallery(gallery, &output, attachment.top_k, &mut gallery_scores)),
+                _ => None,
+            };
+            (output, embedding, retrieval)
+        });
         let decode_end = clock::now_ns();
         if let Some(timing) = prediction.timing.as_mut() {
             timing.decode_start_ns = decode_start;
@@ -283,7 +296,16 @@ fn inference_loop(mut backend: Box<dyn Backend>, card: ModelCard, queue: Receive
         }
         m::observe_decode(&card.id, decode_start.saturating_sub(job.enqueued_ns), decode_end - decode_start);
         match outcome {
-            Ok((output, embedding)) => {
+            Ok((output, embedding, Some(retrieval))) => {
+                prediction.result = Some(pb::prediction::Result::Retrieval(retrieval));
+                if attachment.include_embedding {
+                    prediction.embedding = output;
+                }
+                if !embedding.is_empty() {
+                    prediction.embedding = embedding;
+                }
+            }
+            Ok((output, embedding, None)) => {
                 fill_result(&mut prediction, &card, output, attachment.top_k);
                 if !embedding.is_empty() {
                     prediction.embedding = embedding;
@@ -299,8 +321,23 @@ fn inference_loop(mut backend: Box<dyn Backend>, card: ModelCard, queue: Receive
     }
 }
 
-/// Number of gallery items returned by retrieval models.
-const RETRIEVAL_TOP_K: usize = 5;
+/// Searches an attachment's gallery with a predicted embedding.
+fn search_gallery(search: &crate::window::GallerySearch, embedding: &[f32], top_k: usize, scores: &mut Vec<f32>) -> pb::Retrieval {
+    let k = crate::session::retrieval_top_k(top_k);
+    let started = clock::now_ns();
+    let found = if search.approximate {
+        search.gallery.search_approx(embedding, k)
+    } else {
+        search.gallery.search_exact(embedding, k, scores)
+    };
+    let search_ns = clock::now_ns().saturating_sub(started);
+    m::observe_gallery_search(search_ns);
+    pb::Retrieval {
+        ids: found.iter().map(|&(i, _)| search.gallery.ids[i].clone()).collect(),
+        scores: found.iter().map(|&(_, s)| s).collect(),
+        search_ns,
+    }
+}
 
 fn fill_result(prediction: &mut pb::Prediction, card: &ModelCard, mut output: Vec<f32>, top_k: usize) {
     match card.task {
@@ -321,10 +358,16 @@ fn fill_result(prediction: &mut pb::Prediction, card: &ModelCard, mut output: Ve
         Task::Retrieval => {
             let mut order: Vec<usize> = (0..output.len()).collect();
             order.sort_by(|&a, &b| output[b].total_cmp(&output[a]));
-            order.truncate(RETRIEVAL_TOP_K);
+            if card.output.kind == OutputKind::Embedding {
+                // No gallery attached: the embedding is the result.
+                prediction.embedding = output;
+                return;
+            }
+            order.truncate(crate::session::retrieval_top_k(top_k));
             prediction.result = Some(pb::prediction::Result::Retrieval(pb::Retrieval {
                 ids: order.iter().map(|&i| card.labels.get(i).cloned().unwrap_or_else(|| i.to_string())).collect(),
                 scores: order.iter().map(|&i| output[i]).collect(),
+                search_ns: 0,
             }));
         }
         Task::Embedding => prediction.embedding = output,

@@ -7,6 +7,7 @@ use ort::session::Session;
 use ort::value::TensorRef;
 
 use super::card::{Layout, ModelCard};
+use crate::window::SensorInputs;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
@@ -113,8 +114,25 @@ pub fn check_against_card(session: &Session, card: &ModelCard) -> Result<(), Mod
             mismatch("input.name", format!("graph has no input {:?} (inputs: {names:?})", card.input.name))
         })?;
     check_shape(input.dtype(), &card.input.shape).map_err(|m| mismatch("input.shape", m))?;
-    if session.inputs().len() != 1 {
-        return Err(mismatch("input.name", format!("graph has {} inputs; Myelin feeds exactly one", session.inputs().len())));
+    let mut fed = vec![card.input.name.as_str()];
+    if let Some(sensors) = &card.sensors {
+        let c = card.channels.len() as i64;
+        for (name, shape, field) in [
+            (&sensors.positions_input, vec![-1, c, 2], "sensors.positions_input"),
+            (&sensors.mask_input, vec![-1, c], "sensors.mask_input"),
+        ] {
+            let input = session
+                .inputs()
+                .iter()
+                .find(|i| i.name() == name)
+                .ok_or_else(|| mismatch(field, format!("graph has no input {name:?}")))?;
+            check_shape(input.dtype(), &shape).map_err(|m| mismatch(field, m))?;
+            fed.push(name);
+        }
+    }
+    if session.inputs().len() != fed.len() {
+        let names: Vec<&str> = session.inputs().iter().map(|i| i.name()).collect();
+        return Err(mismatch("input.name", format!("graph has inputs {names:?}; the card feeds {fed:?}")));
     }
     let output = session
         .outputs()
@@ -144,16 +162,46 @@ fn check_shape(dtype: &ort::value::ValueType, expected: &[i64]) -> Result<(), St
     if compatible { Ok(()) } else { Err(format!("graph has {actual:?}, card says {expected:?}")) }
 }
 
+/// The inputs a spatial-attention model gets when the stream says nothing: the card's layout,
+/// every sensor present.
+pub fn default_sensor_inputs(card: &ModelCard) -> Option<SensorInputs> {
+    card.sensors.as_ref().map(|s| SensorInputs {
+        positions: s.positions.iter().flat_map(|p| [p[0] as f32, p[1] as f32]).collect(),
+        mask: vec![1.0; card.channels.len()],
+    })
+}
+
 /// Runs the model once on `input` (batch 1, card layout) and returns the main output and the
-/// optional embedding.
-pub fn infer(session: &mut Session, card: &ModelCard, input: &[f32]) -> Result<(Vec<f32>, Vec<f32>), String> {
+/// optional embedding. Spatial-attention models also get `sensors` (the card's defaults when
+/// `None`).
+pub fn infer(session: &mut Session, card: &ModelCard, input: &[f32], sensors: Option<&SensorInputs>) -> Result<(Vec<f32>, Vec<f32>), String> {
     let (c, t) = (card.channels.len() as i64, card.window_samples() as i64);
     let shape = match card.input.layout {
         Layout::ChannelsTime => [1, c, t],
         Layout::TimeChannels => [1, t, c],
     };
     let tensor = TensorRef::from_array_view((shape, input)).map_err(|e| e.to_string())?;
-    let outputs = session.run(ort::inputs![card.input.name.as_str() => tensor]).map_err(|e| e.to_string())?;
+    let outputs = match &card.sensors {
+        None => session.run(ort::inputs![card.input.name.as_str() => tensor]),
+        Some(spec) => {
+            let defaults;
+            let sensors = match sensors {
+                Some(s) => s,
+                None => {
+                    defaults = default_sensor_inputs(card).expect("card has sensors");
+                    &defaults
+                }
+            };
+            let positions = TensorRef::from_array_view(([1, c, 2], &sensors.positions[..])).map_err(|e| e.to_string())?;
+            let mask = TensorRef::from_array_view(([1, c], &sensors.mask[..])).map_err(|e| e.to_string())?;
+            session.run(ort::inputs![
+                card.input.name.as_str() => tensor,
+                spec.positions_input.as_str() => positions,
+                spec.mask_input.as_str() => mask
+            ])
+        }
+    }
+    .map_err(|e| e.to_string())?;
     let main = outputs
         .get(&card.output.name)
         .ok_or_else(|| format!("output {} missing", card.output.name))?
@@ -185,7 +233,7 @@ pub fn load(
     check_against_card(&session, card)?;
     let zeros = vec![0.0f32; card.channels.len() * card.window_samples()];
     for _ in 0..3 {
-        infer(&mut session, card, &zeros).map_err(|message| ModelError::Onnx {
+        infer(&mut session, card, &zeros, None).map_err(|message| ModelError::Onnx {
             card: card.card_path.clone(),
             onnx: card.onnx_path(),
             message: format!("warm-up run failed: {message}"),

@@ -75,7 +75,7 @@ pub fn connect(lsl: &Lsl, spec: SourceSpec, sessions: &SessionManager, hub: Hub,
         session_id: spec.session_id.clone(),
         stream_name: full.name(),
         modality: modality_of(&full.kind(), spec.modality) as i32,
-        channels: labels.iter().map(|l| pb::Channel { label: l.clone(), r#type: full.kind(), unit: String::new(), position: None }).collect(),
+        channels: labels.iter().map(|l| pb::Channel { label: l.clone(), r#type: full.kind(), unit: String::new(), position: None, layout: None }).collect(),
         nominal_rate_hz: rate,
         clock: pb::ClockSource::Lsl as i32,
     };

@@ -477,6 +477,9 @@ pub struct AttachSpec {
     pub lsl_outlet: bool,
     pub subject: String,
     pub top_k: usize,
+    /// Retrieval: the gallery to load (path under `models.galleries_dir`) and its index.
+    pub gallery: Option<pb::GallerySpec>,
+    pub include_embedding: bool,
 }
 
 impl SessionManager {
@@ -612,21 +615,36 @@ impl SessionManager {
             }
         }
         let stream_labels: Vec<&str> = header.channels.iter().map(|c| c.label.as_str()).collect();
+        let optional_channels = card.sensors.as_ref().is_some_and(|s| s.optional);
         let mut channel_index = Vec::with_capacity(card.channels.len());
+        let mut missing_channels = Vec::new();
         for model_channel in &card.channels {
-            let wanted = spec
-                .channel_map
-                .iter()
-                .find(|m| &m.model_channel == model_channel)
-                .map_or(model_channel.as_str(), |m| m.stream_channel.as_str());
-            let index = stream_labels.iter().position(|l| *l == wanted).ok_or_else(|| {
-                invalid(format!(
-                    "channel_map: stream {:?} has no channel {wanted:?} for model channel {model_channel:?} (stream channels: {stream_labels:?})",
-                    header.session_id
-                ))
-            })?;
-            channel_index.push(index);
+            let mapping = spec.channel_map.iter().find(|m| &m.model_channel == model_channel);
+            let wanted = mapping.map_or(model_channel.as_str(), |m| m.stream_channel.as_str());
+            match stream_labels.iter().position(|l| *l == wanted) {
+                Some(index) => channel_index.push(index),
+                // A spatial-attention model decodes from the sensors it has; an explicit mapping
+                // to a channel that does not exist is still an error.
+                None if optional_channels && mapping.is_none() => {
+                    channel_index.push(crate::window::ABSENT);
+                    missing_channels.push(model_channel.clone());
+                }
+                None => {
+                    return Err(invalid(format!(
+                        "channel_map: stream {:?} has no channel {wanted:?} for model channel {model_channel:?} (stream channels: {stream_labels:?})",
+                        header.session_id
+                    )));
+                }
+            }
         }
+        let sensors = match &card.sensors {
+            Some(sensors_spec) => Some(Arc::new(sensor_inputs(card, sensors_spec, header, &channel_index)?)),
+            None => None,
+        };
+        let gallery = match spec.gallery.as_ref().filter(|g| !g.path.is_empty()) {
+            Some(request) => Some(Arc::new(load_gallery(request, card, models.galleries_dir())?)),
+            None => None,
+        };
 
         // Rates: integer decimation only, so the server and offline code cut identical windows.
         let stream_rate = header.nominal_rate_hz;
@@ -717,6 +735,9 @@ impl SessionManager {
             preprocessor,
             predictions: AtomicU64::new(0),
             top_k: spec.top_k,
+            sensors,
+            gallery: gallery.clone(),
+            include_embedding: spec.include_embedding,
         });
         let sos = card.preprocessing.filter.as_ref().map(|f| f.sos.clone()).unwrap_or_default();
         let filter = SosFilter::new(&sos, channel_index.len());
@@ -732,7 +753,11 @@ impl SessionManager {
                 attachment_id: id.clone(),
                 model_id: card.id.clone(),
                 model_version: card.version.clone(),
-                labels: card.labels.clone(),
+                labels: match card.embedding_dim() {
+                    // Gallery retrieval: one channel per rank (the scores of the top k).
+                    Some(_) => (1..=retrieval_top_k(spec.top_k)).map(|rank| format!("rank{rank}")).collect(),
+                    None => card.labels.clone(),
+                },
                 unit: if card.task == crate::decode::card::Task::Retrieval { "score".into() } else { "probability".into() },
             };
             let (names, guard) = crate::publish::lsl::start(lsl, outlet_spec, &self.hub, self.shutdown.clone())
@@ -762,6 +787,8 @@ impl SessionManager {
             window_model_samples: model_samples as u64,
             latency_budget_ms: budget_ms,
             lsl_outlets: outlets,
+            gallery_items: gallery.map_or(0, |g| g.gallery.len() as u64),
+            missing_channels,
         })
     }
 
@@ -793,6 +820,9 @@ impl SessionManager {
                 preprocessor: old.preprocessor.clone(),
                 predictions: AtomicU64::new(old.predictions.load(Ordering::Relaxed)),
                 top_k: old.top_k,
+                sensors: old.sensors.clone(),
+                gallery: old.gallery.clone(),
+                include_embedding: old.include_embedding,
             });
             tracing::info!(attachment = %attachment_id, from = %previous, to = %runtime.shared.model.card.id, "model swapped");
             previous
@@ -810,4 +840,77 @@ impl SessionManager {
         }
         Err(SessionError::NotFound(format!("attachment {attachment_id:?} does not exist")))
     }
+}
+
+/// Gallery items listed per retrieval prediction when the request says 0.
+pub const DEFAULT_RETRIEVAL_TOP_K: usize = 5;
+
+pub fn retrieval_top_k(requested: usize) -> usize {
+    if requested == 0 { DEFAULT_RETRIEVAL_TOP_K } else { requested }
+}
+
+/// Positions and mask of a spatial-attention model's channels for this stream: the header's
+/// layout position where the channel has one, the card's otherwise; mask 0 for absent channels.
+fn sensor_inputs(
+    card: &crate::decode::card::ModelCard,
+    sensors: &crate::decode::card::SensorsSpec,
+    header: &pb::StreamHeader,
+    channel_index: &[usize],
+) -> Result<crate::window::SensorInputs, SessionError> {
+    let present = channel_index.iter().filter(|&&i| i != crate::window::ABSENT).count();
+    let needed = sensors.min_present.max(1);
+    if present < needed {
+        return Err(SessionError::InvalidArgument(format!(
+            "stream {:?} has {present} of model {}'s {} sensors; it needs at least {needed}",
+            header.session_id,
+            card.id,
+            card.channels.len()
+        )));
+    }
+    let mut positions = Vec::with_capacity(2 * channel_index.len());
+    let mut mask = Vec::with_capacity(channel_index.len());
+    for (slot, &index) in channel_index.iter().enumerate() {
+        let [mut x, mut y] = sensors.positions[slot];
+        if let Some(layout) = header.channels.get(index).and_then(|c| c.layout.as_ref()) {
+            if !(layout.x.is_finite() && layout.y.is_finite()) {
+                return Err(SessionError::InvalidArgument(format!(
+                    "channel {:?}: layout position is not finite",
+                    header.channels[index].label
+                )));
+            }
+            (x, y) = (layout.x, layout.y);
+        }
+        positions.extend([x as f32, y as f32]);
+        mask.push(if index == crate::window::ABSENT { 0.0 } else { 1.0 });
+    }
+    Ok(crate::window::SensorInputs { positions, mask })
+}
+
+/// Loads the gallery an attachment asked for and checks it against the model's embedding.
+fn load_gallery(
+    request: &pb::GallerySpec,
+    card: &crate::decode::card::ModelCard,
+    dir: &std::path::Path,
+) -> Result<crate::window::GallerySearch, SessionError> {
+    use crate::decode::gallery::{self, GalleryError};
+    let dim = card.embedding_dim().ok_or_else(|| {
+        SessionError::InvalidArgument(format!("gallery: model {} does not output an embedding (task {})", card.id, card.task.as_str()))
+    })?;
+    let approximate = match pb::GalleryIndex::try_from(request.index) {
+        Ok(pb::GalleryIndex::Hnsw) => true,
+        Ok(_) => false,
+        Err(_) => return Err(SessionError::InvalidArgument(format!("gallery.index {} is not a GalleryIndex", request.index))),
+    };
+    let started = std::time::Instant::now();
+    let mut loaded = gallery::open(dir, &request.path).map_err(|e| match e {
+        GalleryError::NotFound { .. } => SessionError::NotFound(format!("gallery: {e}")),
+        _ => SessionError::InvalidArgument(format!("gallery: {e}")),
+    })?;
+    loaded.check_dimension(dim).map_err(|e| SessionError::InvalidArgument(format!("gallery {:?} for model {}: {e}", request.path, card.id)))?;
+    if approximate {
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        loaded.build_hnsw(threads).map_err(|e| SessionError::Unavailable(format!("gallery {:?}: {e}", request.path)))?;
+    }
+    tracing::info!(gallery = %request.path, items = loaded.len(), dim, approximate, seconds = started.elapsed().as_secs_f64(), "gallery loaded");
+    Ok(crate::window::GallerySearch { gallery: loaded, approximate })
 }

@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use myelin_proto::v1::{self as pb, LatePolicy, PredictionStatus};
 
 use crate::decode::LoadedModel;
+use crate::decode::gallery::Gallery;
 use crate::dsp::{SosFilter, WindowPreprocessor};
 use crate::session::ring::FrameRing;
 
@@ -21,9 +22,34 @@ pub struct Attachment {
     pub policy: pb::WindowPolicy,
     pub preprocessor: WindowPreprocessor,
     pub predictions: AtomicU64,
-    /// Classification: how many best labels to list in each prediction.
+    /// Classification: how many best labels to list in each prediction. Retrieval: how many
+    /// gallery items.
     pub top_k: usize,
+    /// Spatial-attention models: the sensor positions and mask fed with every window.
+    pub sensors: Option<Arc<SensorInputs>>,
+    /// Retrieval models: the gallery searched with each predicted embedding.
+    pub gallery: Option<Arc<GallerySearch>>,
+    /// Publish the model's embedding with each prediction.
+    pub include_embedding: bool,
 }
+
+/// The extra inputs of a spatial-attention model, fixed for an attachment: each model
+/// channel's layout position ([channels x 2]) and whether the stream has it (1) or not (0).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SensorInputs {
+    pub positions: Vec<f32>,
+    pub mask: Vec<f32>,
+}
+
+/// A gallery bound to an attachment, and which search it uses.
+pub struct GallerySearch {
+    pub gallery: Gallery,
+    pub approximate: bool,
+}
+
+/// `AttachmentRuntime::channel_index` entry of a model channel the stream does not have
+/// (spatial-attention models only): fed as zeros, masked out in the model.
+pub const ABSENT: usize = usize::MAX;
 
 /// One window waiting for inference.
 pub struct WindowJob {
@@ -95,7 +121,7 @@ impl Cutter {
 /// ring and cutter. Lives under the session lock.
 pub struct AttachmentRuntime {
     pub shared: Arc<Attachment>,
-    /// Stream channel index of each model channel.
+    /// Stream channel index of each model channel ([`ABSENT`] for a missing one).
     pub channel_index: Vec<usize>,
     pub filter: SosFilter,
     pub ring: FrameRing,
@@ -144,7 +170,7 @@ impl AttachmentRuntime {
     #[inline]
     pub fn push_frame(&mut self, stream_frame: &[f32]) {
         for (dst, &src) in self.frame.iter_mut().zip(&self.channel_index) {
-            *dst = stream_frame[src];
+            *dst = if src == ABSENT { 0.0 } else { stream_frame[src] };
         }
         self.filter.process_frame(&mut self.frame);
         self.ring.push(&self.frame);

@@ -16,6 +16,7 @@
 mod erp;
 mod gallery;
 mod lsl;
+mod meg;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -38,13 +39,22 @@ enum Bench {
     /// ERP decoders on real EEG: per-epoch decode time of the native xDAWN + LDA decoder and of
     /// the ONNX models, and the time to calibrate the native decoder on 300 epochs.
     Erp(ErpArgs),
+    /// MEG image retrieval: brain-module decode time and gallery search, live, on CPU.
+    Meg(LslArgs),
 }
 
 #[derive(clap::Args)]
 struct GalleryArgs {
-    /// Build HNSW graphs for galleries up to this many entries (building is slow on 2 cores).
-    #[arg(long, default_value_t = 100_000)]
+    /// Build HNSW graphs for galleries up to this many entries.
+    #[arg(long, default_value_t = 1_000_000)]
     hnsw_up_to: usize,
+    /// Gallery contents: "structured" (embeddings with low-dimensional structure, like an image
+    /// model's) or "random" (isotropic; the hardest case for a graph index).
+    #[arg(long, default_value = "structured")]
+    data: String,
+    /// Largest gallery (10 k, 100 k, 1 M up to this).
+    #[arg(long, default_value_t = 1_000_000)]
+    max_entries: usize,
 }
 
 #[derive(clap::Args)]
@@ -92,7 +102,8 @@ async fn main() -> anyhow::Result<()> {
         Bench::Stream(args) => stream(args).await,
         Bench::Erp(args) => erp::run(args.server, args.repetitions).await,
         Bench::Lsl(args) => lsl::run(args.server, args.seconds).await,
-        Bench::Gallery(args) => tokio::task::spawn_blocking(move || gallery::run(args.hnsw_up_to)).await?,
+        Bench::Meg(args) => meg::run(args.server, args.seconds).await,
+        Bench::Gallery(args) => tokio::task::spawn_blocking(move || gallery::run(args.hnsw_up_to, &args.data, args.max_entries)).await?,
     }
 }
 
