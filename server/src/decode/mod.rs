@@ -355,14 +355,13 @@ fn fill_result(prediction: &mut pb::Prediction, card: &ModelCard, mut output: Ve
                 probabilities: output,
             }));
         }
+        Task::Retrieval if card.output.kind == OutputKind::Embedding => {
+            // No gallery attached: the embedding is the result.
+            prediction.embedding = output;
+        }
         Task::Retrieval => {
             let mut order: Vec<usize> = (0..output.len()).collect();
             order.sort_by(|&a, &b| output[b].total_cmp(&output[a]));
-            if card.output.kind == OutputKind::Embedding {
-                // No gallery attached: the embedding is the result.
-                prediction.embedding = output;
-                return;
-            }
             order.truncate(crate::session::retrieval_top_k(top_k));
             prediction.result = Some(pb::prediction::Result::Retrieval(pb::Retrieval {
                 ids: order.iter().map(|&i| card.labels.get(i).cloned().unwrap_or_else(|| i.to_string())).collect(),
