@@ -75,11 +75,15 @@ pub fn resolve(dir: &Path, relative: &str) -> Result<PathBuf, GalleryError> {
 
 /// Opens `relative` under `dir` (.npy or .safetensors) with its `.ids` file when there is one.
 pub fn open(dir: &Path, relative: &str) -> Result<Gallery, GalleryError> {
-    let path = resolve(dir, relative)?;
-    let mut ids = path.clone().into_os_string();
+    load_resolved(&resolve(dir, relative)?)
+}
+
+/// Loads a gallery file (from [`resolve`]) with its `.ids` file when there is one.
+pub fn load_resolved(path: &Path) -> Result<Gallery, GalleryError> {
+    let mut ids = path.to_path_buf().into_os_string();
     ids.push(".ids");
     let ids = PathBuf::from(ids);
-    Gallery::load(&path, ids.is_file().then_some(ids.as_path()))
+    Gallery::load(path, ids.is_file().then_some(ids.as_path()))
 }
 
 /// Little-endian float32 or float16 bytes to f32.

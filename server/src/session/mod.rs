@@ -463,7 +463,15 @@ pub struct SessionManager {
     lsl: Option<myelin_lsl::Lsl>,
     shutdown: crate::shutdown::Shutdown,
     next_attachment: AtomicU64,
+    /// Galleries in use, shared by the attachments that ask for the same file and index (a 1 M
+    /// gallery is 3 GB, and its HNSW graph takes minutes to build). Entries die with their last
+    /// attachment.
+    galleries: std::sync::Mutex<HashMap<GalleryKey, std::sync::Weak<crate::window::GallerySearch>>>,
 }
+
+/// A gallery file as loaded: its path, the index asked for, and the file's size and
+/// modification time (a rewritten file is loaded again).
+type GalleryKey = (std::path::PathBuf, bool, u64, Option<std::time::SystemTime>);
 
 /// What Attach asked for, validated against the session and the model.
 pub struct AttachSpec {
@@ -490,7 +498,7 @@ impl SessionManager {
         lsl: Option<myelin_lsl::Lsl>,
         shutdown: crate::shutdown::Shutdown,
     ) -> Self {
-        Self { sessions: RwLock::new(HashMap::new()), config, recording, hub, lsl, shutdown, next_attachment: AtomicU64::new(1) }
+        Self { sessions: RwLock::new(HashMap::new()), config, recording, hub, lsl, shutdown, next_attachment: AtomicU64::new(1), galleries: Default::default() }
     }
 
     pub fn lsl(&self) -> Option<&myelin_lsl::Lsl> {
@@ -642,7 +650,7 @@ impl SessionManager {
             None => None,
         };
         let gallery = match spec.gallery.as_ref().filter(|g| !g.path.is_empty()) {
-            Some(request) => Some(Arc::new(load_gallery(request, card, models.galleries_dir())?)),
+            Some(request) => Some(self.gallery(request, card, models.galleries_dir())?),
             None => None,
         };
 
@@ -886,31 +894,52 @@ fn sensor_inputs(
     Ok(crate::window::SensorInputs { positions, mask })
 }
 
-/// Loads the gallery an attachment asked for and checks it against the model's embedding.
-fn load_gallery(
-    request: &pb::GallerySpec,
-    card: &crate::decode::card::ModelCard,
-    dir: &std::path::Path,
-) -> Result<crate::window::GallerySearch, SessionError> {
-    use crate::decode::gallery::{self, GalleryError};
-    let dim = card.embedding_dim().ok_or_else(|| {
-        SessionError::InvalidArgument(format!("gallery: model {} does not output an embedding (task {})", card.id, card.task.as_str()))
-    })?;
-    let approximate = match pb::GalleryIndex::try_from(request.index) {
-        Ok(pb::GalleryIndex::Hnsw) => true,
-        Ok(_) => false,
-        Err(_) => return Err(SessionError::InvalidArgument(format!("gallery.index {} is not a GalleryIndex", request.index))),
-    };
-    let started = std::time::Instant::now();
-    let mut loaded = gallery::open(dir, &request.path).map_err(|e| match e {
-        GalleryError::NotFound { .. } => SessionError::NotFound(format!("gallery: {e}")),
-        _ => SessionError::InvalidArgument(format!("gallery: {e}")),
-    })?;
-    loaded.check_dimension(dim).map_err(|e| SessionError::InvalidArgument(format!("gallery {:?} for model {}: {e}", request.path, card.id)))?;
-    if approximate {
-        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-        loaded.build_hnsw(threads).map_err(|e| SessionError::Unavailable(format!("gallery {:?}: {e}", request.path)))?;
+impl SessionManager {
+    /// The gallery an attachment asked for, checked against the model's embedding: shared with
+    /// the attachments already using the same file and index, loaded otherwise (without holding
+    /// any lock: loading a large gallery can take minutes).
+    fn gallery(
+        &self,
+        request: &pb::GallerySpec,
+        card: &crate::decode::card::ModelCard,
+        dir: &std::path::Path,
+    ) -> Result<Arc<crate::window::GallerySearch>, SessionError> {
+        use crate::decode::gallery::{self, GalleryError};
+        let dim = card.embedding_dim().ok_or_else(|| {
+            SessionError::InvalidArgument(format!("gallery: model {} does not output an embedding (task {})", card.id, card.task.as_str()))
+        })?;
+        let approximate = match pb::GalleryIndex::try_from(request.index) {
+            Ok(pb::GalleryIndex::Hnsw) => true,
+            Ok(_) => false,
+            Err(_) => return Err(SessionError::InvalidArgument(format!("gallery.index {} is not a GalleryIndex", request.index))),
+        };
+        let load_error = |e: GalleryError| match e {
+            GalleryError::NotFound { .. } => SessionError::NotFound(format!("gallery: {e}")),
+            _ => SessionError::InvalidArgument(format!("gallery: {e}")),
+        };
+        let path = gallery::resolve(dir, &request.path).map_err(load_error)?;
+        let metadata = std::fs::metadata(&path).ok();
+        let key: GalleryKey = (path.clone(), approximate, metadata.as_ref().map_or(0, |m| m.len()), metadata.and_then(|m| m.modified().ok()));
+        let dimension_error = |e: GalleryError| SessionError::InvalidArgument(format!("gallery {:?} for model {}: {e}", request.path, card.id));
+        let cached = self.galleries.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(&key).and_then(std::sync::Weak::upgrade);
+        if let Some(shared) = cached {
+            shared.gallery.check_dimension(dim).map_err(dimension_error)?;
+            tracing::info!(gallery = %request.path, items = shared.gallery.len(), approximate, "gallery shared with another attachment");
+            return Ok(shared);
+        }
+        let started = std::time::Instant::now();
+        let mut loaded = gallery::load_resolved(&path).map_err(load_error)?;
+        loaded.check_dimension(dim).map_err(dimension_error)?;
+        if approximate {
+            let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+            tracing::info!(gallery = %request.path, items = loaded.len(), threads, "building the HNSW graph");
+            loaded.build_hnsw(threads).map_err(|e| SessionError::Unavailable(format!("gallery {:?}: {e}", request.path)))?;
+        }
+        tracing::info!(gallery = %request.path, items = loaded.len(), dim, approximate, seconds = started.elapsed().as_secs_f64(), "gallery loaded");
+        let shared = Arc::new(crate::window::GallerySearch { gallery: loaded, approximate });
+        let mut galleries = self.galleries.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        galleries.retain(|_, weak| weak.strong_count() > 0);
+        galleries.insert(key, Arc::downgrade(&shared));
+        Ok(shared)
     }
-    tracing::info!(gallery = %request.path, items = loaded.len(), dim, approximate, seconds = started.elapsed().as_secs_f64(), "gallery loaded");
-    Ok(crate::window::GallerySearch { gallery: loaded, approximate })
 }
