@@ -214,6 +214,9 @@ fn calibrated_card(
     card.version = version.to_string();
     card.task = Task::Classification;
     card.onnx = None;
+    // xDAWN + LDA needs every channel it was fitted on: no optional sensors.
+    card.sensors = None;
+    card.output.kind = crate::decode::card::OutputKind::Probabilities;
     card.native = Some(NativeSpec { kind: "xdawn_lda".into(), params: PathBuf::from(format!("{}-{version}.xdawn.json", plan.model_id)) });
     card.description = Some(format!(
         "xDAWN ({} components per class) + shrinkage LDA, calibrated live; channels, window and preprocessing from {} v{}",

@@ -321,8 +321,16 @@ impl ModelCard {
                 return Err(self.field("sensors", "input names must differ from each other and from input.name"));
             }
         }
-        if self.output.kind == OutputKind::Embedding && self.task != Task::Retrieval {
-            return Err(self.field("output.kind", "\"embedding\" is for retrieval models"));
+        if self.output.kind == OutputKind::Embedding {
+            if self.task != Task::Retrieval {
+                return Err(self.field("output.kind", "\"embedding\" is for retrieval models"));
+            }
+            if self.output.shape.len() != 2 || self.output.shape[1] <= 0 {
+                return Err(self.field("output.shape", format!("an embedding output is [batch, dimension], got {:?}", self.output.shape)));
+            }
+        }
+        if self.sensors.is_some() && self.native.is_some() {
+            return Err(self.field("sensors", "native decoders take no sensor positions or mask"));
         }
         if let Some(filter) = &self.preprocessing.filter {
             if !(filter.design_rate_hz > 0.0) {

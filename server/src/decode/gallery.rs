@@ -34,6 +34,9 @@ pub enum GalleryError {
 /// Candidates the approximate index proposes per wanted result, rescored exactly.
 const RERANK_FACTOR: usize = 4;
 
+/// Threads that may search one HNSW graph at the same time.
+const SEARCH_THREADS: usize = 64;
+
 pub struct Gallery {
     pub ids: Vec<String>,
     pub dim: usize,
@@ -70,7 +73,22 @@ pub fn resolve(dir: &Path, relative: &str) -> Result<PathBuf, GalleryError> {
     if !resolved.is_file() {
         return Err(GalleryError::NotFound { path: format!("{relative:?} (in gallery directory {})", dir.display()) });
     }
+    // A symbolic link inside the directory must not lead out of it.
+    let inside = match (resolved.canonicalize(), dir.canonicalize()) {
+        (Ok(file), Ok(dir)) => file.starts_with(dir),
+        _ => false,
+    };
+    if !inside {
+        return Err(refuse("leads outside the server's gallery directory"));
+    }
     Ok(resolved)
+}
+
+/// The ids file of a gallery file: the same name + ".ids".
+pub fn ids_path(path: &Path) -> PathBuf {
+    let mut ids = path.to_path_buf().into_os_string();
+    ids.push(".ids");
+    PathBuf::from(ids)
 }
 
 /// Opens `relative` under `dir` (.npy or .safetensors) with its `.ids` file when there is one.
@@ -80,9 +98,7 @@ pub fn open(dir: &Path, relative: &str) -> Result<Gallery, GalleryError> {
 
 /// Loads a gallery file (from [`resolve`]) with its `.ids` file when there is one.
 pub fn load_resolved(path: &Path) -> Result<Gallery, GalleryError> {
-    let mut ids = path.to_path_buf().into_os_string();
-    ids.push(".ids");
-    let ids = PathBuf::from(ids);
+    let ids = ids_path(path);
     Gallery::load(path, ids.is_file().then_some(ids.as_path()))
 }
 
@@ -209,7 +225,9 @@ impl Gallery {
         };
         let index = usearch::Index::new(&options).map_err(|e| index_error(&e))?;
         let threads = threads.max(1);
-        index.reserve_capacity_and_threads(self.len(), threads).map_err(|e| index_error(&e))?;
+        // Search slots too: attachments sharing this gallery search it from several inference
+        // threads at once, and a search without a free slot fails.
+        index.reserve_capacity_and_threads(self.len(), threads.max(SEARCH_THREADS)).map_err(|e| index_error(&e))?;
         let rows: Vec<&[f32]> = self.data.chunks_exact(self.dim).collect();
         let per_thread = rows.len().div_ceil(threads);
         std::thread::scope(|scope| {
@@ -244,8 +262,13 @@ impl Gallery {
         };
         let mut q = query.to_vec();
         normalise(&mut q);
-        let Ok(found) = index.search(&q, k * RERANK_FACTOR) else {
-            return self.search_exact(query, k, &mut Vec::new());
+        let found = match index.search(&q, k * RERANK_FACTOR) {
+            Ok(found) => found,
+            Err(error) => {
+                // Never expected (slots are reserved); exact search is slower but correct.
+                tracing::warn!(%error, "HNSW search failed; searching exactly");
+                return self.search_exact(query, k, &mut Vec::new());
+            }
         };
         let scores: Vec<(usize, f32)> = found
             .keys
@@ -374,6 +397,11 @@ mod tests {
         assert!(matches!(open(&dir, "../g.npy"), Err(GalleryError::Path { .. })));
         assert!(matches!(open(&dir, "/etc/passwd"), Err(GalleryError::Path { .. })));
         assert!(matches!(open(&dir, "nope.npy"), Err(GalleryError::NotFound { .. })));
+        let outside = std::env::temp_dir().join(format!("myelin-gallery-outside-{}.npy", std::process::id()));
+        std::fs::copy(&path, &outside).unwrap();
+        std::os::unix::fs::symlink(&outside, dir.join("link.npy")).unwrap();
+        assert!(matches!(open(&dir, "link.npy"), Err(GalleryError::Path { .. })), "a link out of the directory is refused");
+        std::fs::remove_file(&outside).ok();
         // The same rows as safetensors (float32), header as the format defines it.
         let header = r#"{"embeddings":{"dtype":"F32","shape":[3,2],"data_offsets":[0,24]}}"#;
         let mut st = (header.len() as u64).to_le_bytes().to_vec();

@@ -282,12 +282,15 @@ fn inference_loop(mut backend: Box<dyn Backend>, card: ModelCard, queue: Receive
         }
         attachment.preprocessor.run(&job.data, &mut scratch, &mut input);
         let outcome = backend.infer(&input, attachment.sensors.as_deref());
-        let outcome = outcome.map(|(output, embedding)| {
+        let outcome = outcome.and_then(|(output, embedding)| {
             let retrieval = match (&attachment.gallery, card.output.kind) {
+                (Some(gallery), OutputKind::Embedding) if output.len() != gallery.gallery.dim => {
+                    return Err(format!("embedding of {} values for a gallery of dimension {}", output.len(), gallery.gallery.dim));
+                }
                 (Some(gallery), OutputKind::Embedding) => Some(search_gallery(gallery, &output, attachment.top_k, &mut gallery_scores)),
                 _ => None,
             };
-            (output, embedding, retrieval)
+            Ok((output, embedding, retrieval))
         });
         let decode_end = clock::now_ns();
         if let Some(timing) = prediction.timing.as_mut() {

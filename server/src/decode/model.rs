@@ -233,11 +233,18 @@ pub fn load(
     check_against_card(&session, card)?;
     let zeros = vec![0.0f32; card.channels.len() * card.window_samples()];
     for _ in 0..3 {
-        infer(&mut session, card, &zeros, None).map_err(|message| ModelError::Onnx {
+        let (output, _) = infer(&mut session, card, &zeros, None).map_err(|message| ModelError::Onnx {
             card: card.card_path.clone(),
             onnx: card.onnx_path(),
             message: format!("warm-up run failed: {message}"),
         })?;
+        if let Some(dim) = card.embedding_dim().filter(|&dim| output.len() != dim) {
+            return Err(ModelError::Mismatch {
+                card: card.card_path.clone(),
+                field: "output.shape",
+                message: format!("the graph's embedding has {} values, the card says {dim}", output.len()),
+            });
+        }
     }
     Ok((session, provider))
 }

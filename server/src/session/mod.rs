@@ -467,11 +467,18 @@ pub struct SessionManager {
     /// gallery is 3 GB, and its HNSW graph takes minutes to build). Entries die with their last
     /// attachment.
     galleries: std::sync::Mutex<HashMap<GalleryKey, std::sync::Weak<crate::window::GallerySearch>>>,
+    /// One lock per gallery file while it loads, so two attaches asking for it at once load it
+    /// once (the second waits, then shares).
+    gallery_loads: std::sync::Mutex<HashMap<std::path::PathBuf, Arc<std::sync::Mutex<()>>>>,
 }
 
-/// A gallery file as loaded: its path, the index asked for, and the file's size and
-/// modification time (a rewritten file is loaded again).
-type GalleryKey = (std::path::PathBuf, bool, u64, Option<std::time::SystemTime>);
+/// A gallery file as loaded: its path, the index asked for, and the size and modification time
+/// of the file and of its ids file (a rewritten file is loaded again).
+type GalleryKey = (std::path::PathBuf, bool, [(u64, Option<std::time::SystemTime>); 2]);
+
+fn file_stamp(path: &std::path::Path) -> (u64, Option<std::time::SystemTime>) {
+    std::fs::metadata(path).map_or((0, None), |m| (m.len(), m.modified().ok()))
+}
 
 /// What Attach asked for, validated against the session and the model.
 pub struct AttachSpec {
@@ -498,7 +505,7 @@ impl SessionManager {
         lsl: Option<myelin_lsl::Lsl>,
         shutdown: crate::shutdown::Shutdown,
     ) -> Self {
-        Self { sessions: RwLock::new(HashMap::new()), config, recording, hub, lsl, shutdown, next_attachment: AtomicU64::new(1), galleries: Default::default() }
+        Self { sessions: RwLock::new(HashMap::new()), config, recording, hub, lsl, shutdown, next_attachment: AtomicU64::new(1), galleries: Default::default(), gallery_loads: Default::default() }
     }
 
     pub fn lsl(&self) -> Option<&myelin_lsl::Lsl> {
@@ -649,10 +656,6 @@ impl SessionManager {
             Some(sensors_spec) => Some(Arc::new(sensor_inputs(card, sensors_spec, header, &channel_index)?)),
             None => None,
         };
-        let gallery = match spec.gallery.as_ref().filter(|g| !g.path.is_empty()) {
-            Some(request) => Some(self.gallery(request, card, models.galleries_dir())?),
-            None => None,
-        };
 
         // Rates: integer decimation only, so the server and offline code cut identical windows.
         let stream_rate = header.nominal_rate_hz;
@@ -722,6 +725,11 @@ impl SessionManager {
             None => return Err(invalid("window: a policy (event_locked or sliding) is required".into())),
         };
 
+        // Last of the checks: loading a gallery (and building its graph) is the expensive part.
+        let gallery = match spec.gallery.as_ref().filter(|g| !g.path.is_empty()) {
+            Some(request) => Some(self.gallery(request, card, models.galleries_dir())?),
+            None => None,
+        };
         let budget_ms = spec.budget_ms;
         let preprocessor = WindowPreprocessor::new(
             &card.preprocessing,
@@ -918,9 +926,10 @@ impl SessionManager {
             _ => SessionError::InvalidArgument(format!("gallery: {e}")),
         };
         let path = gallery::resolve(dir, &request.path).map_err(load_error)?;
-        let metadata = std::fs::metadata(&path).ok();
-        let key: GalleryKey = (path.clone(), approximate, metadata.as_ref().map_or(0, |m| m.len()), metadata.and_then(|m| m.modified().ok()));
+        let key: GalleryKey = (path.clone(), approximate, [file_stamp(&path), file_stamp(&gallery::ids_path(&path))]);
         let dimension_error = |e: GalleryError| SessionError::InvalidArgument(format!("gallery {:?} for model {}: {e}", request.path, card.id));
+        let load_lock = self.gallery_loads.lock().unwrap_or_else(std::sync::PoisonError::into_inner).entry(path.clone()).or_default().clone();
+        let _loading = load_lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let cached = self.galleries.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(&key).and_then(std::sync::Weak::upgrade);
         if let Some(shared) = cached {
             shared.gallery.check_dimension(dim).map_err(dimension_error)?;

@@ -179,7 +179,8 @@ pub fn run(hnsw_up_to: usize, data: &str, max_entries: usize) -> anyhow::Result<
     );
     for &n in [10_000usize, 100_000, 1_000_000].iter().filter(|&&n| n <= max_entries) {
         let mut gallery = Gallery::from_vectors(vectors(n, structured, n as u64), DIM, None)?;
-        // Queries: noisy copies of gallery items (as a decoder's prediction of a shown image).
+        // Queries: new vectors from the gallery's distribution, plus noise (a decoder's prediction
+        // of an unseen item), so the nearest neighbours are not trivially the query itself.
         let mut rng = Rng(7);
         let stored = vectors(QUERIES, structured, 3);
         let queries: Vec<f32> = stored.iter().map(|v| v + 0.3 * rng.next()).collect();
