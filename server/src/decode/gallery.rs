@@ -91,11 +91,6 @@ pub fn ids_path(path: &Path) -> PathBuf {
     PathBuf::from(ids)
 }
 
-/// Opens `relative` under `dir` (.npy or .safetensors) with its `.ids` file when there is one.
-pub fn open(dir: &Path, relative: &str) -> Result<Gallery, GalleryError> {
-    load_resolved(&resolve(dir, relative)?)
-}
-
 /// Loads a gallery file (from [`resolve`]) with its `.ids` file when there is one.
 pub fn load_resolved(path: &Path) -> Result<Gallery, GalleryError> {
     let ids = ids_path(path);
@@ -250,10 +245,6 @@ impl Gallery {
         Ok(())
     }
 
-    pub fn has_hnsw(&self) -> bool {
-        self.hnsw.is_some()
-    }
-
     /// Approximate top-k through the HNSW graph, rescored exactly (exact search when no graph
     /// was built).
     pub fn search_approx(&self, query: &[f32], k: usize) -> Vec<(usize, f32)> {
@@ -318,6 +309,11 @@ fn top_k(scores: &[f32], k: usize) -> Vec<(usize, f32)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What the server does for an Attach: resolve under the directory, then load.
+    fn open(dir: &Path, relative: &str) -> Result<Gallery, GalleryError> {
+        load_resolved(&resolve(dir, relative)?)
+    }
 
     fn random(n: usize, dim: usize, seed: u64) -> Vec<f32> {
         let mut s = seed.max(1);

@@ -15,24 +15,19 @@ const RATE: f64 = 120.0;
 const GALLERY: usize = 10_000;
 const DIM: usize = 768;
 
-/// A float32 [n, dim] .npy file as numpy writes it.
+/// A float32 [n, dim] .npy file of uniform noise.
 fn write_npy(path: &std::path::Path, n: usize, dim: usize, seed: u64) -> std::io::Result<()> {
-    let mut header = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': ({n}, {dim}), }}");
-    while (10 + header.len() + 1) % 64 != 0 {
-        header.push(' ');
-    }
-    header.push('\n');
-    let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
-    bytes.extend_from_slice(&(header.len() as u16).to_le_bytes());
-    bytes.extend_from_slice(header.as_bytes());
+    use npyz::WriterBuilder;
+    let file = std::io::BufWriter::new(std::fs::File::create(path)?);
+    let mut writer = npyz::WriteOptions::<f32>::new().default_dtype().shape(&[n as u64, dim as u64]).writer(file).begin_nd()?;
     let mut s = seed.max(1);
-    for _ in 0..n * dim {
+    writer.extend((0..n * dim).map(|_| {
         s ^= s << 13;
         s ^= s >> 7;
         s ^= s << 17;
-        bytes.extend_from_slice(&((s >> 40) as f32 / (1u64 << 24) as f32 - 0.5).to_le_bytes());
-    }
-    std::fs::write(path, bytes)
+        (s >> 40) as f32 / (1u64 << 24) as f32 - 0.5
+    }))?;
+    writer.finish()
 }
 
 fn layout() -> anyhow::Result<(Vec<String>, Vec<[f64; 2]>)> {
