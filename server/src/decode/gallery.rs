@@ -245,6 +245,12 @@ impl Gallery {
         Ok(())
     }
 
+    /// Top-k through the HNSW graph when one was built, exactly otherwise. `scores`: as for
+    /// [`Self::search_exact`].
+    pub fn search(&self, query: &[f32], k: usize, scores: &mut Vec<f32>) -> Vec<(usize, f32)> {
+        if self.hnsw.is_some() { self.search_approx(query, k) } else { self.search_exact(query, k, scores) }
+    }
+
     /// Approximate top-k through the HNSW graph, rescored exactly (exact search when no graph
     /// was built).
     pub fn search_approx(&self, query: &[f32], k: usize) -> Vec<(usize, f32)> {

@@ -284,8 +284,8 @@ fn inference_loop(mut backend: Box<dyn Backend>, card: ModelCard, queue: Receive
         let outcome = backend.infer(&input, attachment.sensors.as_deref());
         let outcome = outcome.and_then(|(output, embedding)| {
             let retrieval = match (&attachment.gallery, card.output.kind) {
-                (Some(gallery), OutputKind::Embedding) if output.len() != gallery.gallery.dim => {
-                    return Err(format!("embedding of {} values for a gallery of dimension {}", output.len(), gallery.gallery.dim));
+                (Some(gallery), OutputKind::Embedding) if output.len() != gallery.dim => {
+                    return Err(format!("embedding of {} values for a gallery of dimension {}", output.len(), gallery.dim));
                 }
                 (Some(gallery), OutputKind::Embedding) => Some(search_gallery(gallery, &output, attachment.top_k, &mut gallery_scores)),
                 _ => None,
@@ -325,18 +325,14 @@ fn inference_loop(mut backend: Box<dyn Backend>, card: ModelCard, queue: Receive
 }
 
 /// Searches an attachment's gallery with a predicted embedding.
-fn search_gallery(search: &crate::window::GallerySearch, embedding: &[f32], top_k: usize, scores: &mut Vec<f32>) -> pb::Retrieval {
+fn search_gallery(gallery: &gallery::Gallery, embedding: &[f32], top_k: usize, scores: &mut Vec<f32>) -> pb::Retrieval {
     let k = crate::session::retrieval_top_k(top_k);
     let started = clock::now_ns();
-    let found = if search.approximate {
-        search.gallery.search_approx(embedding, k)
-    } else {
-        search.gallery.search_exact(embedding, k, scores)
-    };
+    let found = gallery.search(embedding, k, scores);
     let search_ns = clock::now_ns().saturating_sub(started);
     m::observe_gallery_search(search_ns);
     pb::Retrieval {
-        ids: found.iter().map(|&(i, _)| search.gallery.ids[i].clone()).collect(),
+        ids: found.iter().map(|&(i, _)| gallery.ids[i].clone()).collect(),
         scores: found.iter().map(|&(_, s)| s).collect(),
         search_ns,
     }

@@ -164,7 +164,7 @@ fn check_shape(dtype: &ort::value::ValueType, expected: &[i64]) -> Result<(), St
 
 /// The inputs a spatial-attention model gets when the stream says nothing: the card's layout,
 /// every sensor present.
-pub fn default_sensor_inputs(card: &ModelCard) -> Option<SensorInputs> {
+fn default_sensor_inputs(card: &ModelCard) -> Option<SensorInputs> {
     card.sensors.as_ref().map(|s| SensorInputs {
         positions: s.positions.iter().flat_map(|p| [p[0] as f32, p[1] as f32]).collect(),
         mask: vec![1.0; card.channels.len()],

@@ -466,7 +466,7 @@ pub struct SessionManager {
     /// Galleries in use, shared by the attachments that ask for the same file and index (a 1 M
     /// gallery is 3 GB, and its HNSW graph takes minutes to build). Entries die with their last
     /// attachment.
-    galleries: std::sync::Mutex<HashMap<GalleryKey, std::sync::Weak<crate::window::GallerySearch>>>,
+    galleries: std::sync::Mutex<HashMap<GalleryKey, std::sync::Weak<crate::decode::gallery::Gallery>>>,
     /// One lock per gallery file while it loads, so two attaches asking for it at once load it
     /// once (the second waits, then shares).
     gallery_loads: std::sync::Mutex<HashMap<std::path::PathBuf, Arc<std::sync::Mutex<()>>>>,
@@ -803,7 +803,7 @@ impl SessionManager {
             window_model_samples: model_samples as u64,
             latency_budget_ms: budget_ms,
             lsl_outlets: outlets,
-            gallery_items: gallery.map_or(0, |g| g.gallery.len() as u64),
+            gallery_items: gallery.map_or(0, |g| g.len() as u64),
             missing_channels,
         })
     }
@@ -904,14 +904,14 @@ fn sensor_inputs(
 
 impl SessionManager {
     /// The gallery an attachment asked for, checked against the model's embedding: shared with
-    /// the attachments already using the same file and index, loaded otherwise (without holding
-    /// any lock: loading a large gallery can take minutes).
+    /// the attachments already using the same file and index, loaded otherwise (holding only
+    /// that file's load lock: loading a large gallery can take minutes).
     fn gallery(
         &self,
         request: &pb::GallerySpec,
         card: &crate::decode::card::ModelCard,
         dir: &std::path::Path,
-    ) -> Result<Arc<crate::window::GallerySearch>, SessionError> {
+    ) -> Result<Arc<crate::decode::gallery::Gallery>, SessionError> {
         use crate::decode::gallery::{self, GalleryError};
         let dim = card.embedding_dim().ok_or_else(|| {
             SessionError::InvalidArgument(format!("gallery: model {} does not output an embedding (task {})", card.id, card.task.as_str()))
@@ -932,8 +932,8 @@ impl SessionManager {
         let _loading = load_lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let cached = self.galleries.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(&key).and_then(std::sync::Weak::upgrade);
         if let Some(shared) = cached {
-            shared.gallery.check_dimension(dim).map_err(dimension_error)?;
-            tracing::info!(gallery = %request.path, items = shared.gallery.len(), approximate, "gallery shared with another attachment");
+            shared.check_dimension(dim).map_err(dimension_error)?;
+            tracing::info!(gallery = %request.path, items = shared.len(), approximate, "gallery shared with another attachment");
             return Ok(shared);
         }
         let started = std::time::Instant::now();
@@ -945,7 +945,7 @@ impl SessionManager {
             loaded.build_hnsw(threads).map_err(|e| SessionError::Unavailable(format!("gallery {:?}: {e}", request.path)))?;
         }
         tracing::info!(gallery = %request.path, items = loaded.len(), dim, approximate, seconds = started.elapsed().as_secs_f64(), "gallery loaded");
-        let shared = Arc::new(crate::window::GallerySearch { gallery: loaded, approximate });
+        let shared = Arc::new(loaded);
         let mut galleries = self.galleries.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         galleries.retain(|_, weak| weak.strong_count() > 0);
         galleries.insert(key, Arc::downgrade(&shared));

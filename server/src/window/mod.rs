@@ -27,8 +27,9 @@ pub struct Attachment {
     pub top_k: usize,
     /// Spatial-attention models: the sensor positions and mask fed with every window.
     pub sensors: Option<Arc<SensorInputs>>,
-    /// Retrieval models: the gallery searched with each predicted embedding.
-    pub gallery: Option<Arc<GallerySearch>>,
+    /// Retrieval models: the gallery searched with each predicted embedding (through its HNSW
+    /// graph when it has one, exactly otherwise).
+    pub gallery: Option<Arc<Gallery>>,
     /// Publish the model's embedding with each prediction.
     pub include_embedding: bool,
 }
@@ -39,12 +40,6 @@ pub struct Attachment {
 pub struct SensorInputs {
     pub positions: Vec<f32>,
     pub mask: Vec<f32>,
-}
-
-/// A gallery bound to an attachment, and which search it uses.
-pub struct GallerySearch {
-    pub gallery: Gallery,
-    pub approximate: bool,
 }
 
 /// `AttachmentRuntime::channel_index` entry of a model channel the stream does not have
