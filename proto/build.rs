@@ -9,9 +9,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     config.protoc_executable(protoc);
     let out_dir = std::path::PathBuf::from(std::env::var("OUT_DIR")?);
-    tonic_prost_build::configure()
-        .file_descriptor_set_path(out_dir.join("myelin_descriptor.bin"))
-        .compile_with_config(config, &["myelin/v1/myelin.proto"], &["."])?;
+    tonic_prost_build::configure().file_descriptor_set_path(out_dir.join("myelin_descriptor.bin")).compile_with_config(
+        config,
+        &["myelin/v1/myelin.proto"],
+        &["."],
+    )?;
     println!("cargo:rerun-if-changed=myelin/v1/myelin.proto");
     Ok(())
 }

@@ -61,7 +61,17 @@ async fn main() -> anyhow::Result<()> {
         Command::Models => {
             for m in client.list_models().await? {
                 let state = if m.ready { format!("ready on {}", m.execution_provider) } else { format!("UNAVAILABLE: {}", m.error) };
-                println!("{} v{} {} {} Hz {:?} [{}] data={} — {}", m.id, m.version, m.task, m.sample_rate_hz, m.channels, m.labels.join(","), m.data_kind, state);
+                println!(
+                    "{} v{} {} {} Hz {:?} [{}] data={} — {}",
+                    m.id,
+                    m.version,
+                    m.task,
+                    m.sample_rate_hz,
+                    m.channels,
+                    m.labels.join(","),
+                    m.data_kind,
+                    state
+                );
             }
         }
         Command::Sessions => {
@@ -94,7 +104,9 @@ async fn main() -> anyhow::Result<()> {
                 // The session exists once the server has read the header; retry briefly.
                 let window = match hop {
                     Some(hop_s) => pb::window_policy::Policy::Sliding(pb::SlidingWindow { length_s: 0.0, hop_s }),
-                    None => pb::window_policy::Policy::EventLocked(pb::EventLockedWindow { marker_codes: markers, tmin_s: 0.0, tmax_s: 0.0 }),
+                    None => {
+                        pb::window_policy::Policy::EventLocked(pb::EventLockedWindow { marker_codes: markers, tmin_s: 0.0, tmax_s: 0.0 })
+                    }
                 };
                 let request = pb::AttachRequest {
                     session_id: session.clone(),
@@ -123,7 +135,11 @@ async fn main() -> anyhow::Result<()> {
             if let Some(printer) = printer {
                 printer.abort();
             }
-            eprintln!("sent {sent} samples; server accepted through {}; {} warnings", summary.last_reply.samples_accepted_until, summary.warnings.len());
+            eprintln!(
+                "sent {sent} samples; server accepted through {}; {} warnings",
+                summary.last_reply.samples_accepted_until,
+                summary.warnings.len()
+            );
             for w in summary.warnings.iter().take(10) {
                 eprintln!("  warning: {}", w.message);
             }
@@ -131,4 +147,3 @@ async fn main() -> anyhow::Result<()> {
     }
     Ok(())
 }
-

@@ -45,7 +45,12 @@ impl Recording {
         for (row, record) in csv.records().enumerate() {
             let record = record.map_err(|e| e.to_string())?;
             let number = |i: usize| -> Result<f64, String> {
-                record.get(i).unwrap_or("").trim().parse::<f64>().map_err(|_| format!("row {}: column {} is not a number", row + 2, headers[i].to_string()))
+                record
+                    .get(i)
+                    .unwrap_or("")
+                    .trim()
+                    .parse::<f64>()
+                    .map_err(|_| format!("row {}: column {} is not a number", row + 2, headers[i].to_string()))
             };
             timestamps.push(number(time_column)?);
             for &c in &channel_columns {

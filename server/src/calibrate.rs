@@ -10,9 +10,9 @@ use myelin_proto::v1 as pb;
 use tokio::sync::mpsc;
 use tonic::Status;
 
+use crate::decode::ModelRegistry;
 use crate::decode::card::{ModelCard, NativeSpec, OutputKind, OutputSpec, Provenance, Task};
 use crate::decode::erp::XdawnLda;
-use crate::decode::ModelRegistry;
 use crate::session::SessionManager;
 use crate::window::{Collector, Cutter};
 
@@ -56,7 +56,9 @@ pub fn start(
             return Err(Status::invalid_argument("calibration needs an event-locked attachment"));
         };
         if let Some(code) = request.target_codes.iter().chain(&request.non_target_codes).find(|c| !codes.contains(c)) {
-            return Err(Status::invalid_argument(format!("the attachment does not cut windows for marker code {code} (its codes: {codes:?})")));
+            return Err(Status::invalid_argument(format!(
+                "the attachment does not cut windows for marker code {code} (its codes: {codes:?})"
+            )));
         }
         if runtime.collector.is_some() {
             return Err(Status::failed_precondition("a calibration is already collecting on this attachment"));
@@ -117,7 +119,11 @@ async fn run(
             } => break,
         };
         let Some((window, is_target)) = next else { break }; // the attachment went away
-        if is_target { targets += 1 } else { others += 1 }
+        if is_target {
+            targets += 1
+        } else {
+            others += 1
+        }
         epochs.push((window, is_target));
         let update = pb::CalibrateProgress { target_epochs: targets, non_target_epochs: others, result: None };
         if progress.send(Ok(update)).await.is_err() {
@@ -235,7 +241,10 @@ fn calibrated_card(
         ),
         split: format!("{}-fold stratified cross-validation on the calibration epochs (filters and LDA refitted per fold)", cv.folds),
         metrics: [("cv_auc".to_string(), cv.auc), ("cv_balanced_accuracy".to_string(), cv.balanced_accuracy)].into_iter().collect(),
-        command: format!("Decoding.Calibrate(attachment_id={:?}, target_codes={:?}, non_target_codes={:?})", plan.attachment_id, plan.target_codes, plan.non_target_codes),
+        command: format!(
+            "Decoding.Calibrate(attachment_id={:?}, target_codes={:?}, non_target_codes={:?})",
+            plan.attachment_id, plan.target_codes, plan.non_target_codes
+        ),
         notes: String::new(),
     };
     card

@@ -159,12 +159,7 @@ pub struct SessionsConfig {
 
 impl Default for SessionsConfig {
     fn default() -> Self {
-        Self {
-            ring_buffer_seconds: 30.0,
-            non_finite_policy: NonFinitePolicy::Reject,
-            max_pending_markers: 1024,
-            retain_ended_seconds: 600,
-        }
+        Self { ring_buffer_seconds: 30.0, non_finite_policy: NonFinitePolicy::Reject, max_pending_markers: 1024, retain_ended_seconds: 600 }
     }
 }
 

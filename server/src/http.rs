@@ -18,10 +18,7 @@ struct AppState {
 }
 
 pub fn router(metrics: PrometheusHandle, models: Arc<ModelRegistry>) -> Router {
-    Router::new()
-        .route("/metrics", get(render_metrics))
-        .route("/healthz", get(healthz))
-        .with_state(AppState { metrics, models })
+    Router::new().route("/metrics", get(render_metrics)).route("/healthz", get(healthz)).with_state(AppState { metrics, models })
 }
 
 async fn render_metrics(State(state): State<AppState>) -> impl IntoResponse {

@@ -17,10 +17,10 @@ pub mod http;
 pub mod ingest;
 pub mod metrics;
 pub mod publish;
-pub mod session;
-pub mod shutdown;
 pub mod record;
 pub mod replay;
+pub mod session;
+pub mod shutdown;
 pub mod window;
 
 use std::net::SocketAddr;
@@ -81,23 +81,23 @@ pub async fn serve(
             None
         }
     };
-    let sessions = Arc::new(SessionManager::new(
-        config.sessions.clone(),
-        config.recording.clone(),
-        hub.clone(),
-        lsl.clone(),
-        shutdown.clone(),
-    ));
+    let sessions =
+        Arc::new(SessionManager::new(config.sessions.clone(), config.recording.clone(), hub.clone(), lsl.clone(), shutdown.clone()));
     for source in config.lsl.sources.clone() {
-        ingest::lsl::keep_connecting(source, config.lsl.resolve_timeout_seconds, config.lsl.stall_seconds, sessions.clone(), hub.clone(), shutdown.clone());
+        ingest::lsl::keep_connecting(
+            source,
+            config.lsl.resolve_timeout_seconds,
+            config.lsl.stall_seconds,
+            sessions.clone(),
+            hub.clone(),
+            shutdown.clone(),
+        );
     }
 
-    let grpc_listener = TcpListener::bind(config.server.grpc_addr)
-        .await
-        .with_context(|| format!("binding the gRPC port {}", config.server.grpc_addr))?;
-    let http_listener = TcpListener::bind(config.server.http_addr)
-        .await
-        .with_context(|| format!("binding the HTTP port {}", config.server.http_addr))?;
+    let grpc_listener =
+        TcpListener::bind(config.server.grpc_addr).await.with_context(|| format!("binding the gRPC port {}", config.server.grpc_addr))?;
+    let http_listener =
+        TcpListener::bind(config.server.http_addr).await.with_context(|| format!("binding the HTTP port {}", config.server.http_addr))?;
     let bound = Bound { grpc: grpc_listener.local_addr()?, http: http_listener.local_addr()? };
 
     let max_message = config.server.max_message_bytes;

@@ -140,7 +140,14 @@ async fn wait_for_signal() {
     }
 }
 
-fn replay_file(file: &std::path::Path, speed: f64, server: Option<String>, session: Option<String>, name: Option<String>, wait: f64) -> anyhow::Result<()> {
+fn replay_file(
+    file: &std::path::Path,
+    speed: f64,
+    server: Option<String>,
+    session: Option<String>,
+    name: Option<String>,
+    wait: f64,
+) -> anyhow::Result<()> {
     anyhow::ensure!(speed > 0.0, "--speed must be > 0");
     let recording = myelin_server::replay::load(file)?;
     let stem = myelin_client::recording::Recording::session_name(file);
@@ -173,9 +180,10 @@ fn list_models(config_path: Option<PathBuf>) -> anyhow::Result<()> {
         println!("no model cards under {}", config.models.dir.display());
     }
     for path in cards {
-        match card::ModelCard::load(&path).map_err(anyhow::Error::from).and_then(|c| {
-            decode::check_offline(&env, &c, &config.models.execution_providers).map(|p| (c, p))
-        }) {
+        match card::ModelCard::load(&path)
+            .map_err(anyhow::Error::from)
+            .and_then(|c| decode::check_offline(&env, &c, &config.models.execution_providers).map(|p| (c, p)))
+        {
             Ok((c, provider)) => println!(
                 "ok    {} v{}  {}  {} ch @ {} Hz  window [{}, {}) s  data={}  ({}, {})",
                 c.id,

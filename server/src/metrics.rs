@@ -23,9 +23,8 @@ pub const MODEL_QUEUE_DEPTH: &str = "myelin_model_queue_depth";
 
 /// Latency buckets from 50 us to 2.5 s: decoding budgets are typically 10-500 ms, and the
 /// server's own share is sub-millisecond.
-const LATENCY_BUCKETS: &[f64] = &[
-    0.00005, 0.0001, 0.00025, 0.0005, 0.00075, 0.001, 0.0025, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
-];
+const LATENCY_BUCKETS: &[f64] =
+    &[0.00005, 0.0001, 0.00025, 0.0005, 0.00075, 0.001, 0.0025, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5];
 
 /// Installs the global Prometheus recorder and describes every metric.
 pub fn install() -> anyhow::Result<PrometheusHandle> {
@@ -34,9 +33,17 @@ pub fn install() -> anyhow::Result<PrometheusHandle> {
         .map_err(|e| anyhow::anyhow!("prometheus buckets: {e}"))?
         .install_recorder()
         .map_err(|e| anyhow::anyhow!("installing the metrics recorder: {e}"))?;
-    describe_histogram!(SERVER_LATENCY, metrics::Unit::Seconds, "Receipt of a window's last sample to publication of its prediction, per model.");
+    describe_histogram!(
+        SERVER_LATENCY,
+        metrics::Unit::Seconds,
+        "Receipt of a window's last sample to publication of its prediction, per model."
+    );
     describe_histogram!(QUEUE_WAIT, metrics::Unit::Seconds, "Time a window waited in its model's queue.");
-    describe_histogram!(INFERENCE, metrics::Unit::Seconds, "Preprocessing plus ONNX Runtime inference time per window (gallery search included).");
+    describe_histogram!(
+        INFERENCE,
+        metrics::Unit::Seconds,
+        "Preprocessing plus ONNX Runtime inference time per window (gallery search included)."
+    );
     describe_histogram!(GALLERY_SEARCH, metrics::Unit::Seconds, "Gallery search time per retrieval prediction (exact or approximate).");
     describe_counter!(SAMPLES_INGESTED, "Samples accepted from ingest streams.");
     describe_counter!(MARKERS_INGESTED, "Markers accepted from ingest streams.");

@@ -23,7 +23,11 @@ pub fn load(path: &Path) -> anyhow::Result<Recording> {
         .iter()
         .find(|s| !s.is_string() && s.rate > 0.0 && !s.timestamps.is_empty())
         .with_context(|| format!("{}: no numeric stream with a nominal rate", path.display()))?;
-    let channels = if data.labels.len() == data.channel_count { data.labels.clone() } else { (1..=data.channel_count).map(|i| format!("Ch{i}")).collect() };
+    let channels = if data.labels.len() == data.channel_count {
+        data.labels.clone()
+    } else {
+        (1..=data.channel_count).map(|i| format!("Ch{i}")).collect()
+    };
     let mut markers = Vec::new();
     if let Some(stream) = streams.iter().find(|s| s.is_string() && s.kind == "Markers") {
         for (text, &t) in stream.strings.iter().zip(&stream.timestamps) {

@@ -190,7 +190,13 @@ pub fn stream_header(session_id: &str, channels: &[String], rate_hz: f64) -> pb:
         modality: pb::Modality::Eeg as i32,
         channels: channels
             .iter()
-            .map(|label| pb::Channel { label: label.clone(), r#type: "EEG".into(), unit: "microvolts".into(), position: None, layout: None })
+            .map(|label| pb::Channel {
+                label: label.clone(),
+                r#type: "EEG".into(),
+                unit: "microvolts".into(),
+                position: None,
+                layout: None,
+            })
             .collect(),
         nominal_rate_hz: rate_hz,
         clock: pb::ClockSource::Unix as i32,
@@ -199,7 +205,11 @@ pub fn stream_header(session_id: &str, channels: &[String], rate_hz: f64) -> pb:
 
 pub fn event_locked(codes: &[i32]) -> pb::WindowPolicy {
     pb::WindowPolicy {
-        policy: Some(pb::window_policy::Policy::EventLocked(pb::EventLockedWindow { marker_codes: codes.to_vec(), tmin_s: 0.0, tmax_s: 0.0 })),
+        policy: Some(pb::window_policy::Policy::EventLocked(pb::EventLockedWindow {
+            marker_codes: codes.to_vec(),
+            tmin_s: 0.0,
+            tmax_s: 0.0,
+        })),
     }
 }
 

@@ -133,7 +133,8 @@ fn status_of<T: std::fmt::Debug>(result: Result<T, ClientError>) -> tonic::Statu
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_bad_input_gets_its_status_and_other_sessions_keep_decoding() {
     let max = MAX_MESSAGE.to_string();
-    let mut server = TestServer::start(&[("MYELIN_MODELS__DIR", "tests/fixtures/models"), ("MYELIN_SERVER__MAX_MESSAGE_BYTES", &max)]).await;
+    let mut server =
+        TestServer::start(&[("MYELIN_MODELS__DIR", "tests/fixtures/models"), ("MYELIN_SERVER__MAX_MESSAGE_BYTES", &max)]).await;
     let client = server.client().await;
     let healthy = Healthy::start(&client).await;
     let ok_chunk = |first: u64, t0: f64| chunk(first, &[0.5; 8], 2, vec![t0, t0 + 1.0 / 128.0]);

@@ -25,7 +25,13 @@ fn auc(scores: &[f64], labels: &[bool]) -> f64 {
         for (j, &sj) in scores.iter().enumerate().filter(|(j, _)| !labels[*j]) {
             let _ = j;
             pairs += 1.0;
-            greater += if si > sj { 1.0 } else if si == sj { 0.5 } else { 0.0 };
+            greater += if si > sj {
+                1.0
+            } else if si == sj {
+                0.5
+            } else {
+                0.0
+            };
         }
     }
     greater / pairs
@@ -141,33 +147,100 @@ async fn calibrate_refuses_bad_requests_with_clear_statuses() {
         Ok(_) => panic!("accepted"),
         Err(e) => panic!("{e}"),
     };
-    let s = status(client.calibrate(pb::CalibrateRequest { attachment_id: "att-404".into(), target_codes: vec![2], non_target_codes: vec![1], max_epochs: 10, ..Default::default() }).await);
+    let s = status(
+        client
+            .calibrate(pb::CalibrateRequest {
+                attachment_id: "att-404".into(),
+                target_codes: vec![2],
+                non_target_codes: vec![1],
+                max_epochs: 10,
+                ..Default::default()
+            })
+            .await,
+    );
     assert_eq!(s.code(), tonic::Code::NotFound, "{s:?}");
     let s = status(client.calibrate(pb::CalibrateRequest { attachment_id: "att-1".into(), max_epochs: 10, ..Default::default() }).await);
     assert_eq!(s.code(), tonic::Code::InvalidArgument, "{s:?}");
     // The model id names files: no path tricks.
-    let s = status(client.calibrate(pb::CalibrateRequest { attachment_id: "att-1".into(), target_codes: vec![2], non_target_codes: vec![1], max_epochs: 10, model_id: "../../tmp/x".into(), ..Default::default() }).await);
+    let s = status(
+        client
+            .calibrate(pb::CalibrateRequest {
+                attachment_id: "att-1".into(),
+                target_codes: vec![2],
+                non_target_codes: vec![1],
+                max_epochs: 10,
+                model_id: "../../tmp/x".into(),
+                ..Default::default()
+            })
+            .await,
+    );
     assert_eq!(s.code(), tonic::Code::InvalidArgument, "{s:?}");
 
     let recording = &runs("subject1_session1_")[0];
     let _ingest = client.open_ingest(recording.header("c2", "x")).await.unwrap();
     let sliding = client
-        .attach_when_ready(pb::AttachRequest { session_id: "c2".into(), model_id: "erp-linear-muse".into(), window: Some(myelin_e2e::sliding(0.5)), ..Default::default() })
+        .attach_when_ready(pb::AttachRequest {
+            session_id: "c2".into(),
+            model_id: "erp-linear-muse".into(),
+            window: Some(myelin_e2e::sliding(0.5)),
+            ..Default::default()
+        })
         .await
         .unwrap();
-    let s = status(client.calibrate(pb::CalibrateRequest { attachment_id: sliding.attachment_id, target_codes: vec![2], non_target_codes: vec![1], max_epochs: 10, ..Default::default() }).await);
+    let s = status(
+        client
+            .calibrate(pb::CalibrateRequest {
+                attachment_id: sliding.attachment_id,
+                target_codes: vec![2],
+                non_target_codes: vec![1],
+                max_epochs: 10,
+                ..Default::default()
+            })
+            .await,
+    );
     assert_eq!(s.code(), tonic::Code::InvalidArgument, "{s:?}");
     let locked = client
-        .attach(pb::AttachRequest { session_id: "c2".into(), model_id: "erp-linear-muse".into(), window: Some(event_locked(&[1, 2])), ..Default::default() })
+        .attach(pb::AttachRequest {
+            session_id: "c2".into(),
+            model_id: "erp-linear-muse".into(),
+            window: Some(event_locked(&[1, 2])),
+            ..Default::default()
+        })
         .await
         .unwrap();
-    let s = status(client.calibrate(pb::CalibrateRequest { attachment_id: locked.attachment_id.clone(), target_codes: vec![7], non_target_codes: vec![1], max_epochs: 10, ..Default::default() }).await);
+    let s = status(
+        client
+            .calibrate(pb::CalibrateRequest {
+                attachment_id: locked.attachment_id.clone(),
+                target_codes: vec![7],
+                non_target_codes: vec![1],
+                max_epochs: 10,
+                ..Default::default()
+            })
+            .await,
+    );
     assert_eq!(s.code(), tonic::Code::InvalidArgument, "{s:?}");
     assert!(s.message().contains('7'), "{s:?}");
     let _first = client
-        .calibrate(pb::CalibrateRequest { attachment_id: locked.attachment_id.clone(), target_codes: vec![2], non_target_codes: vec![1], max_epochs: 10, ..Default::default() })
+        .calibrate(pb::CalibrateRequest {
+            attachment_id: locked.attachment_id.clone(),
+            target_codes: vec![2],
+            non_target_codes: vec![1],
+            max_epochs: 10,
+            ..Default::default()
+        })
         .await
         .unwrap();
-    let s = status(client.calibrate(pb::CalibrateRequest { attachment_id: locked.attachment_id, target_codes: vec![2], non_target_codes: vec![1], max_epochs: 10, ..Default::default() }).await);
+    let s = status(
+        client
+            .calibrate(pb::CalibrateRequest {
+                attachment_id: locked.attachment_id,
+                target_codes: vec![2],
+                non_target_codes: vec![1],
+                max_epochs: 10,
+                ..Default::default()
+            })
+            .await,
+    );
     assert_eq!(s.code(), tonic::Code::FailedPrecondition, "{s:?}");
 }

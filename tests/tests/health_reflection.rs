@@ -29,7 +29,10 @@ async fn reflection_lists_every_service_and_describes_the_contract() {
     let mut reflection = ServerReflectionClient::new(channel);
     let requests = tokio_stream::iter(vec![
         ServerReflectionRequest { host: String::new(), message_request: Some(MessageRequest::ListServices(String::new())) },
-        ServerReflectionRequest { host: String::new(), message_request: Some(MessageRequest::FileContainingSymbol("myelin.v1.Prediction".into())) },
+        ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(MessageRequest::FileContainingSymbol("myelin.v1.Prediction".into())),
+        },
     ]);
     let mut replies = reflection.server_reflection_info(requests).await.unwrap().into_inner();
     let listed = replies.next().await.unwrap().unwrap();

@@ -8,10 +8,11 @@ use myelin_e2e::{Golden, TestServer, collect, event_locked};
 async fn lsl_requests_fail_clearly_and_everything_else_works() {
     let server = TestServer::start(&[("MYELIN_LSL__LIBRARY", "/nonexistent/liblsl.so.2")]).await;
     let client = server.client().await;
-    let status = match client.connect_lsl(pb::ConnectLslRequest { session_id: "x".into(), data_name: "EEG".into(), ..Default::default() }).await {
-        Err(myelin_client::ClientError::Status(s)) => s,
-        other => panic!("expected UNAVAILABLE, got {other:?}"),
-    };
+    let status =
+        match client.connect_lsl(pb::ConnectLslRequest { session_id: "x".into(), data_name: "EEG".into(), ..Default::default() }).await {
+            Err(myelin_client::ClientError::Status(s)) => s,
+            other => panic!("expected UNAVAILABLE, got {other:?}"),
+        };
     assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
     assert!(status.message().contains("deploy/setup.sh"), "{status:?}");
 

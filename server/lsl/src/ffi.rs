@@ -385,7 +385,15 @@ impl Inlet {
         // SAFETY: buffers sized as passed; liblsl allocates each returned string, which we copy
         // and free with lsl_destroy_string exactly once.
         let written = unsafe {
-            (self.api.lsl_pull_chunk_str)(self.handle, data.as_mut_ptr(), timestamps.as_mut_ptr(), n as c_ulong, max as c_ulong, timeout, &mut code)
+            (self.api.lsl_pull_chunk_str)(
+                self.handle,
+                data.as_mut_ptr(),
+                timestamps.as_mut_ptr(),
+                n as c_ulong,
+                max as c_ulong,
+                timeout,
+                &mut code,
+            )
         } as usize;
         let mut out = Vec::with_capacity(written / self.channels.max(1));
         for (i, ptr) in data.iter().take(written).enumerate() {

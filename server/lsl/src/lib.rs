@@ -21,7 +21,9 @@ pub struct Lsl {
 }
 
 #[derive(Debug, thiserror::Error)]
-#[error("LabStreamingLayer is not available: liblsl could not be loaded ({tried}). Run deploy/setup.sh (it installs liblsl from the pylsl wheel into runtime/), install liblsl 1.16+, or set lsl.library / MYELIN_LSL__LIBRARY")]
+#[error(
+    "LabStreamingLayer is not available: liblsl could not be loaded ({tried}). Run deploy/setup.sh (it installs liblsl from the pylsl wheel into runtime/), install liblsl 1.16+, or set lsl.library / MYELIN_LSL__LIBRARY"
+)]
 pub struct NotAvailable {
     pub tried: String,
 }

@@ -227,8 +227,7 @@ pub struct ModelCard {
 impl ModelCard {
     pub fn load(path: &Path) -> Result<Self, CardError> {
         let text = std::fs::read_to_string(path).map_err(|source| CardError::Read { path: path.into(), source })?;
-        let mut card: ModelCard =
-            toml::from_str(&text).map_err(|e| CardError::Parse { path: path.into(), message: e.to_string() })?;
+        let mut card: ModelCard = toml::from_str(&text).map_err(|e| CardError::Parse { path: path.into(), message: e.to_string() })?;
         card.card_path = path.to_path_buf();
         card.validate()?;
         Ok(card)
@@ -272,7 +271,9 @@ impl ModelCard {
         match (&self.onnx, &self.native) {
             (Some(_), None) => {}
             (None, Some(native)) if native.kind == "xdawn_lda" => {}
-            (None, Some(native)) => return Err(self.field("native.kind", format!("unknown native decoder {:?} (known: xdawn_lda)", native.kind))),
+            (None, Some(native)) => {
+                return Err(self.field("native.kind", format!("unknown native decoder {:?} (known: xdawn_lda)", native.kind)));
+            }
             _ => return Err(self.field("onnx", "a card names exactly one of `onnx` (a file) or `native` (a built-in decoder)")),
         }
         if self.channels.is_empty() {
@@ -304,10 +305,7 @@ impl ModelCard {
         if self.task == Task::Classification {
             let classes = *self.output.shape.last().unwrap_or(&0);
             if self.labels.is_empty() || classes != self.labels.len() as i64 {
-                return Err(self.field(
-                    "labels",
-                    format!("{} labels for an output of shape {:?}", self.labels.len(), self.output.shape),
-                ));
+                return Err(self.field("labels", format!("{} labels for an output of shape {:?}", self.labels.len(), self.output.shape)));
             }
         }
         if let Some(sensors) = &self.sensors {
@@ -317,7 +315,10 @@ impl ModelCard {
             if sensors.min_present > self.channels.len() {
                 return Err(self.field("sensors.min_present", "is larger than the number of channels"));
             }
-            if sensors.positions_input == self.input.name || sensors.mask_input == self.input.name || sensors.positions_input == sensors.mask_input {
+            if sensors.positions_input == self.input.name
+                || sensors.mask_input == self.input.name
+                || sensors.positions_input == sensors.mask_input
+            {
                 return Err(self.field("sensors", "input names must differ from each other and from input.name"));
             }
         }

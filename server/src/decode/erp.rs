@@ -51,7 +51,13 @@ impl XdawnLda {
     /// `epochs`: each channel-major [n_channels x n_samples] (the model input after the card's
     /// preprocessing); `labels`: true for targets. `filters_per_class` xDAWN components are
     /// kept for each of the two classes.
-    pub fn fit(epochs: &[&[f32]], labels: &[bool], n_channels: usize, n_samples: usize, filters_per_class: usize) -> Result<Self, ErpError> {
+    pub fn fit(
+        epochs: &[&[f32]],
+        labels: &[bool],
+        n_channels: usize,
+        n_samples: usize,
+        filters_per_class: usize,
+    ) -> Result<Self, ErpError> {
         let expected = n_channels * n_samples;
         if let Some((index, e)) = epochs.iter().enumerate().find(|(_, e)| e.len() != expected) {
             return Err(ErpError::BadEpoch { index, got: e.len(), expected });
@@ -273,7 +279,8 @@ mod tests {
             for ch in 0..c {
                 for i in 0..t {
                     let common = common[i];
-                    let erp = if target { amplitude * (-((i as f64 - 16.0).powi(2)) / 20.0).exp() * [1.0, 0.5, -0.5, 1.0][ch] } else { 0.0 };
+                    let erp =
+                        if target { amplitude * (-((i as f64 - 16.0).powi(2)) / 20.0).exp() * [1.0, 0.5, -0.5, 1.0][ch] } else { 0.0 };
                     e[ch * t + i] = (common + noise(&mut s) + erp) as f32;
                 }
             }

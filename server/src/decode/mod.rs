@@ -87,7 +87,12 @@ impl LoadedModel {
 pub enum ModelEntry {
     Ready(Arc<LoadedModel>),
     /// The card or its ONNX file failed validation; attaching it is refused with this error.
-    Failed { id: String, version: String, card: Option<Box<ModelCard>>, error: String },
+    Failed {
+        id: String,
+        version: String,
+        card: Option<Box<ModelCard>>,
+        error: String,
+    },
 }
 
 impl ModelEntry {
@@ -145,7 +150,12 @@ impl ModelRegistry {
             }
             Err(error) => {
                 tracing::error!(card = %path.display(), %error, "model rejected");
-                ModelEntry::Failed { id: card.id.clone(), version: card.version.clone(), card: Some(Box::new(card)), error: error.to_string() }
+                ModelEntry::Failed {
+                    id: card.id.clone(),
+                    version: card.version.clone(),
+                    card: Some(Box::new(card)),
+                    error: error.to_string(),
+                }
             }
         }
     }
@@ -199,7 +209,8 @@ impl ModelRegistry {
             ModelEntry::Ready(m) => m.card.subject.clone().unwrap_or_default(),
             ModelEntry::Failed { card, .. } => card.as_ref().and_then(|c| c.subject.clone()).unwrap_or_default(),
         };
-        let mut subjects: Vec<String> = entries.iter().filter(|e| e.id_version().0 == id).map(subject_of).filter(|s| !s.is_empty()).collect();
+        let mut subjects: Vec<String> =
+            entries.iter().filter(|e| e.id_version().0 == id).map(subject_of).filter(|s| !s.is_empty()).collect();
         subjects.sort();
         subjects.dedup();
         if subject.is_empty() && subjects.len() > 1 {
@@ -272,9 +283,7 @@ fn inference_loop(mut backend: Box<dyn Backend>, card: ModelCard, queue: Receive
         let decode_start = clock::now_ns();
         let budget_ns = u64::from(attachment.budget_ms) * 1_000_000;
         let mut prediction = job.prediction(PredictionStatus::Ok, String::new());
-        if attachment.late_policy == pb::LatePolicy::Drop
-            && decode_start.saturating_sub(job.last_sample_received_ns) > budget_ns
-        {
+        if attachment.late_policy == pb::LatePolicy::Drop && decode_start.saturating_sub(job.last_sample_received_ns) > budget_ns {
             // Already past its budget and nobody wants late results: skip the work, count it.
             prediction.status = PredictionStatus::Late as i32;
             hub.publish(prediction, attachment.late_policy);

@@ -11,7 +11,9 @@ use crate::window::SensorInputs;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
-    #[error("ONNX Runtime library could not be loaded from {path}: {message}. Run deploy/setup.sh, or set models.onnxruntime_library / ORT_DYLIB_PATH to libonnxruntime.so (1.31)")]
+    #[error(
+        "ONNX Runtime library could not be loaded from {path}: {message}. Run deploy/setup.sh, or set models.onnxruntime_library / ORT_DYLIB_PATH to libonnxruntime.so (1.31)"
+    )]
     Runtime { path: PathBuf, message: String },
     #[error("model {card}: ONNX file {onnx}: {message}")]
     Onnx { card: PathBuf, onnx: PathBuf, message: String },
@@ -45,10 +47,7 @@ pub fn locate_runtime(configured: &Path) -> PathBuf {
 pub fn init_runtime(configured: &Path) -> Result<ort::environment::Environment, ModelError> {
     let path = locate_runtime(configured);
     let builder = ort::init_from(&path).map_err(|e| ModelError::Runtime { path: path.clone(), message: e.to_string() })?;
-    builder
-        .with_name("myelin")
-        .build()
-        .map_err(|e| ModelError::Runtime { path, message: e.to_string() })
+    builder.with_name("myelin").build().map_err(|e| ModelError::Runtime { path, message: e.to_string() })
 }
 
 /// Builds a session for `card` on the first execution provider in `providers` that loads.
@@ -105,14 +104,10 @@ fn warn_fallback_once(used: &str, reasons: &str) {
 /// Checks the graph's input and output names and shapes against the card.
 pub fn check_against_card(session: &Session, card: &ModelCard) -> Result<(), ModelError> {
     let mismatch = |field: &'static str, message: String| ModelError::Mismatch { card: card.card_path.clone(), field, message };
-    let input = session
-        .inputs()
-        .iter()
-        .find(|i| i.name() == card.input.name)
-        .ok_or_else(|| {
-            let names: Vec<&str> = session.inputs().iter().map(|i| i.name()).collect();
-            mismatch("input.name", format!("graph has no input {:?} (inputs: {names:?})", card.input.name))
-        })?;
+    let input = session.inputs().iter().find(|i| i.name() == card.input.name).ok_or_else(|| {
+        let names: Vec<&str> = session.inputs().iter().map(|i| i.name()).collect();
+        mismatch("input.name", format!("graph has no input {:?} (inputs: {names:?})", card.input.name))
+    })?;
     check_shape(input.dtype(), &card.input.shape).map_err(|m| mismatch("input.shape", m))?;
     let mut fed = vec![card.input.name.as_str()];
     if let Some(sensors) = &card.sensors {
@@ -134,14 +129,10 @@ pub fn check_against_card(session: &Session, card: &ModelCard) -> Result<(), Mod
         let names: Vec<&str> = session.inputs().iter().map(|i| i.name()).collect();
         return Err(mismatch("input.name", format!("graph has inputs {names:?}; the card feeds {fed:?}")));
     }
-    let output = session
-        .outputs()
-        .iter()
-        .find(|o| o.name() == card.output.name)
-        .ok_or_else(|| {
-            let names: Vec<&str> = session.outputs().iter().map(|o| o.name()).collect();
-            mismatch("output.name", format!("graph has no output {:?} (outputs: {names:?})", card.output.name))
-        })?;
+    let output = session.outputs().iter().find(|o| o.name() == card.output.name).ok_or_else(|| {
+        let names: Vec<&str> = session.outputs().iter().map(|o| o.name()).collect();
+        mismatch("output.name", format!("graph has no output {:?} (outputs: {names:?})", card.output.name))
+    })?;
     check_shape(output.dtype(), &card.output.shape).map_err(|m| mismatch("output.shape", m))?;
     if let Some(embedding) = &card.output.embedding {
         if !session.outputs().iter().any(|o| o.name() == embedding) {
@@ -157,8 +148,7 @@ fn check_shape(dtype: &ort::value::ValueType, expected: &[i64]) -> Result<(), St
     }
     let shape = dtype.tensor_shape().ok_or("not a tensor")?;
     let actual: &[i64] = shape;
-    let compatible = actual.len() == expected.len()
-        && actual.iter().zip(expected).all(|(a, e)| *a == *e || *a < 0 || *e < 0);
+    let compatible = actual.len() == expected.len() && actual.iter().zip(expected).all(|(a, e)| *a == *e || *a < 0 || *e < 0);
     if compatible { Ok(()) } else { Err(format!("graph has {actual:?}, card says {expected:?}")) }
 }
 
@@ -174,7 +164,12 @@ fn default_sensor_inputs(card: &ModelCard) -> Option<SensorInputs> {
 /// Runs the model once on `input` (batch 1, card layout) and returns the main output and the
 /// optional embedding. Spatial-attention models also get `sensors` (the card's defaults when
 /// `None`).
-pub fn infer(session: &mut Session, card: &ModelCard, input: &[f32], sensors: Option<&SensorInputs>) -> Result<(Vec<f32>, Vec<f32>), String> {
+pub fn infer(
+    session: &mut Session,
+    card: &ModelCard,
+    input: &[f32],
+    sensors: Option<&SensorInputs>,
+) -> Result<(Vec<f32>, Vec<f32>), String> {
     let (c, t) = (card.channels.len() as i64, card.window_samples() as i64);
     let shape = match card.input.layout {
         Layout::ChannelsTime => [1, c, t],

@@ -54,7 +54,14 @@ fn modality_of(kind: &str, asked: pb::Modality) -> pb::Modality {
 
 /// Resolves and opens the streams, registers the session, and starts the inlet threads.
 /// Blocking (resolution waits): call from a blocking thread.
-pub fn connect(lsl: &Lsl, spec: SourceSpec, sessions: &SessionManager, hub: Hub, shutdown: Shutdown, stall_seconds: f64) -> Result<pb::ConnectLslReply, Status> {
+pub fn connect(
+    lsl: &Lsl,
+    spec: SourceSpec,
+    sessions: &SessionManager,
+    hub: Hub,
+    shutdown: Shutdown,
+    stall_seconds: f64,
+) -> Result<pb::ConnectLslReply, Status> {
     let info = resolve_one(lsl, &spec.data_predicate, spec.timeout_s, "data")?;
     if info.is_string() {
         return Err(Status::invalid_argument(format!("LSL stream {:?} carries strings; data streams must be numeric", info.name())));
@@ -75,7 +82,10 @@ pub fn connect(lsl: &Lsl, spec: SourceSpec, sessions: &SessionManager, hub: Hub,
         session_id: spec.session_id.clone(),
         stream_name: full.name(),
         modality: modality_of(&full.kind(), spec.modality) as i32,
-        channels: labels.iter().map(|l| pb::Channel { label: l.clone(), r#type: full.kind(), unit: String::new(), position: None, layout: None }).collect(),
+        channels: labels
+            .iter()
+            .map(|l| pb::Channel { label: l.clone(), r#type: full.kind(), unit: String::new(), position: None, layout: None })
+            .collect(),
         nominal_rate_hz: rate,
         clock: pb::ClockSource::Lsl as i32,
     };
@@ -139,7 +149,16 @@ impl ClockSync {
 }
 
 #[allow(clippy::too_many_arguments)]
-fn data_loop(mut inlet: Inlet, name: String, channels: usize, rate: f64, session: Arc<Session>, hub: Hub, shutdown: Shutdown, stall_seconds: f64) {
+fn data_loop(
+    mut inlet: Inlet,
+    name: String,
+    channels: usize,
+    rate: f64,
+    session: Arc<Session>,
+    hub: Hub,
+    shutdown: Shutdown,
+    stall_seconds: f64,
+) {
     let max_samples = ((rate * 0.5).ceil() as usize).clamp(64, 16_384);
     let mut data = vec![0.0f32; max_samples * channels];
     let mut timestamps = vec![0.0f64; max_samples];
@@ -191,7 +210,14 @@ fn data_loop(mut inlet: Inlet, name: String, channels: usize, rate: f64, session
             tracing::info!(session = %session.id, stream = %name, missing = first_index - next_index, "LSL stream back");
         }
         warnings.clear();
-        match session.ingest_chunk(first_index, ChunkTimestamps::PerSample(&timestamps[..n]), &data[..n * channels], received, &hub, &mut warnings) {
+        match session.ingest_chunk(
+            first_index,
+            ChunkTimestamps::PerSample(&timestamps[..n]),
+            &data[..n * channels],
+            received,
+            &hub,
+            &mut warnings,
+        ) {
             Ok(outcome) => {
                 next_index = outcome.accepted_until;
                 last_ts = Some(timestamps[n - 1]);

@@ -223,7 +223,10 @@ fn reject_transport(status: Status) -> Status {
         || (status.code() == tonic::Code::OutOfRange && status.message().contains("too large"));
     if too_large {
         m::rejected("too_large");
-        return Status::resource_exhausted(format!("message over the server's size limit (server.max_message_bytes): {}", status.message()));
+        return Status::resource_exhausted(format!(
+            "message over the server's size limit (server.max_message_bytes): {}",
+            status.message()
+        ));
     }
     status
 }

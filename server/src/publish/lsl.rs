@@ -50,14 +50,21 @@ pub fn start(lsl: &Lsl, spec: OutletSpec, hub: &Hub, shutdown: Shutdown) -> std:
     let mut numeric = lsl.stream_info(&name, "Predictions", channels, 0.0, CF_FLOAT32, &source);
     let channel_list: Vec<(&str, &str, &str)> = spec.labels.iter().map(|l| (l.as_str(), spec.unit.as_str(), "Prediction")).collect();
     numeric.append_channels(&channel_list);
-    let about = [("model", spec.model_id.as_str()), ("version", spec.model_version.as_str()), ("session", spec.session_id.as_str()), ("attachment", spec.attachment_id.as_str()), ("timestamps", "source time of each window's last sample")];
+    let about = [
+        ("model", spec.model_id.as_str()),
+        ("version", spec.model_version.as_str()),
+        ("session", spec.session_id.as_str()),
+        ("attachment", spec.attachment_id.as_str()),
+        ("timestamps", "source time of each window's last sample"),
+    ];
     numeric.append_desc("myelin", &about);
     let mut json = lsl.stream_info(&json_name, "Markers", 1, 0.0, CF_STRING, &format!("{source}/json"));
     json.append_desc("myelin", &about);
 
     let closed = Arc::new(AtomicBool::new(false));
     let (sender, receiver) = crossbeam_channel::bounded::<Arc<pb::Prediction>>(1024);
-    let mut stream = Box::pin(hub.subscribe(Filter { session_id: spec.session_id.clone(), attachment_id: spec.attachment_id.clone() }, shutdown));
+    let mut stream =
+        Box::pin(hub.subscribe(Filter { session_id: spec.session_id.clone(), attachment_id: spec.attachment_id.clone() }, shutdown));
     let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(async move {
         loop {

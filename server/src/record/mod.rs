@@ -49,7 +49,9 @@ impl Recorder {
         xdf::file_header(&mut out, &stamp);
         let channels: Vec<(String, String, String)> =
             header.channels.iter().map(|c| (c.label.clone(), c.unit.clone(), c.r#type.clone())).collect();
-        let modality = pb::Modality::try_from(header.modality).map(|m| m.as_str_name().trim_start_matches("MODALITY_").to_string()).unwrap_or_default();
+        let modality = pb::Modality::try_from(header.modality)
+            .map(|m| m.as_str_name().trim_start_matches("MODALITY_").to_string())
+            .unwrap_or_default();
         xdf::stream_header(
             &mut out,
             DATA_STREAM,
@@ -67,7 +69,15 @@ impl Recorder {
         xdf::stream_header(
             &mut out,
             MARKER_STREAM,
-            &xdf::StreamSpec { name: &format!("{}/markers", header.session_id), kind: "Markers", channels: &one("code"), rate: 0.0, string_format: true, source_id: &format!("{}/markers", header.session_id), desc: String::new() },
+            &xdf::StreamSpec {
+                name: &format!("{}/markers", header.session_id),
+                kind: "Markers",
+                channels: &one("code"),
+                rate: 0.0,
+                string_format: true,
+                source_id: &format!("{}/markers", header.session_id),
+                desc: String::new(),
+            },
         );
         xdf::stream_header(
             &mut out,
@@ -87,13 +97,11 @@ impl Recorder {
         file.sync_data()?;
         let (sender, receiver) = crossbeam_channel::bounded(65_536);
         let writer_path = path.clone();
-        std::thread::Builder::new()
-            .name(format!("record-{}", header.session_id))
-            .spawn(move || {
-                if let Err(error) = write_loop(file, receiver, flush_interval) {
-                    tracing::error!(path = %writer_path.display(), %error, "recording failed");
-                }
-            })?;
+        std::thread::Builder::new().name(format!("record-{}", header.session_id)).spawn(move || {
+            if let Err(error) = write_loop(file, receiver, flush_interval) {
+                tracing::error!(path = %writer_path.display(), %error, "recording failed");
+            }
+        })?;
         tracing::info!(path = %path.display(), "recording session");
         Ok(Self { sender, path })
     }
@@ -195,7 +203,15 @@ fn encode(event: Event, out: &mut Vec<u8>, footers: &mut HashMap<u32, Footer>, p
                 xdf::stream_header(
                     out,
                     next,
-                    &xdf::StreamSpec { name: &format!("predictions/{attachment}"), kind: "Predictions", channels: &channels, rate: 0.0, string_format: true, source_id: &attachment, desc },
+                    &xdf::StreamSpec {
+                        name: &format!("predictions/{attachment}"),
+                        kind: "Predictions",
+                        channels: &channels,
+                        rate: 0.0,
+                        string_format: true,
+                        source_id: &attachment,
+                        desc,
+                    },
                 );
                 next
             });

@@ -38,7 +38,10 @@ fn escape(text: &str) -> String {
 }
 
 pub fn file_header(out: &mut Vec<u8>, datetime: &str) {
-    let xml = format!("<?xml version=\"1.0\"?><info><version>1.0</version><datetime>{}</datetime><writer>myelin</writer></info>", escape(datetime));
+    let xml = format!(
+        "<?xml version=\"1.0\"?><info><version>1.0</version><datetime>{}</datetime><writer>myelin</writer></info>",
+        escape(datetime)
+    );
     chunk(out, FILE_HEADER, xml.as_bytes());
 }
 
@@ -57,7 +60,12 @@ pub struct StreamSpec<'a> {
 pub fn stream_header(out: &mut Vec<u8>, id: u32, spec: &StreamSpec<'_>) {
     let mut channels = String::new();
     for (label, unit, kind) in spec.channels {
-        channels.push_str(&format!("<channel><label>{}</label><unit>{}</unit><type>{}</type></channel>", escape(label), escape(unit), escape(kind)));
+        channels.push_str(&format!(
+            "<channel><label>{}</label><unit>{}</unit><type>{}</type></channel>",
+            escape(label),
+            escape(unit),
+            escape(kind)
+        ));
     }
     let xml = format!(
         "<?xml version=\"1.0\"?><info><name>{}</name><type>{}</type><channel_count>{}</channel_count><nominal_srate>{}</nominal_srate><channel_format>{}</channel_format><source_id>{}</source_id><desc><channels>{channels}</channels>{}</desc></info>",

@@ -43,7 +43,11 @@ struct Cursor<'a> {
 
 impl<'a> Cursor<'a> {
     fn take(&mut self, n: usize) -> Result<&'a [u8], XdfError> {
-        let end = self.at.checked_add(n).filter(|&e| e <= self.bytes.len()).ok_or(XdfError::Corrupt { offset: self.at, reason: "truncated".into() })?;
+        let end = self
+            .at
+            .checked_add(n)
+            .filter(|&e| e <= self.bytes.len())
+            .ok_or(XdfError::Corrupt { offset: self.at, reason: "truncated".into() })?;
         let out = &self.bytes[self.at..end];
         self.at = end;
         Ok(out)
@@ -157,7 +161,10 @@ pub fn read(path: &Path) -> Result<Vec<XdfStream>, XdfError> {
                             }
                         }
                     } else {
-                        let size = value_size(&stream.format).ok_or(XdfError::Corrupt { offset: start, reason: format!("unsupported channel format {:?}", stream.format) })?;
+                        let size = value_size(&stream.format).ok_or(XdfError::Corrupt {
+                            offset: start,
+                            reason: format!("unsupported channel format {:?}", stream.format),
+                        })?;
                         for _ in 0..stream.channel_count {
                             let format = stream.format.clone();
                             stream.values.push(to_f32(&format, chunk.take(size)?));
@@ -180,9 +187,33 @@ mod tests {
         let mut bytes = xdf::MAGIC.to_vec();
         xdf::file_header(&mut bytes, "now");
         let channels = vec![("A".to_string(), "uV".to_string(), "EEG".to_string()), ("B".to_string(), "uV".to_string(), "EEG".to_string())];
-        xdf::stream_header(&mut bytes, 1, &xdf::StreamSpec { name: "eeg", kind: "EEG", channels: &channels, rate: 100.0, string_format: false, source_id: "s", desc: String::new() });
+        xdf::stream_header(
+            &mut bytes,
+            1,
+            &xdf::StreamSpec {
+                name: "eeg",
+                kind: "EEG",
+                channels: &channels,
+                rate: 100.0,
+                string_format: false,
+                source_id: "s",
+                desc: String::new(),
+            },
+        );
         let marker = vec![("code".to_string(), String::new(), "Markers".to_string())];
-        xdf::stream_header(&mut bytes, 2, &xdf::StreamSpec { name: "m", kind: "Markers", channels: &marker, rate: 0.0, string_format: true, source_id: "m", desc: String::new() });
+        xdf::stream_header(
+            &mut bytes,
+            2,
+            &xdf::StreamSpec {
+                name: "m",
+                kind: "Markers",
+                channels: &marker,
+                rate: 0.0,
+                string_format: true,
+                source_id: "m",
+                desc: String::new(),
+            },
+        );
         xdf::samples_f32(&mut bytes, 1, &[1.0, 1.01], &[1.0, 2.0, 3.0, 4.0]);
         xdf::samples_str(&mut bytes, 2, &[(1.005, "7".into())]);
         let complete = bytes.len();

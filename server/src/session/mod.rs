@@ -200,7 +200,10 @@ impl Session {
                     "clock_jump",
                     first_index + skip as u64,
                     1,
-                    format!("timestamp jumped by {:+.6} s relative to the sample count; sample indices stay authoritative", first_ts - expected),
+                    format!(
+                        "timestamp jumped by {:+.6} s relative to the sample count; sample indices stay authoritative",
+                        first_ts - expected
+                    ),
                 ));
             }
         }
@@ -505,7 +508,17 @@ impl SessionManager {
         lsl: Option<myelin_lsl::Lsl>,
         shutdown: crate::shutdown::Shutdown,
     ) -> Self {
-        Self { sessions: RwLock::new(HashMap::new()), config, recording, hub, lsl, shutdown, next_attachment: AtomicU64::new(1), galleries: Default::default(), gallery_loads: Default::default() }
+        Self {
+            sessions: RwLock::new(HashMap::new()),
+            config,
+            recording,
+            hub,
+            lsl,
+            shutdown,
+            next_attachment: AtomicU64::new(1),
+            galleries: Default::default(),
+            gallery_loads: Default::default(),
+        }
     }
 
     pub fn lsl(&self) -> Option<&myelin_lsl::Lsl> {
@@ -517,7 +530,9 @@ impl SessionManager {
     pub fn open(&self, header: pb::StreamHeader, source: &'static str) -> Result<Arc<Session>, SessionError> {
         let mut sessions = self.sessions.write().unwrap_or_else(std::sync::PoisonError::into_inner);
         let retain = std::time::Duration::from_secs(self.config.retain_ended_seconds);
-        sessions.retain(|_, s| s.is_live() || s.ended_at.lock().unwrap_or_else(std::sync::PoisonError::into_inner).is_none_or(|t| t.elapsed() < retain));
+        sessions.retain(|_, s| {
+            s.is_live() || s.ended_at.lock().unwrap_or_else(std::sync::PoisonError::into_inner).is_none_or(|t| t.elapsed() < retain)
+        });
         if let Some(existing) = sessions.get(&header.session_id) {
             if existing.is_live() {
                 return Err(SessionError::AlreadyExists(format!(
@@ -606,9 +621,8 @@ impl SessionManager {
     }
 
     pub fn attach(&self, spec: AttachSpec, models: &ModelRegistry) -> Result<pb::AttachReply, SessionError> {
-        let session = self
-            .get(&spec.session_id)
-            .ok_or_else(|| SessionError::NotFound(format!("session {:?} does not exist", spec.session_id)))?;
+        let session =
+            self.get(&spec.session_id).ok_or_else(|| SessionError::NotFound(format!("session {:?} does not exist", spec.session_id)))?;
         let model = match models.find(&spec.model_id, &spec.model_version, &spec.subject) {
             Lookup::Ready(model) => model,
             Lookup::Failed(error) => {
@@ -626,7 +640,10 @@ impl SessionManager {
         // Channels: explicit mapping first, identical labels otherwise.
         for mapping in &spec.channel_map {
             if !card.channels.contains(&mapping.model_channel) {
-                return Err(invalid(format!("channel_map: model {} has no channel {:?} (model channels: {:?})", card.id, mapping.model_channel, card.channels)));
+                return Err(invalid(format!(
+                    "channel_map: model {} has no channel {:?} (model channels: {:?})",
+                    card.id, mapping.model_channel, card.channels
+                )));
             }
         }
         let stream_labels: Vec<&str> = header.channels.iter().map(|c| c.label.as_str()).collect();
@@ -762,7 +779,9 @@ impl SessionManager {
         let mut keep_alive: Option<Box<dyn std::any::Any + Send>> = None;
         if spec.lsl_outlet {
             let lsl = self.lsl.as_ref().ok_or_else(|| {
-                SessionError::Unavailable("lsl_outlet: LabStreamingLayer is not available on this server (liblsl not found; run deploy/setup.sh)".into())
+                SessionError::Unavailable(
+                    "lsl_outlet: LabStreamingLayer is not available on this server (liblsl not found; run deploy/setup.sh)".into(),
+                )
             })?;
             let outlet_spec = crate::publish::lsl::OutletSpec {
                 session_id: session.id.clone(),
@@ -927,8 +946,10 @@ impl SessionManager {
         };
         let path = gallery::resolve(dir, &request.path).map_err(load_error)?;
         let key: GalleryKey = (path.clone(), approximate, [file_stamp(&path), file_stamp(&gallery::ids_path(&path))]);
-        let dimension_error = |e: GalleryError| SessionError::InvalidArgument(format!("gallery {:?} for model {}: {e}", request.path, card.id));
-        let load_lock = self.gallery_loads.lock().unwrap_or_else(std::sync::PoisonError::into_inner).entry(path.clone()).or_default().clone();
+        let dimension_error =
+            |e: GalleryError| SessionError::InvalidArgument(format!("gallery {:?} for model {}: {e}", request.path, card.id));
+        let load_lock =
+            self.gallery_loads.lock().unwrap_or_else(std::sync::PoisonError::into_inner).entry(path.clone()).or_default().clone();
         let _loading = load_lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let cached = self.galleries.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(&key).and_then(std::sync::Weak::upgrade);
         if let Some(shared) = cached {

@@ -158,7 +158,16 @@ pub enum Cut {
 impl AttachmentRuntime {
     pub fn new(shared: Arc<Attachment>, channel_index: Vec<usize>, filter: SosFilter, ring_capacity: usize, cutter: Cutter) -> Self {
         let width = channel_index.len();
-        Self { shared, channel_index, filter, ring: FrameRing::new(ring_capacity, width), cutter, collector: None, keep_alive: None, frame: vec![0.0; width] }
+        Self {
+            shared,
+            channel_index,
+            filter,
+            ring: FrameRing::new(ring_capacity, width),
+            cutter,
+            collector: None,
+            keep_alive: None,
+            frame: vec![0.0; width],
+        }
     }
 
     /// Filters one stream frame into the attachment's ring.
@@ -179,12 +188,20 @@ impl AttachmentRuntime {
             }
             let start = index as i64 + *start_offset;
             if start < 0 {
-                return Some(Cut::Refused { start, trigger: Some(marker.clone()), reason: "window starts before the first sample of the stream".into() });
+                return Some(Cut::Refused {
+                    start,
+                    trigger: Some(marker.clone()),
+                    reason: "window starts before the first sample of the stream".into(),
+                });
             }
             if pending.len() >= *max_pending {
                 let (old_start, old_marker) = pending.pop_front().expect("non-empty");
                 pending.push_back((start, marker.clone()));
-                return Some(Cut::Refused { start: old_start, trigger: Some(old_marker), reason: "too many markers waiting for their samples".into() });
+                return Some(Cut::Refused {
+                    start: old_start,
+                    trigger: Some(old_marker),
+                    reason: "too many markers waiting for their samples".into(),
+                });
             }
             pending.push_back((start, marker.clone()));
         }
@@ -235,4 +252,3 @@ impl AttachmentRuntime {
         self.shared.predictions.fetch_add(1, Ordering::Relaxed)
     }
 }
-

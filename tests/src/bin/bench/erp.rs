@@ -79,16 +79,17 @@ pub async fn run(server: Option<std::path::PathBuf>, repetitions: usize) -> anyh
                 ..Default::default()
             })
             .await?;
-        names.insert(reply.attachment_id, if model == native_model { "xdawn-lda (native, calibrated live)".to_string() } else { format!("{model} (ONNX)") });
+        names.insert(
+            reply.attachment_id,
+            if model == native_model { "xdawn-lda (native, calibrated live)".to_string() } else { format!("{model} (ONNX)") },
+        );
     }
     let mut predictions = client.subscribe("decode", "").await?;
     let reader = tokio::spawn(async move {
         let mut decode: std::collections::HashMap<String, (Histogram<u64>, Histogram<u64>)> = Default::default();
         while let Ok(Ok(Some(p))) = tokio::time::timeout(Duration::from_secs(3), predictions.message()).await {
             let t = p.timing.unwrap_or_default();
-            let entry = decode
-                .entry(p.attachment_id.clone())
-                .or_insert_with(|| (Histogram::new(3).unwrap(), Histogram::new(3).unwrap()));
+            let entry = decode.entry(p.attachment_id.clone()).or_insert_with(|| (Histogram::new(3).unwrap(), Histogram::new(3).unwrap()));
             entry.0.record((t.decode_end_ns.saturating_sub(t.decode_start_ns) / 1000).max(1)).ok();
             entry.1.record(t.server_latency_us.max(1)).ok();
         }

@@ -129,22 +129,37 @@ fn read_bandwidth(probe: &mut Probe) -> (f64, f64, &'static str) {
     let (words, floats) = (&*words, &*floats);
     let gbs = |seconds: f64| BYTES as f64 / seconds / 1e9;
     let single = [
-        ("xor-fold", gbs(best_of(|| {
-            std::hint::black_box(xor_fold(words));
-        }))),
-        ("xor 4-stream", gbs(best_of(|| {
-            std::hint::black_box(xor_fold_streams::<4>(words));
-        }))),
-        ("xor 8-stream", gbs(best_of(|| {
-            std::hint::black_box(xor_fold_streams::<8>(words));
-        }))),
-        ("f32 sum", gbs(best_of(|| {
-            std::hint::black_box(sum16(floats));
-        }))),
-        ("memcpy", gbs(best_of(|| {
-            copy_target.copy_from_slice(words);
-            std::hint::black_box(&*copy_target);
-        }))),
+        (
+            "xor-fold",
+            gbs(best_of(|| {
+                std::hint::black_box(xor_fold(words));
+            })),
+        ),
+        (
+            "xor 4-stream",
+            gbs(best_of(|| {
+                std::hint::black_box(xor_fold_streams::<4>(words));
+            })),
+        ),
+        (
+            "xor 8-stream",
+            gbs(best_of(|| {
+                std::hint::black_box(xor_fold_streams::<8>(words));
+            })),
+        ),
+        (
+            "f32 sum",
+            gbs(best_of(|| {
+                std::hint::black_box(sum16(floats));
+            })),
+        ),
+        (
+            "memcpy",
+            gbs(best_of(|| {
+                copy_target.copy_from_slice(words);
+                std::hint::black_box(&*copy_target);
+            })),
+        ),
     ];
     let (kernel, one) = single.iter().copied().fold(("", 0.0), |best, k| if k.1 > best.1 { k } else { best });
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());

@@ -31,7 +31,12 @@ pub async fn run(server: Option<std::path::PathBuf>, seconds: f64) -> anyhow::Re
     let mut outlet = Outlet::new(&info);
 
     client
-        .connect_lsl(pb::ConnectLslRequest { session_id: "lsl-bench".into(), data_name: name.clone(), timeout_s: 10.0, ..Default::default() })
+        .connect_lsl(pb::ConnectLslRequest {
+            session_id: "lsl-bench".into(),
+            data_name: name.clone(),
+            timeout_s: 10.0,
+            ..Default::default()
+        })
         .await?;
     let attached = client
         .attach(pb::AttachRequest {

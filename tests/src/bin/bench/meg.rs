@@ -135,8 +135,13 @@ pub async fn run(server: Option<std::path::PathBuf>, seconds: f64) -> anyhow::Re
     let stats = reader.await?;
     let _ = server.stop().await;
     let _ = std::fs::remove_dir_all(&galleries);
-    println!("myelin-bench meg: brain module (meg-brain-synthetic, ONNX Runtime CPU, 1 intra-op thread), 275 sensors x 180 samples, {seconds:.0} s real time");
-    println!("{:<36} {:>7} {:>11} {:>11} {:>11} {:>11} {:>11} {:>11}", "attachment", "windows", "decode p50", "decode p99", "search p50", "search p99", "server p50", "server p99");
+    println!(
+        "myelin-bench meg: brain module (meg-brain-synthetic, ONNX Runtime CPU, 1 intra-op thread), 275 sensors x 180 samples, {seconds:.0} s real time"
+    );
+    println!(
+        "{:<36} {:>7} {:>11} {:>11} {:>11} {:>11} {:>11} {:>11}",
+        "attachment", "windows", "decode p50", "decode p99", "search p50", "search p99", "server p50", "server p99"
+    );
     for (attachment, [decode, search, latency]) in &stats {
         println!(
             "{:<36} {:>7} {:>9}us {:>9}us {:>9}us {:>9}us {:>9}us {:>9}us",
