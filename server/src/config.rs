@@ -155,11 +155,19 @@ pub struct SessionsConfig {
     pub max_pending_markers: usize,
     /// Sessions that ended are forgotten after this many seconds.
     pub retain_ended_seconds: u64,
+    /// Messages waiting for a session's worker thread; a stream waits while its queue is full.
+    pub worker_queue: usize,
 }
 
 impl Default for SessionsConfig {
     fn default() -> Self {
-        Self { ring_buffer_seconds: 30.0, non_finite_policy: NonFinitePolicy::Reject, max_pending_markers: 1024, retain_ended_seconds: 600 }
+        Self {
+            ring_buffer_seconds: 30.0,
+            non_finite_policy: NonFinitePolicy::Reject,
+            max_pending_markers: 1024,
+            retain_ended_seconds: 600,
+            worker_queue: 16,
+        }
     }
 }
 
@@ -228,6 +236,7 @@ impl Config {
     fn validate(&self) -> anyhow::Result<()> {
         anyhow::ensure!(self.sessions.ring_buffer_seconds > 0.0, "sessions.ring_buffer_seconds must be > 0");
         anyhow::ensure!(self.models.queue_depth > 0, "models.queue_depth must be > 0");
+        anyhow::ensure!(self.sessions.worker_queue > 0, "sessions.worker_queue must be > 0");
         anyhow::ensure!(self.models.workers_per_model > 0, "models.workers_per_model must be > 0");
         anyhow::ensure!(self.publish.subscriber_queue > 0, "publish.subscriber_queue must be > 0");
         anyhow::ensure!(self.server.max_message_bytes >= 1024, "server.max_message_bytes must be >= 1024");

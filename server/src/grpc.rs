@@ -1,5 +1,6 @@
-//! The Decoding gRPC service (attach, detach, subscribe, listings) and the assembly of every
-//! gRPC service on one listener: Ingest, Decoding, grpc.health.v1 and server reflection.
+//! The Decoding gRPC service: attach, detach, subscribe, calibrate, ConnectLsl and the listings.
+//! Each handler only checks its request and hands the work to where it belongs (a session's
+//! worker, a blocking thread, the hub); none waits on a lock that decoding holds.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -8,15 +9,20 @@ use futures::{Stream, StreamExt};
 use myelin_proto::v1::{self as pb, decoding_server::Decoding};
 use tonic::{Request, Response, Status};
 
-use crate::decode::{ModelEntry, ModelRegistry, card::ModelCard};
+use crate::attach::{AttachSpec, Attacher};
+use crate::card::ModelCard;
+use crate::decode::{ModelEntry, ModelRegistry};
+use crate::id::{ID_RULE, is_valid_id};
 use crate::publish::{Filter, Hub};
-use crate::session::{AttachSpec, SessionManager};
+use crate::session::SessionManager;
 use crate::shutdown::Shutdown;
 
 pub struct DecodingService {
+    pub attacher: Arc<Attacher>,
     pub sessions: Arc<SessionManager>,
     pub models: Arc<ModelRegistry>,
     pub hub: Hub,
+    pub lsl: Option<myelin_lsl::Lsl>,
     pub default_budget_ms: u32,
     pub shutdown: Shutdown,
     pub lsl_resolve_timeout_s: f64,
@@ -48,17 +54,21 @@ impl Decoding for DecodingService {
             gallery: r.gallery,
             include_embedding: r.include_embedding,
         };
-        // Attaching primes the new filter with the buffered history (up to
-        // sessions.ring_buffer_seconds of samples): CPU work that must not stall an I/O thread.
-        let (sessions, models) = (self.sessions.clone(), self.models.clone());
-        let reply = tokio::task::spawn_blocking(move || sessions.attach(spec, &models))
+        // Blocking: a gallery may load (minutes for a large one), and the session's worker primes
+        // the new filter with the buffered history before the reply.
+        let attacher = self.attacher.clone();
+        let reply = tokio::task::spawn_blocking(move || attacher.attach(spec))
             .await
             .map_err(|e| Status::internal(format!("attach task failed: {e}")))??;
         Ok(Response::new(reply))
     }
 
     async fn detach(&self, request: Request<pb::DetachRequest>) -> Result<Response<pb::DetachReply>, Status> {
-        self.sessions.detach(&request.into_inner().attachment_id)?;
+        let attachment_id = request.into_inner().attachment_id;
+        let session = self.sessions.with_attachment(&attachment_id)?;
+        if !session.detach(&attachment_id).await? {
+            return Err(Status::not_found(format!("attachment {attachment_id:?} does not exist")));
+        }
         Ok(Response::new(pb::DetachReply {}))
     }
 
@@ -66,33 +76,27 @@ impl Decoding for DecodingService {
 
     async fn subscribe(&self, request: Request<pb::SubscribeRequest>) -> Result<Response<PredictionStream>, Status> {
         let r = request.into_inner();
-        if !r.session_id.is_empty() && self.sessions.get(&r.session_id).is_none() {
-            return Err(Status::not_found(format!("session {:?} does not exist", r.session_id)));
-        }
-        if !r.attachment_id.is_empty() && !self.sessions.attachment_exists(&r.attachment_id) {
-            return Err(Status::not_found(format!("attachment {:?} does not exist", r.attachment_id)));
-        }
         let filter = Filter { session_id: r.session_id, attachment_id: r.attachment_id };
-        let stream = self.hub.subscribe(filter, self.shutdown.clone()).map(Ok);
+        let stream = self.hub.subscribe(&filter)?.into_stream(self.shutdown.clone()).map(Ok);
         Ok(Response::new(Box::pin(stream)))
     }
 
     type CalibrateStream = Pin<Box<dyn Stream<Item = Result<pb::CalibrateProgress, Status>> + Send>>;
 
     async fn calibrate(&self, request: Request<pb::CalibrateRequest>) -> Result<Response<Self::CalibrateStream>, Status> {
-        let progress = crate::calibrate::start(request.into_inner(), self.sessions.clone(), self.models.clone())?;
+        let progress = crate::calibrate::start(request.into_inner(), self.sessions.clone(), self.models.clone()).await?;
         Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(progress))))
     }
 
     async fn connect_lsl(&self, request: Request<pb::ConnectLslRequest>) -> Result<Response<pb::ConnectLslReply>, Status> {
         let r = request.into_inner();
-        let Some(lsl) = self.sessions.lsl().cloned() else {
+        let Some(lsl) = self.lsl.clone() else {
             return Err(Status::unavailable(
                 "LabStreamingLayer is not available on this server: liblsl was not found (run deploy/setup.sh, or set lsl.library)",
             ));
         };
-        if !crate::decode::card::is_valid_id(&r.session_id) {
-            return Err(Status::invalid_argument(format!("session_id {:?} must be 1-128 characters of [A-Za-z0-9._-]", r.session_id)));
+        if !is_valid_id(&r.session_id) {
+            return Err(Status::invalid_argument(format!("session_id {:?} must be {ID_RULE}", r.session_id)));
         }
         let data_predicate = if r.data_predicate.is_empty() {
             if r.data_name.is_empty() && r.data_type.is_empty() && r.data_source_id.is_empty() {
@@ -109,8 +113,8 @@ impl Decoding for DecodingService {
             timeout_s: if r.timeout_s > 0.0 { r.timeout_s } else { self.lsl_resolve_timeout_s },
             modality: pb::Modality::try_from(r.modality).unwrap_or(pb::Modality::Unspecified),
         };
-        let (sessions, hub, shutdown, stall) = (self.sessions.clone(), self.hub.clone(), self.shutdown.clone(), self.lsl_stall_s);
-        let reply = tokio::task::spawn_blocking(move || crate::ingest::lsl::connect(&lsl, spec, &sessions, hub, shutdown, stall))
+        let (sessions, shutdown, stall) = (self.sessions.clone(), self.shutdown.clone(), self.lsl_stall_s);
+        let reply = tokio::task::spawn_blocking(move || crate::ingest::lsl::connect(&lsl, spec, &sessions, shutdown, stall))
             .await
             .map_err(|e| Status::internal(format!("LSL connect task failed: {e}")))??;
         Ok(Response::new(reply))
@@ -147,7 +151,7 @@ pub fn model_info(entry: &ModelEntry) -> pb::ModelInfo {
 }
 
 fn card_info(card: &ModelCard) -> pb::ModelInfo {
-    use crate::decode::card::CardModality;
+    use crate::card::CardModality;
     let modality = match card.modality {
         CardModality::Eeg => pb::Modality::Eeg,
         CardModality::Meg => pb::Modality::Meg,

@@ -1,12 +1,18 @@
 //! Myelin: a real-time BCI decoding server.
 //!
-//! Data path: [`ingest`] (gRPC frames in) -> [`session`] (ring buffers, sample indices, clocks,
-//! markers) -> [`dsp`] (causal filters, window preprocessing) -> [`window`] (sliding or
-//! event-locked cuts) -> [`decode`] (ONNX Runtime on dedicated threads) -> [`publish`]
-//! (fan-out to subscribers). Beside it: [`config`], [`metrics`], [`http`], [`grpc`].
+//! The data path is the import graph, from the top floor down: [`ingest`] (gRPC frames and LSL
+//! inlets in) -> [`session`] (one worker thread per session: ring buffers, sample indices,
+//! markers, attachments) -> [`dsp`] (causal filters) -> [`window`] (sliding or event-locked cuts)
+//! -> [`decode`] (model input, ONNX Runtime and native decoders on dedicated threads) ->
+//! [`record`] and [`publish`] (routes to subscribers, LSL outlets and recorders). Above the path:
+//! [`server`] (wiring), [`grpc`] and [`http`] (the ports), [`attach`] and [`calibrate`]
+//! (control). Beside it: [`config`], [`metrics`], [`clock`], [`id`], [`card`], [`ring`],
+//! [`shutdown`]. `server/tests/house.rs` holds the plan against the code.
 #![forbid(unsafe_code)]
 
+pub mod attach;
 pub mod calibrate;
+pub mod card;
 pub mod clock;
 pub mod config;
 pub mod decode;
@@ -14,159 +20,14 @@ pub mod demo;
 pub mod dsp;
 pub mod grpc;
 pub mod http;
+pub mod id;
 pub mod ingest;
 pub mod metrics;
 pub mod publish;
 pub mod record;
 pub mod replay;
+pub mod ring;
+pub mod server;
 pub mod session;
 pub mod shutdown;
 pub mod window;
-
-use std::net::SocketAddr;
-use std::sync::Arc;
-
-use anyhow::Context;
-use metrics_exporter_prometheus::PrometheusHandle;
-use myelin_proto::v1::{decoding_server::DecodingServer, ingest_server::IngestServer};
-use tokio::net::TcpListener;
-
-use config::Config;
-use decode::ModelRegistry;
-use publish::Hub;
-use session::SessionManager;
-use shutdown::Shutdown;
-
-/// Accepted connections with Nagle's algorithm off: predictions are small messages that must
-/// leave at once, not wait for the peer's next ACK (which cost a whole chunk period, ~10 ms).
-fn incoming_nodelay(listener: TcpListener) -> impl futures::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
-    use futures::StreamExt;
-    tokio_stream::wrappers::TcpListenerStream::new(listener).map(|accepted| {
-        let stream = accepted?;
-        stream.set_nodelay(true)?;
-        Ok(stream)
-    })
-}
-
-/// Addresses the server actually bound (port 0 in the config picks a free port).
-#[derive(Debug, Clone, Copy)]
-pub struct Bound {
-    pub grpc: SocketAddr,
-    pub http: SocketAddr,
-}
-
-/// Loads the models, binds both ports, and serves until `shutdown` fires. `on_ready` runs once
-/// both listeners are bound.
-pub async fn serve(
-    config: Config,
-    metrics: PrometheusHandle,
-    shutdown: Shutdown,
-    on_ready: impl FnOnce(Bound, Arc<ModelRegistry>, Hub) + Send,
-) -> anyhow::Result<()> {
-    clock::init();
-    let hub = Hub::new(config.publish.subscriber_queue);
-    let models_config = config.models.clone();
-    let hub_for_models = hub.clone();
-    let models = tokio::task::spawn_blocking(move || ModelRegistry::load(&models_config, hub_for_models))
-        .await
-        .context("model loading thread panicked")??;
-    let models = Arc::new(models);
-    let lsl = match myelin_lsl::Lsl::load(Some(&config.lsl.library)) {
-        Ok(lsl) => {
-            tracing::info!(version = lsl.version(), path = %lsl.path().display(), "LabStreamingLayer available");
-            Some(lsl)
-        }
-        Err(error) => {
-            tracing::warn!(%error, "LabStreamingLayer unavailable; LSL requests will fail");
-            None
-        }
-    };
-    let sessions =
-        Arc::new(SessionManager::new(config.sessions.clone(), config.recording.clone(), hub.clone(), lsl.clone(), shutdown.clone()));
-    for source in config.lsl.sources.clone() {
-        ingest::lsl::keep_connecting(
-            source,
-            config.lsl.resolve_timeout_seconds,
-            config.lsl.stall_seconds,
-            sessions.clone(),
-            hub.clone(),
-            shutdown.clone(),
-        );
-    }
-
-    let grpc_listener =
-        TcpListener::bind(config.server.grpc_addr).await.with_context(|| format!("binding the gRPC port {}", config.server.grpc_addr))?;
-    let http_listener =
-        TcpListener::bind(config.server.http_addr).await.with_context(|| format!("binding the HTTP port {}", config.server.http_addr))?;
-    let bound = Bound { grpc: grpc_listener.local_addr()?, http: http_listener.local_addr()? };
-
-    let max_message = config.server.max_message_bytes;
-    let ingest = IngestServer::new(ingest::IngestService {
-        sessions: sessions.clone(),
-        hub: hub.clone(),
-        non_finite: config.sessions.non_finite_policy,
-    })
-    .max_decoding_message_size(max_message);
-    let decoding = DecodingServer::new(grpc::DecodingService {
-        sessions: sessions.clone(),
-        models: models.clone(),
-        hub: hub.clone(),
-        default_budget_ms: config.decoding.default_latency_budget_ms,
-        shutdown: shutdown.clone(),
-        lsl_resolve_timeout_s: config.lsl.resolve_timeout_seconds,
-        lsl_stall_s: config.lsl.stall_seconds,
-    })
-    .max_decoding_message_size(max_message);
-    let (health_reporter, health) = tonic_health::server::health_reporter();
-    health_reporter.set_serving::<IngestServer<ingest::IngestService>>().await;
-    health_reporter.set_serving::<DecodingServer<grpc::DecodingService>>().await;
-    let reflection_v1 = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(myelin_proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()?;
-    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(myelin_proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1alpha()?;
-
-    let grpc_shutdown = {
-        let mut shutdown = shutdown.clone();
-        async move { shutdown.wait().await }
-    };
-    let grpc_server = tonic::transport::Server::builder()
-        .add_service(ingest)
-        .add_service(decoding)
-        .add_service(health)
-        .add_service(reflection_v1)
-        .add_service(reflection_v1alpha)
-        .serve_with_incoming_shutdown(incoming_nodelay(grpc_listener), grpc_shutdown);
-
-    let http_shutdown = {
-        let mut shutdown = shutdown.clone();
-        async move { shutdown.wait().await }
-    };
-    let http_server = axum::serve(http_listener, http::router(metrics.clone(), models.clone())).with_graceful_shutdown(http_shutdown);
-
-    // Histograms are summarised on render; upkeep keeps their memory bounded between scrapes.
-    let upkeep = {
-        let mut shutdown = shutdown.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
-            loop {
-                tokio::select! {
-                    _ = tick.tick() => metrics.run_upkeep(),
-                    _ = shutdown.wait() => break,
-                }
-            }
-        })
-    };
-
-    tracing::info!(grpc = %bound.grpc, http = %bound.http, models = models.entries().len(), "myelin serving");
-    on_ready(bound, models.clone(), hub.clone());
-    let (grpc_result, http_result) = tokio::join!(grpc_server, async { http_server.await });
-    upkeep.abort();
-    grpc_result.context("gRPC server")?;
-    http_result.context("HTTP server")?;
-    tracing::info!("myelin stopped");
-    Ok(())
-}

@@ -10,8 +10,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use myelin_server::card;
 use myelin_server::config::Config;
-use myelin_server::decode::{self, card, model};
+use myelin_server::decode::{self, onnx};
 use myelin_server::{demo, shutdown};
 
 #[derive(Parser)]
@@ -117,7 +118,7 @@ fn serve(config_path: Option<PathBuf>, demo: bool) -> anyhow::Result<()> {
         });
         let demo_config = config.demo.clone();
         let demo_shutdown = shutdown.clone();
-        myelin_server::serve(config, metrics, shutdown, move |bound, _models, _hub| {
+        myelin_server::server::serve(config, metrics, shutdown, move |bound, _models, _hub| {
             // A stable line on stdout for scripts and tests: the addresses actually bound.
             println!("myelin ready grpc={} http={}", bound.grpc, bound.http);
             if demo_config.enabled {
@@ -174,7 +175,7 @@ fn replay_file(
 fn list_models(config_path: Option<PathBuf>) -> anyhow::Result<()> {
     let config = Config::load(config_path.as_deref())?;
     init_logging(&config.server.log_format);
-    let env = model::init_runtime(&config.models.onnxruntime_library)?;
+    let env = onnx::init_runtime(&config.models.onnxruntime_library)?;
     let cards = card::model_cards(&config.models)?;
     if cards.is_empty() {
         println!("no model cards under {}", config.models.dir.display());
@@ -207,7 +208,7 @@ fn check_card(path: &std::path::Path, config_path: Option<PathBuf>) -> anyhow::R
     let config = Config::load(config_path.as_deref())?;
     init_logging(&config.server.log_format);
     let card = card::ModelCard::load(path)?;
-    let env = model::init_runtime(&config.models.onnxruntime_library)?;
+    let env = onnx::init_runtime(&config.models.onnxruntime_library)?;
     let provider = decode::check_offline(&env, &card, &config.models.execution_providers)?;
     println!(
         "ok: {} v{} ({}) matches {} — input {} {:?}, output {} {:?}, warm-up passed on {provider}",

@@ -1,17 +1,12 @@
-//! Online signal processing, configured per model card.
+//! Online signal processing on the stream, configured per model card: [`SosFilter`], causal IIR
+//! filtering (second-order sections, direct form II transposed, the same recurrence as
+//! `scipy.signal.sosfilt`), run continuously on every incoming sample of an attachment's
+//! channels, so windows carry no edge transients and match offline filtering of the whole
+//! recording. The per-window steps that follow (decimation, reference, baseline, scaling) turn a
+//! cut window into the model's input: `decode::input`.
 //!
-//! Two stages, split so the ingest path stays cheap and exact:
-//! * [`SosFilter`]: causal IIR filtering (second-order sections, direct form II transposed, the
-//!   same recurrence as `scipy.signal.sosfilt`), run continuously on every incoming sample of an
-//!   attachment's channels, so windows carry no edge transients and match offline filtering of
-//!   the whole recording.
-//! * [`WindowPreprocessor`]: per-window steps run on the inference thread: decimation to the
-//!   model rate, re-referencing, baseline correction, per-channel scaling, clamping.
-//!
-//! The arithmetic is hand-written on purpose: it is a few lines per step, it must be bit-for-bit
-//! predictable against scipy/numpy (the parity test), and it must not allocate per sample.
-
-use crate::decode::card::{Preprocessing, Reference, Scaling};
+//! The arithmetic is hand-written on purpose: it is a few lines, it must be bit-for-bit
+//! predictable against scipy (the parity test), and it must not allocate per sample.
 
 /// A cascade of biquads applied independently to each of `n_channels` channels.
 #[derive(Debug, Clone)]
@@ -55,121 +50,6 @@ impl SosFilter {
                 x = y;
             }
             *value = x as f32;
-        }
-    }
-}
-
-/// Turns a window of filtered samples at the stream rate into the model's input tensor.
-#[derive(Debug, Clone)]
-pub struct WindowPreprocessor {
-    n_channels: usize,
-    /// Stream samples per model sample (integer decimation after the anti-alias filter).
-    decimation: usize,
-    model_samples: usize,
-    reference: Reference,
-    /// Model-sample range [start, end) used for baseline correction.
-    baseline: Option<(usize, usize)>,
-    scaling: Scaling,
-    clamp: Option<f32>,
-    /// Layout of the model input: true = [channels x time], false = [time x channels].
-    channels_first: bool,
-}
-
-impl WindowPreprocessor {
-    pub fn new(
-        pre: &Preprocessing,
-        n_channels: usize,
-        decimation: usize,
-        model_samples: usize,
-        window_tmin_s: f64,
-        model_rate_hz: f64,
-        channels_first: bool,
-    ) -> Self {
-        let baseline = pre.baseline_s.map(|[from, to]| {
-            let index = |t: f64| (((t - window_tmin_s) * model_rate_hz).round().max(0.0) as usize).min(model_samples);
-            (index(from), index(to))
-        });
-        Self {
-            n_channels,
-            decimation,
-            model_samples,
-            reference: pre.reference,
-            baseline,
-            scaling: pre.scaling.clone(),
-            clamp: pre.clamp,
-            channels_first,
-        }
-    }
-
-    /// `window`: channel-major [n_channels x (model_samples * decimation)] filtered samples.
-    /// `out`: the model input, [n_channels x model_samples] or [model_samples x n_channels].
-    /// `scratch`: reusable buffer of n_channels * model_samples values.
-    pub fn run(&self, window: &[f32], scratch: &mut Vec<f32>, out: &mut [f32]) {
-        let (c, t) = (self.n_channels, self.model_samples);
-        let stream_len = t * self.decimation;
-        debug_assert_eq!(window.len(), c * stream_len);
-        scratch.clear();
-        scratch.resize(c * t, 0.0);
-        // Decimate: keep every `decimation`-th sample starting at the first (numpy x[::k]).
-        for ch in 0..c {
-            let src = &window[ch * stream_len..(ch + 1) * stream_len];
-            let dst = &mut scratch[ch * t..(ch + 1) * t];
-            for (i, v) in dst.iter_mut().enumerate() {
-                *v = src[i * self.decimation];
-            }
-        }
-        if self.reference == Reference::Average && c > 1 {
-            for i in 0..t {
-                let mean = (0..c).map(|ch| f64::from(scratch[ch * t + i])).sum::<f64>() / c as f64;
-                for ch in 0..c {
-                    scratch[ch * t + i] = (f64::from(scratch[ch * t + i]) - mean) as f32;
-                }
-            }
-        }
-        if let Some((from, to)) = self.baseline.filter(|(from, to)| to > from) {
-            for ch in 0..c {
-                let row = &mut scratch[ch * t..(ch + 1) * t];
-                let mean = row[from..to].iter().map(|&v| f64::from(v)).sum::<f64>() / (to - from) as f64;
-                for v in row.iter_mut() {
-                    *v = (f64::from(*v) - mean) as f32;
-                }
-            }
-        }
-        match &self.scaling {
-            Scaling::None => {}
-            Scaling::Fixed { center, scale } => {
-                for ch in 0..c {
-                    let (m, s) = (center[ch], scale[ch]);
-                    for v in &mut scratch[ch * t..(ch + 1) * t] {
-                        *v = ((f64::from(*v) - m) / s) as f32;
-                    }
-                }
-            }
-            Scaling::WindowZscore { epsilon } => {
-                for ch in 0..c {
-                    let row = &mut scratch[ch * t..(ch + 1) * t];
-                    let mean = row.iter().map(|&v| f64::from(v)).sum::<f64>() / t as f64;
-                    let var = row.iter().map(|&v| (f64::from(v) - mean).powi(2)).sum::<f64>() / t as f64;
-                    let std = var.sqrt() + epsilon;
-                    for v in row.iter_mut() {
-                        *v = ((f64::from(*v) - mean) / std) as f32;
-                    }
-                }
-            }
-        }
-        if let Some(limit) = self.clamp {
-            for v in scratch.iter_mut() {
-                *v = v.clamp(-limit, limit);
-            }
-        }
-        if self.channels_first {
-            out.copy_from_slice(scratch);
-        } else {
-            for ch in 0..c {
-                for i in 0..t {
-                    out[i * c + ch] = scratch[ch * t + i];
-                }
-            }
         }
     }
 }

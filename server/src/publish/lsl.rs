@@ -1,34 +1,30 @@
 //! LSL outlets for an attachment's predictions: a float32 stream (one channel per label:
 //! probabilities, or retrieval scores) and a JSON marker stream, each sample stamped with the
 //! source time of its window's last sample. One dedicated thread owns both outlets (liblsl
-//! objects are not for concurrent use); a tokio task feeds it from the subscriber hub through a
-//! bounded queue, so a stalled LSL consumer never slows decoding.
+//! objects are not for concurrent use); it reads the attachment's route like any subscriber,
+//! through a bounded queue, so a stalled LSL consumer never slows decoding.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use futures::StreamExt;
 use myelin_lsl::{CF_FLOAT32, CF_STRING, Lsl};
 use myelin_proto::v1 as pb;
 
-use super::{Filter, Hub, prediction_json};
+use super::json::prediction_json;
+use super::{Forwarding, Subscription};
 use crate::metrics as m;
-use crate::shutdown::Shutdown;
 
-/// Closes the outlets when dropped (detach): stops the forwarding task at once and the outlet
-/// thread within its 200 ms poll.
+/// Closes the outlets when dropped (detach): stops the forwarding at once and the outlet thread
+/// within its 200 ms poll.
 pub struct OutletGuard {
     closed: Arc<AtomicBool>,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    _forwarding: Forwarding,
 }
 
 impl Drop for OutletGuard {
     fn drop(&mut self) {
         self.closed.store(true, Ordering::Release);
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
     }
 }
 
@@ -41,8 +37,9 @@ pub struct OutletSpec {
     pub unit: String,
 }
 
-/// Creates the outlets (visible to LSL at once) and starts forwarding. Returns their names.
-pub fn start(lsl: &Lsl, spec: OutletSpec, hub: &Hub, shutdown: Shutdown) -> std::io::Result<(Vec<String>, OutletGuard)> {
+/// Creates the outlets (visible to LSL at once) and starts forwarding the attachment's
+/// `predictions` to them. Returns their names.
+pub fn start(lsl: &Lsl, spec: OutletSpec, predictions: Subscription) -> std::io::Result<(Vec<String>, OutletGuard)> {
     let name = format!("{}/{}", spec.session_id, spec.attachment_id);
     let json_name = format!("{name}/json");
     let source = format!("myelin/{name}");
@@ -63,18 +60,9 @@ pub fn start(lsl: &Lsl, spec: OutletSpec, hub: &Hub, shutdown: Shutdown) -> std:
 
     let closed = Arc::new(AtomicBool::new(false));
     let (sender, receiver) = crossbeam_channel::bounded::<Arc<pb::Prediction>>(1024);
-    let mut stream =
-        Box::pin(hub.subscribe(Filter { session_id: spec.session_id.clone(), attachment_id: spec.attachment_id.clone() }, shutdown));
-    let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(async move {
-        loop {
-            let prediction = tokio::select! {
-                next = stream.next() => match next { Some(p) => p, None => break },
-                _ = &mut stopped => break,
-            };
-            if sender.try_send(Arc::new(prediction)).is_err() {
-                metrics::counter!(m::LSL_OUTLET_DROPPED).increment(1);
-            }
+    let forwarding = predictions.forward(move |prediction| {
+        if sender.try_send(prediction).is_err() {
+            metrics::counter!(m::LSL_OUTLET_DROPPED).increment(1);
         }
     });
     let thread_closed = closed.clone();
@@ -112,5 +100,5 @@ pub fn start(lsl: &Lsl, spec: OutletSpec, hub: &Hub, shutdown: Shutdown) -> std:
             }
         }
     })?;
-    Ok((vec![name, json_name], OutletGuard { closed, stop: Some(stop) }))
+    Ok((vec![name, json_name], OutletGuard { closed, _forwarding: forwarding }))
 }

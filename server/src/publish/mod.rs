@@ -1,66 +1,158 @@
-//! Fan-out of predictions to subscribers.
+//! Fan-out of predictions, routed by session and attachment.
 //!
-//! One broadcast ring shared by all subscribers: publishing never waits. Each subscriber reads at
-//! its own pace; one that falls more than `subscriber_queue` predictions behind loses its own
-//! oldest ones (counted in `myelin_subscriber_dropped_total` and in the next prediction's
-//! `subscriber_dropped_total`), and nobody else notices.
+//! Each attachment publishes into its own [`AttachmentRoute`], which hands every prediction to
+//! three rings: the attachment's, its session's and the one of everything (dashboards). A
+//! subscriber reads one of them, at its own pace, from its own position; one that falls more than
+//! `publish.subscriber_queue` predictions behind loses its own oldest ones (counted in
+//! `myelin_subscriber_dropped_total` and in its next prediction's `subscriber_dropped_total`).
+//! A session's predictions never enter another session's rings, so no session's traffic can
+//! crowd out another's subscribers. Publishing never waits. Consumers on their own threads (LSL
+//! outlets, recorders) read through [`Subscription::forward`].
 
+pub mod json;
 pub mod lsl;
 
 use std::collections::HashMap;
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 
 use futures::Stream;
 use myelin_proto::v1::{LatePolicy, Prediction, PredictionStatus};
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, oneshot};
 
 use crate::clock;
 use crate::metrics as m;
 use crate::shutdown::Shutdown;
 
+type Ring = broadcast::Sender<Arc<Prediction>>;
+
+/// Where routes are found by id: sessions and attachments by name, plus the ring of everything.
 #[derive(Clone)]
 pub struct Hub {
-    sender: broadcast::Sender<Arc<Prediction>>,
-    /// Recorders of sessions being recorded: each published prediction is also written there.
-    taps: Arc<RwLock<HashMap<String, crate::record::Recorder>>>,
+    inner: Arc<HubInner>,
 }
 
-/// What a subscriber wants to see.
+struct HubInner {
+    capacity: usize,
+    everything: Ring,
+    /// Routes die with the last session, attachment or in-flight window holding them.
+    sessions: Mutex<HashMap<String, Weak<SessionRoute>>>,
+    attachments: Mutex<HashMap<String, Weak<AttachmentRoute>>>,
+}
+
+/// The ring of one session's predictions (every attachment of every session with this id).
+pub struct SessionRoute {
+    session_id: String,
+    ring: Ring,
+}
+
+/// Where one attachment's predictions go.
+pub struct AttachmentRoute {
+    ring: Ring,
+    session: Arc<SessionRoute>,
+    everything: Ring,
+}
+
+/// What a subscriber wants to see; empty fields match everything.
 #[derive(Debug, Clone, Default)]
 pub struct Filter {
     pub session_id: String,
     pub attachment_id: String,
 }
 
-impl Filter {
-    fn matches(&self, p: &Prediction) -> bool {
-        (self.session_id.is_empty() || self.session_id == p.session_id)
-            && (self.attachment_id.is_empty() || self.attachment_id == p.attachment_id)
+#[derive(Debug, thiserror::Error)]
+pub enum SubscribeError {
+    #[error("session {0:?} does not exist")]
+    NoSession(String),
+    #[error("attachment {0:?} does not exist")]
+    NoAttachment(String),
+    #[error("attachment {attachment:?} is not an attachment of session {session:?}")]
+    NotInSession { session: String, attachment: String },
+}
+
+impl From<SubscribeError> for tonic::Status {
+    fn from(error: SubscribeError) -> Self {
+        tonic::Status::not_found(error.to_string())
     }
 }
 
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The live route of `key`, or a new one made by `make` (dead entries are swept on insert).
+fn shared<R>(map: &Mutex<HashMap<String, Weak<R>>>, key: &str, make: impl FnOnce() -> R) -> Arc<R> {
+    let mut map = lock(map);
+    if let Some(route) = map.get(key).and_then(Weak::upgrade) {
+        return route;
+    }
+    map.retain(|_, weak| weak.strong_count() > 0);
+    let route = Arc::new(make());
+    map.insert(key.to_string(), Arc::downgrade(&route));
+    route
+}
+
 impl Hub {
-    pub fn new(subscriber_queue: usize) -> Self {
-        let (sender, _) = broadcast::channel(subscriber_queue);
-        Self { sender, taps: Arc::default() }
+    /// `capacity`: predictions each ring holds for a subscriber that has not read them yet.
+    pub fn new(capacity: usize) -> Self {
+        let (everything, _) = broadcast::channel(capacity);
+        let inner = HubInner { capacity, everything, sessions: Mutex::default(), attachments: Mutex::default() };
+        Self { inner: Arc::new(inner) }
     }
 
-    /// Records the predictions of `session_id` with `recorder` until `untap`.
-    pub fn tap(&self, session_id: &str, recorder: crate::record::Recorder) {
-        self.taps.write().unwrap_or_else(PoisonError::into_inner).insert(session_id.to_string(), recorder);
+    /// The route of `session_id`'s predictions, shared with any other live holder of that id (a
+    /// session streamed again under the same id keeps its subscribers).
+    pub fn session_route(&self, session_id: &str) -> Arc<SessionRoute> {
+        shared(&self.inner.sessions, session_id, || SessionRoute {
+            session_id: session_id.to_string(),
+            ring: broadcast::channel(self.inner.capacity).0,
+        })
     }
 
-    /// Stops recording `session_id`'s predictions, if `path` is still the recorder in place (a
-    /// new session with the same id may already have its own).
-    pub fn untap(&self, session_id: &str, path: &std::path::Path) {
-        let mut taps = self.taps.write().unwrap_or_else(PoisonError::into_inner);
-        if taps.get(session_id).is_some_and(|r| r.path == path) {
-            taps.remove(session_id);
-        }
+    /// A new attachment's route, findable by its id while the attachment or one of its windows
+    /// lives; when the last goes, its subscribers' streams end.
+    pub fn attachment_route(&self, session: &Arc<SessionRoute>, attachment_id: &str) -> Arc<AttachmentRoute> {
+        shared(&self.inner.attachments, attachment_id, || AttachmentRoute {
+            ring: broadcast::channel(self.inner.capacity).0,
+            session: session.clone(),
+            everything: self.inner.everything.clone(),
+        })
+    }
+
+    /// A subscription to the ring that holds exactly what `filter` asks for, from now on.
+    pub fn subscribe(&self, filter: &Filter) -> Result<Subscription, SubscribeError> {
+        let ring = match (filter.session_id.as_str(), filter.attachment_id.as_str()) {
+            ("", "") => &self.inner.everything,
+            (session, "") => {
+                let route = lock(&self.inner.sessions).get(session).and_then(Weak::upgrade);
+                return route.map(|r| r.subscribe()).ok_or_else(|| SubscribeError::NoSession(session.to_string()));
+            }
+            (session, attachment) => {
+                let route = lock(&self.inner.attachments).get(attachment).and_then(Weak::upgrade);
+                let route = route.ok_or_else(|| SubscribeError::NoAttachment(attachment.to_string()))?;
+                if !session.is_empty() && route.session.session_id != session {
+                    return Err(SubscribeError::NotInSession { session: session.to_string(), attachment: attachment.to_string() });
+                }
+                return Ok(route.subscribe());
+            }
+        };
+        Ok(Subscription::new(ring))
+    }
+}
+
+impl SessionRoute {
+    pub fn subscribe(&self) -> Subscription {
+        Subscription::new(&self.ring)
+    }
+}
+
+impl AttachmentRoute {
+    pub fn subscribe(&self) -> Subscription {
+        Subscription::new(&self.ring)
     }
 
     /// Stamps the publication time and the budget verdict, applies the late policy, records the
-    /// metrics, and hands the prediction to every subscriber. Never blocks.
+    /// metrics, and hands the prediction to the attachment's, the session's and everything's
+    /// subscribers. Never blocks.
     pub fn publish(&self, mut prediction: Prediction, late_policy: LatePolicy) {
         let now = clock::now_ns();
         let timing = prediction.timing.get_or_insert_with(Default::default);
@@ -76,75 +168,89 @@ impl Hub {
             metrics::counter!(m::DEADLINE_MISSES, "model" => prediction.model_id.clone()).increment(1);
         }
         m::observe_latency(&prediction.model_id, latency);
-        let status = status_label(prediction.status);
-        m::prediction(&prediction.model_id, status);
+        m::prediction(&prediction.model_id, json::status_label(prediction.status));
         if prediction.status == PredictionStatus::Late as i32 && late_policy == LatePolicy::Drop {
             metrics::counter!(m::LATE_DROPPED, "model" => prediction.model_id.clone()).increment(1);
             return;
         }
-        if let Some(recorder) = self.taps.read().unwrap_or_else(PoisonError::into_inner).get(&prediction.session_id) {
-            let labels = match &prediction.result {
-                Some(myelin_proto::v1::prediction::Result::Classification(c)) => c.labels.clone(),
-                _ => Vec::new(),
-            };
-            recorder.send(crate::record::Event::Prediction {
-                attachment: prediction.attachment_id.clone(),
-                labels,
-                timestamp: prediction.window.map_or(0.0, |w| w.last_timestamp),
-                json: prediction_json(&prediction),
-            });
-        }
-        // An error only means nobody is subscribed right now.
-        let _ = self.sender.send(Arc::new(prediction));
+        let prediction = Arc::new(prediction);
+        // An error only means nobody reads that ring right now.
+        let _ = self.ring.send(prediction.clone());
+        let _ = self.session.ring.send(prediction.clone());
+        let _ = self.everything.send(prediction);
+    }
+}
+
+/// One reader's position in a ring, and what it has lost by reading too slowly.
+pub struct Subscription {
+    receiver: broadcast::Receiver<Arc<Prediction>>,
+    dropped: u64,
+}
+
+impl Subscription {
+    fn new(ring: &Ring) -> Self {
+        Self { receiver: ring.subscribe(), dropped: 0 }
     }
 
-    /// A stream of the predictions matching `filter`, from now on, ending at shutdown.
-    pub fn subscribe(&self, filter: Filter, shutdown: Shutdown) -> impl Stream<Item = Prediction> + Send + 'static {
-        struct State {
-            receiver: broadcast::Receiver<Arc<Prediction>>,
-            filter: Filter,
-            dropped: u64,
-            shutdown: Shutdown,
-            _gauge: SubscriberGauge,
-        }
-        let state = State { receiver: self.sender.subscribe(), filter, dropped: 0, shutdown, _gauge: SubscriberGauge::new() };
-        futures::stream::unfold(state, |mut state| async move {
-            loop {
-                let received = tokio::select! {
-                    received = state.receiver.recv() => received,
-                    _ = state.shutdown.wait() => return None,
-                };
-                match received {
-                    Ok(prediction) if state.filter.matches(&prediction) => {
-                        let mut prediction = Prediction::clone(&prediction);
-                        prediction.subscriber_dropped_total = state.dropped;
-                        return Some((prediction, state));
-                    }
-                    Ok(_) => continue,
-                    Err(broadcast::error::RecvError::Lagged(lost)) => {
-                        // Lost predictions may belong to other filters; count them all, which
-                        // over-reports rather than hides a slow reader.
-                        state.dropped += lost;
-                        metrics::counter!(m::SUBSCRIBER_DROPS).increment(lost);
-                    }
-                    Err(broadcast::error::RecvError::Closed) => return None,
+    /// The next prediction; `None` once the route is gone (its attachment detached and done).
+    pub async fn next(&mut self) -> Option<Arc<Prediction>> {
+        loop {
+            match self.receiver.recv().await {
+                Ok(prediction) => return Some(prediction),
+                Err(broadcast::error::RecvError::Lagged(lost)) => {
+                    self.dropped += lost;
+                    metrics::counter!(m::SUBSCRIBER_DROPS).increment(lost);
                 }
+                Err(broadcast::error::RecvError::Closed) => return None,
             }
+        }
+    }
+
+    /// Predictions this subscription lost so far.
+    pub fn dropped(&self) -> u64 {
+        self.dropped
+    }
+
+    /// A gRPC Subscribe stream: each prediction carries this subscriber's losses so far; the
+    /// stream ends with the route or at shutdown.
+    pub fn into_stream(self, shutdown: Shutdown) -> impl Stream<Item = Prediction> + Send + 'static {
+        let state = (self, shutdown, SubscriberGauge::new());
+        futures::stream::unfold(state, |(mut subscription, mut shutdown, gauge)| async move {
+            let next = tokio::select! {
+                next = subscription.next() => next?,
+                _ = shutdown.wait() => return None,
+            };
+            let mut prediction = Prediction::clone(&next);
+            prediction.subscriber_dropped_total = subscription.dropped;
+            Some((prediction, (subscription, shutdown, gauge)))
         })
     }
-}
 
-pub fn status_label(status: i32) -> &'static str {
-    match PredictionStatus::try_from(status).unwrap_or(PredictionStatus::Unspecified) {
-        PredictionStatus::Ok => "ok",
-        PredictionStatus::Late => "late",
-        PredictionStatus::Shed => "shed",
-        PredictionStatus::Error => "error",
-        PredictionStatus::Unspecified => "unspecified",
+    /// Hands every prediction to `deliver` (which must not block: a consumer thread's bounded
+    /// queue) from a task, until the returned handle is dropped or the route is gone.
+    pub fn forward(mut self, mut deliver: impl FnMut(Arc<Prediction>) + Send + 'static) -> Forwarding {
+        let (stop, mut stopped) = oneshot::channel::<()>();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    next = self.next() => match next {
+                        Some(prediction) => deliver(prediction),
+                        None => break,
+                    },
+                    _ = &mut stopped => break,
+                }
+            }
+        });
+        Forwarding { _stop: stop }
     }
 }
 
-/// Keeps `myelin_subscribers` right however a subscription ends.
+/// Stops a [`Subscription::forward`] task when dropped.
+pub struct Forwarding {
+    _stop: oneshot::Sender<()>,
+}
+
+/// Keeps `myelin_subscribers` (open Subscribe streams) right however a stream ends.
 struct SubscriberGauge;
 
 impl SubscriberGauge {
@@ -158,52 +264,4 @@ impl Drop for SubscriberGauge {
     fn drop(&mut self) {
         metrics::gauge!(m::SUBSCRIBERS).decrement(1.0);
     }
-}
-
-/// A prediction as one JSON object (LSL marker outlets, XDF recordings).
-pub fn prediction_json(p: &Prediction) -> String {
-    use myelin_proto::v1::prediction::Result as R;
-    let window = p.window.unwrap_or_default();
-    let timing = p.timing.unwrap_or_default();
-    let mut value = serde_json::json!({
-        "session": p.session_id,
-        "attachment": p.attachment_id,
-        "model": p.model_id,
-        "version": p.model_version,
-        "sequence": p.sequence,
-        "status": status_label(p.status),
-        "window": {
-            "first_sample": window.first_sample_index,
-            "last_sample": window.last_sample_index,
-            "first_timestamp": window.first_timestamp,
-            "last_timestamp": window.last_timestamp,
-        },
-        "timing": {
-            "last_sample_received_ns": timing.last_sample_received_ns,
-            "decode_start_ns": timing.decode_start_ns,
-            "decode_end_ns": timing.decode_end_ns,
-            "published_ns": timing.published_ns,
-            "budget_ms": timing.budget_ms,
-            "budget_met": timing.budget_met,
-            "server_latency_us": timing.server_latency_us,
-        },
-    });
-    match &p.result {
-        Some(R::Classification(c)) => {
-            value["labels"] = serde_json::json!(c.labels);
-            value["probabilities"] = serde_json::json!(c.probabilities);
-        }
-        Some(R::Retrieval(r)) => {
-            value["ids"] = serde_json::json!(r.ids);
-            value["scores"] = serde_json::json!(r.scores);
-        }
-        None => {}
-    }
-    if let Some(trigger) = &p.trigger {
-        value["trigger"] = serde_json::json!({ "code": trigger.code, "timestamp": trigger.timestamp, "label": trigger.label });
-    }
-    if !p.error_reason.is_empty() {
-        value["error"] = serde_json::json!(p.error_reason);
-    }
-    value.to_string()
 }

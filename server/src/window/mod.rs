@@ -1,88 +1,13 @@
-//! Windows: what an attachment is, how windows are cut from its filtered samples (sliding, or
-//! locked to markers), and the job handed to the model's inference threads.
+//! Windows: where they are cut from an attachment's filtered samples (sliding, or locked to
+//! markers), and how a cut window becomes a job for its model ([`dispatch`]) or a prediction that
+//! says why it was not decoded.
+
+pub mod collector;
+pub mod dispatch;
 
 use std::collections::VecDeque;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
-use myelin_proto::v1::{self as pb, LatePolicy, PredictionStatus};
-
-use crate::decode::LoadedModel;
-use crate::decode::gallery::Gallery;
-use crate::dsp::{SosFilter, WindowPreprocessor};
-use crate::session::ring::FrameRing;
-
-/// A model bound to a session: the part shared with the inference threads.
-pub struct Attachment {
-    pub id: String,
-    pub session_id: String,
-    pub model: Arc<LoadedModel>,
-    pub budget_ms: u32,
-    pub late_policy: LatePolicy,
-    pub policy: pb::WindowPolicy,
-    pub preprocessor: WindowPreprocessor,
-    pub predictions: AtomicU64,
-    /// Classification: how many best labels to list in each prediction. Retrieval: how many
-    /// gallery items.
-    pub top_k: usize,
-    /// Spatial-attention models: the sensor positions and mask fed with every window.
-    pub sensors: Option<Arc<SensorInputs>>,
-    /// Retrieval models: the gallery searched with each predicted embedding (through its HNSW
-    /// graph when it has one, exactly otherwise).
-    pub gallery: Option<Arc<Gallery>>,
-    /// Publish the model's embedding with each prediction.
-    pub include_embedding: bool,
-}
-
-/// The extra inputs of a spatial-attention model, fixed for an attachment: each model
-/// channel's layout position ([channels x 2]) and whether the stream has it (1) or not (0).
-#[derive(Debug, Clone, PartialEq)]
-pub struct SensorInputs {
-    pub positions: Vec<f32>,
-    pub mask: Vec<f32>,
-}
-
-/// `AttachmentRuntime::channel_index` entry of a model channel the stream does not have
-/// (spatial-attention models only): fed as zeros, masked out in the model.
-pub const ABSENT: usize = usize::MAX;
-
-/// One window waiting for inference.
-pub struct WindowJob {
-    pub attachment: Arc<Attachment>,
-    /// Filtered samples at the stream rate, channel-major [model channels x window length].
-    pub data: Vec<f32>,
-    pub span: pb::WindowSpan,
-    pub trigger: Option<pb::Marker>,
-    pub sequence: u64,
-    pub last_sample_received_ns: u64,
-    pub enqueued_ns: u64,
-}
-
-impl WindowJob {
-    /// A prediction for this window with the given status and no result yet.
-    pub fn prediction(&self, status: PredictionStatus, error_reason: String) -> pb::Prediction {
-        let attachment = &self.attachment;
-        pb::Prediction {
-            session_id: attachment.session_id.clone(),
-            attachment_id: attachment.id.clone(),
-            model_id: attachment.model.card.id.clone(),
-            model_version: attachment.model.card.version.clone(),
-            sequence: self.sequence,
-            window: Some(self.span),
-            trigger: self.trigger.clone(),
-            result: None,
-            embedding: Vec::new(),
-            status: status as i32,
-            error_reason,
-            timing: Some(pb::Timing {
-                last_sample_received_ns: self.last_sample_received_ns,
-                budget_ms: attachment.budget_ms,
-                ..Default::default()
-            }),
-            subscriber_dropped_total: 0,
-        }
-    }
-}
+use myelin_proto::v1 as pb;
 
 /// Where windows come from.
 #[derive(Debug)]
@@ -104,85 +29,30 @@ pub enum Cutter {
     },
 }
 
+/// A window ready to go (or refused), found by the cutter and dispatched right after.
+pub enum Cut {
+    Ready { start: u64, trigger: Option<pb::Marker> },
+    Refused { start: i64, trigger: Option<pb::Marker>, reason: String },
+}
+
 impl Cutter {
     pub fn length(&self) -> usize {
         match self {
             Cutter::Sliding { length, .. } | Cutter::EventLocked { length, .. } => *length,
         }
     }
-}
 
-/// The attachment's state inside its session: channel selection, continuous filter, filtered
-/// ring and cutter. Lives under the session lock.
-pub struct AttachmentRuntime {
-    pub shared: Arc<Attachment>,
-    /// Stream channel index of each model channel ([`ABSENT`] for a missing one).
-    pub channel_index: Vec<usize>,
-    pub filter: SosFilter,
-    pub ring: FrameRing,
-    pub cutter: Cutter,
-    /// Set while a live calibration collects this attachment's epochs.
-    pub collector: Option<Collector>,
-    /// Resources that live as long as the attachment (its LSL outlets).
-    pub keep_alive: Option<Box<dyn std::any::Any + Send>>,
-    frame: Vec<f32>,
-}
-
-/// Receives copies of an attachment's event-locked windows, labelled by marker code.
-pub struct Collector {
-    pub target_codes: Vec<i32>,
-    pub non_target_codes: Vec<i32>,
-    /// (filtered window at the stream rate, is target); bounded, never waited on.
-    pub sender: tokio::sync::mpsc::Sender<(Vec<f32>, bool)>,
-}
-
-impl Collector {
-    pub fn offer(&self, window: &[f32], trigger: &pb::Marker) {
-        let label = if self.target_codes.contains(&trigger.code) {
-            true
-        } else if self.non_target_codes.contains(&trigger.code) {
-            false
-        } else {
-            return;
-        };
-        let _ = self.sender.try_send((window.to_vec(), label));
-    }
-}
-
-/// A window ready to go (or refused), produced under the session lock and dispatched after.
-pub enum Cut {
-    Ready { start: u64, trigger: Option<pb::Marker> },
-    Refused { start: i64, trigger: Option<pb::Marker>, reason: String },
-}
-
-impl AttachmentRuntime {
-    pub fn new(shared: Arc<Attachment>, channel_index: Vec<usize>, filter: SosFilter, ring_capacity: usize, cutter: Cutter) -> Self {
-        let width = channel_index.len();
-        Self {
-            shared,
-            channel_index,
-            filter,
-            ring: FrameRing::new(ring_capacity, width),
-            cutter,
-            collector: None,
-            keep_alive: None,
-            frame: vec![0.0; width],
+    /// Starts cutting on a stream that already has `total` samples: a sliding window's first
+    /// window ends one hop after them (or at one window length on an empty stream).
+    pub fn start_at(&mut self, total: u64) {
+        if let Cutter::Sliding { length, hop, next_end } = self {
+            *next_end = if total == 0 { *length as u64 } else { (*length as u64).max(total + *hop as u64) };
         }
-    }
-
-    /// Filters one stream frame into the attachment's ring.
-    #[inline]
-    pub fn push_frame(&mut self, stream_frame: &[f32]) {
-        for (dst, &src) in self.frame.iter_mut().zip(&self.channel_index) {
-            *dst = if src == ABSENT { 0.0 } else { stream_frame[src] };
-        }
-        self.filter.process_frame(&mut self.frame);
-        self.ring.push(&self.frame);
     }
 
     /// A marker was placed on sample `index`: queue its window if the code is wanted.
     pub fn on_marker(&mut self, index: u64, marker: &pb::Marker) -> Option<Cut> {
-        if let Cutter::EventLocked { codes, start_offset, pending, max_pending, .. } = &mut self.cutter {
+        if let Cutter::EventLocked { codes, start_offset, pending, max_pending, .. } = self {
             if !codes.contains(&marker.code) {
                 return None;
             }
@@ -210,7 +80,7 @@ impl AttachmentRuntime {
 
     /// Windows whose last sample has arrived (`total` samples received so far).
     pub fn ready_windows(&mut self, total: u64, out: &mut Vec<Cut>) {
-        match &mut self.cutter {
+        match self {
             Cutter::Sliding { length, hop, next_end } => {
                 while *next_end <= total {
                     out.push(Cut::Ready { start: *next_end - *length as u64, trigger: None });
@@ -235,7 +105,7 @@ impl AttachmentRuntime {
 
     /// Drops windows that would start before `index` (samples never buffered, after a huge gap).
     pub fn skip_before(&mut self, index: u64) {
-        match &mut self.cutter {
+        match self {
             Cutter::Sliding { length, hop, next_end } => {
                 let first_possible = index + *length as u64;
                 if *next_end < first_possible {
@@ -246,9 +116,37 @@ impl AttachmentRuntime {
             Cutter::EventLocked { pending, .. } => pending.retain(|(start, _)| *start >= index as i64),
         }
     }
+}
 
-    /// Next prediction sequence number.
-    pub fn next_sequence(&self) -> u64 {
-        self.shared.predictions.fetch_add(1, Ordering::Relaxed)
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sliding_windows_end_every_hop_once_their_samples_are_in() {
+        let mut cutter = Cutter::Sliding { length: 4, hop: 2, next_end: 0 };
+        cutter.start_at(0);
+        let mut cuts = Vec::new();
+        cutter.ready_windows(7, &mut cuts);
+        let starts: Vec<u64> = cuts.iter().map(|c| if let Cut::Ready { start, .. } = c { *start } else { u64::MAX }).collect();
+        assert_eq!(starts, [0, 2]);
+        cutter.skip_before(100);
+        cuts.clear();
+        cutter.ready_windows(104, &mut cuts);
+        assert!(matches!(cuts[..], [Cut::Ready { start: 100, .. }]));
+    }
+
+    #[test]
+    fn event_locked_windows_wait_for_their_last_sample() {
+        let marker = pb::Marker { timestamp: 1.0, code: 7, label: String::new() };
+        let mut cutter = Cutter::EventLocked { codes: vec![7], start_offset: -2, length: 5, pending: VecDeque::new(), max_pending: 1 };
+        assert!(cutter.on_marker(10, &pb::Marker { code: 3, ..marker.clone() }).is_none());
+        assert!(cutter.on_marker(10, &marker).is_none());
+        let mut cuts = Vec::new();
+        cutter.ready_windows(12, &mut cuts);
+        assert!(cuts.is_empty());
+        cutter.ready_windows(13, &mut cuts);
+        assert!(matches!(cuts[..], [Cut::Ready { start: 8, .. }]));
+        assert!(matches!(cutter.on_marker(1, &marker), Some(Cut::Refused { start: -1, .. })));
     }
 }

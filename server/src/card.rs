@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::id::{ID_RULE, is_valid_id};
+
 #[derive(Debug, thiserror::Error)]
 pub enum CardError {
     #[error("cannot read model card {path}: {source}")]
@@ -260,13 +262,13 @@ impl ModelCard {
         CardError::Field { path: self.card_path.clone(), field, message: message.into() }
     }
 
-    /// Internal consistency; the ONNX graph is checked separately (`decode::model`).
+    /// Internal consistency; the ONNX graph is checked separately (`decode::onnx`).
     fn validate(&self) -> Result<(), CardError> {
         if !is_valid_id(&self.id) {
-            return Err(self.field("id", "must be 1-128 characters of [A-Za-z0-9._-]"));
+            return Err(self.field("id", format!("must be {ID_RULE}")));
         }
         if !is_valid_id(&self.version) {
-            return Err(self.field("version", "must be 1-128 characters of [A-Za-z0-9._-]"));
+            return Err(self.field("version", format!("must be {ID_RULE}")));
         }
         match (&self.onnx, &self.native) {
             (Some(_), None) => {}
@@ -354,12 +356,6 @@ impl ModelCard {
         }
         Ok(())
     }
-}
-
-/// Ids of sessions, models and versions: 1-128 characters of [A-Za-z0-9._-] (they appear in
-/// file names, LSL stream names and metrics).
-pub fn is_valid_id(s: &str) -> bool {
-    !s.is_empty() && s.len() <= 128 && s.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
 }
 
 /// Every card the server loads: under `models.dir`, then under `models.calibrations_dir` (live

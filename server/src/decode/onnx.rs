@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use ort::session::Session;
 use ort::value::TensorRef;
 
-use super::card::{Layout, ModelCard};
-use crate::window::SensorInputs;
+use super::input::SensorInputs;
+use crate::card::{Layout, ModelCard};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
@@ -134,10 +134,10 @@ pub fn check_against_card(session: &Session, card: &ModelCard) -> Result<(), Mod
         mismatch("output.name", format!("graph has no output {:?} (outputs: {names:?})", card.output.name))
     })?;
     check_shape(output.dtype(), &card.output.shape).map_err(|m| mismatch("output.shape", m))?;
-    if let Some(embedding) = &card.output.embedding {
-        if !session.outputs().iter().any(|o| o.name() == embedding) {
-            return Err(mismatch("output.embedding", format!("graph has no output {embedding:?}")));
-        }
+    if let Some(embedding) = &card.output.embedding
+        && !session.outputs().iter().any(|o| o.name() == embedding)
+    {
+        return Err(mismatch("output.embedding", format!("graph has no output {embedding:?}")));
     }
     Ok(())
 }

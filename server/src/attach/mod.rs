@@ -1,0 +1,170 @@
+//! Attach: binds a model to a session. Checks the request against the session's stream and the
+//! model's card (channels, rates, window), loads a gallery if one is asked for, opens the LSL
+//! outlets, builds the attachment's state and hands it to the session's worker, which primes it
+//! with the buffered samples and feeds it from then on. Blocking (galleries load, the worker
+//! primes): run it off the async threads.
+
+mod channels;
+pub mod gallery_cache;
+mod window;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use myelin_proto::v1 as pb;
+
+use crate::card::{Layout, Task};
+use crate::decode::input::WindowPreprocessor;
+use crate::decode::job::WindowBuffers;
+use crate::decode::registry::{Lookup, ModelRegistry};
+use crate::decode::result::retrieval_top_k;
+use crate::decode::{Attachment, LoadedModel};
+use crate::dsp::SosFilter;
+use crate::publish::Hub;
+use crate::publish::lsl::{OutletGuard, OutletSpec};
+use crate::session::attachment::AttachmentState;
+use crate::session::{Session, SessionError, SessionManager};
+use gallery_cache::GalleryCache;
+
+/// What Attach asked for, validated against the session and the model.
+pub struct AttachSpec {
+    pub session_id: String,
+    pub model_id: String,
+    pub model_version: String,
+    pub window: pb::WindowPolicy,
+    pub budget_ms: u32,
+    pub late_policy: pb::LatePolicy,
+    pub channel_map: Vec<pb::ChannelMapping>,
+    pub lsl_outlet: bool,
+    pub subject: String,
+    pub top_k: usize,
+    /// Retrieval: the gallery to load (path under `models.galleries_dir`) and its index.
+    pub gallery: Option<pb::GallerySpec>,
+    pub include_embedding: bool,
+}
+
+pub struct Attacher {
+    pub sessions: Arc<SessionManager>,
+    pub models: Arc<ModelRegistry>,
+    pub hub: Hub,
+    pub lsl: Option<myelin_lsl::Lsl>,
+    galleries: GalleryCache,
+    next_id: AtomicU64,
+}
+
+impl Attacher {
+    pub fn new(sessions: Arc<SessionManager>, models: Arc<ModelRegistry>, hub: Hub, lsl: Option<myelin_lsl::Lsl>) -> Self {
+        Self { sessions, models, hub, lsl, galleries: GalleryCache::default(), next_id: AtomicU64::new(1) }
+    }
+
+    pub fn attach(&self, spec: AttachSpec) -> Result<pb::AttachReply, SessionError> {
+        let session = self
+            .sessions
+            .get(&spec.session_id)
+            .ok_or_else(|| SessionError::NotFound(format!("session {:?} does not exist", spec.session_id)))?;
+        let model = self.find_model(&spec)?;
+        let card = &model.card;
+        let header = &session.header;
+        let channels = channels::map_channels(card, header, &spec.channel_map)?;
+        let sensors = match &card.sensors {
+            Some(sensors) => Some(Arc::new(channels::sensor_inputs(card, sensors, header, &channels.index)?)),
+            None => None,
+        };
+        let plan = window::plan_window(card, header.nominal_rate_hz, &spec.window, self.sessions.config().max_pending_markers)?;
+        // Last of the checks: loading a gallery (and building its graph) is the expensive part.
+        let gallery = match spec.gallery.as_ref().filter(|g| !g.path.is_empty()) {
+            Some(request) => Some(self.galleries.get(request, card, self.models.galleries_dir())?),
+            None => None,
+        };
+        let preprocessor = WindowPreprocessor::new(
+            &card.preprocessing,
+            card.channels.len(),
+            plan.decimation,
+            plan.model_samples,
+            plan.tmin_s,
+            card.sample_rate_hz,
+            card.input.layout == Layout::ChannelsTime,
+        );
+        let id = format!("att-{}", self.next_id.fetch_add(1, Ordering::Relaxed));
+        let route = self.hub.attachment_route(session.route(), &id);
+        let outlets = if spec.lsl_outlet { Some(self.open_outlets(&session, &id, &model, spec.top_k, &route)?) } else { None };
+        let shared = Arc::new(Attachment {
+            id: id.clone(),
+            session_id: session.id.clone(),
+            model: model.clone(),
+            budget_ms: spec.budget_ms,
+            late_policy: spec.late_policy,
+            policy: spec.window.clone(),
+            preprocessor,
+            predictions: AtomicU64::new(0),
+            top_k: spec.top_k,
+            sensors,
+            gallery: gallery.clone(),
+            include_embedding: spec.include_embedding,
+            route,
+            buffers: Arc::new(WindowBuffers::new(channels.index.len() * plan.length)),
+        });
+        let sos = card.preprocessing.filter.as_ref().map(|f| f.sos.clone()).unwrap_or_default();
+        let filter = SosFilter::new(&sos, channels.index.len());
+        let mut state = AttachmentState::new(shared, channels.index, filter, session.capacity, plan.cutter);
+        let lsl_outlets = match outlets {
+            Some((names, guard)) => {
+                state.keep_alive = Some(Box::new(guard));
+                names
+            }
+            None => Vec::new(),
+        };
+        session.attach(state)?;
+        Ok(pb::AttachReply {
+            attachment_id: id,
+            window_stream_samples: plan.length as u64,
+            window_model_samples: plan.model_samples as u64,
+            latency_budget_ms: spec.budget_ms,
+            lsl_outlets,
+            gallery_items: gallery.map_or(0, |g| g.len() as u64),
+            missing_channels: channels.missing,
+        })
+    }
+
+    fn find_model(&self, spec: &AttachSpec) -> Result<Arc<LoadedModel>, SessionError> {
+        match self.models.find(&spec.model_id, &spec.model_version, &spec.subject) {
+            Lookup::Ready(model) => Ok(model),
+            Lookup::Failed(error) => Err(SessionError::FailedPrecondition(format!("model {:?} is not available: {error}", spec.model_id))),
+            Lookup::Missing => {
+                let version = if spec.model_version.is_empty() { String::new() } else { format!(" version {:?}", spec.model_version) };
+                Err(SessionError::NotFound(format!("model {:?}{version} is not loaded", spec.model_id)))
+            }
+        }
+    }
+
+    /// The attachment's two LSL outlets, fed from its route.
+    fn open_outlets(
+        &self,
+        session: &Session,
+        id: &str,
+        model: &LoadedModel,
+        top_k: usize,
+        route: &crate::publish::AttachmentRoute,
+    ) -> Result<(Vec<String>, OutletGuard), SessionError> {
+        let lsl = self.lsl.as_ref().ok_or_else(|| {
+            SessionError::Unavailable(
+                "lsl_outlet: LabStreamingLayer is not available on this server (liblsl not found; run deploy/setup.sh)".into(),
+            )
+        })?;
+        let card = &model.card;
+        let spec = OutletSpec {
+            session_id: session.id.clone(),
+            attachment_id: id.to_string(),
+            model_id: card.id.clone(),
+            model_version: card.version.clone(),
+            labels: match card.embedding_dim() {
+                // Gallery retrieval: one channel per rank (the scores of the top k).
+                Some(_) => (1..=retrieval_top_k(top_k)).map(|rank| format!("rank{rank}")).collect(),
+                None => card.labels.clone(),
+            },
+            unit: if card.task == Task::Retrieval { "score".into() } else { "probability".into() },
+        };
+        crate::publish::lsl::start(lsl, spec, route.subscribe())
+            .map_err(|e| SessionError::Unavailable(format!("creating LSL outlets: {e}")))
+    }
+}

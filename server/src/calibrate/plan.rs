@@ -1,0 +1,16 @@
+//! A calibration request, validated, with its defaults applied.
+
+use std::time::Duration;
+
+/// Validated request, with defaults applied.
+pub struct Plan {
+    pub attachment_id: String,
+    pub target_codes: Vec<i32>,
+    pub non_target_codes: Vec<i32>,
+    pub max_epochs: usize,
+    pub max_duration: Option<Duration>,
+    pub model_id: String,
+    pub filters_per_class: usize,
+    pub folds: usize,
+    pub swap: bool,
+}

@@ -1,0 +1,101 @@
+//! Gallery files: [N, D] float32 or float16, C order, as .npy or .safetensors (tensor
+//! "embeddings"), with ids in `<file>.ids` (one per line) or, without it, the row numbers; and
+//! the path rule that keeps a client-given name inside the gallery directory.
+
+use std::path::{Component, Path, PathBuf};
+
+use super::{Gallery, GalleryError};
+
+/// Resolves a client-given gallery path under `dir`, refusing anything that could leave it.
+pub fn resolve(dir: &Path, relative: &str) -> Result<PathBuf, GalleryError> {
+    let refuse = |message: &str| GalleryError::Path { path: relative.to_string(), message: message.to_string() };
+    let path = Path::new(relative);
+    if path.components().any(|c| !matches!(c, Component::Normal(_))) {
+        return Err(refuse("must be relative to the server's gallery directory, without \"..\""));
+    }
+    let resolved = dir.join(path);
+    if !resolved.is_file() {
+        return Err(GalleryError::NotFound { path: format!("{relative:?} (in gallery directory {})", dir.display()) });
+    }
+    // A symbolic link inside the directory must not lead out of it.
+    let inside = match (resolved.canonicalize(), dir.canonicalize()) {
+        (Ok(file), Ok(dir)) => file.starts_with(dir),
+        _ => false,
+    };
+    if !inside {
+        return Err(refuse("leads outside the server's gallery directory"));
+    }
+    Ok(resolved)
+}
+
+/// The ids file of a gallery file: the same name + ".ids".
+pub fn ids_path(path: &Path) -> PathBuf {
+    let mut ids = path.to_path_buf().into_os_string();
+    ids.push(".ids");
+    PathBuf::from(ids)
+}
+
+/// Loads a gallery file (from [`resolve`]) with its `.ids` file when there is one.
+pub fn load_resolved(path: &Path) -> Result<Gallery, GalleryError> {
+    let ids = ids_path(path);
+    Gallery::load(path, ids.is_file().then_some(ids.as_path()))
+}
+
+/// Little-endian float32 or float16 bytes to f32.
+fn floats(bytes: &[u8], half: bool) -> Vec<f32> {
+    if half {
+        bytes.chunks_exact(2).map(|b| f32::from(half::f16::from_le_bytes([b[0], b[1]]))).collect()
+    } else {
+        bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect()
+    }
+}
+
+impl Gallery {
+    /// Loads `[N, D]` float32 or float16 embeddings from .npy or .safetensors (tensor
+    /// "embeddings"); `ids` is a text file with one id per line.
+    pub fn load(path: &Path, ids: Option<&Path>) -> Result<Self, GalleryError> {
+        let error = |message: String| GalleryError::Load { path: path.display().to_string(), message };
+        let bytes = std::fs::read(path).map_err(|e| error(e.to_string()))?;
+        let (data, dim) = if path.extension().is_some_and(|e| e == "safetensors") {
+            let tensors = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| error(format!("not a .safetensors file: {e}")))?;
+            let view = tensors.tensor("embeddings").map_err(|e| error(format!("tensor \"embeddings\": {e}")))?;
+            let shape = view.shape().to_vec();
+            if shape.len() != 2 {
+                return Err(error(format!("expected an [N, D] tensor, got shape {shape:?}")));
+            }
+            let data = match view.dtype() {
+                safetensors::Dtype::F32 => floats(view.data(), false),
+                safetensors::Dtype::F16 => floats(view.data(), true),
+                other => return Err(error(format!("dtype {other:?}: expected F32 or F16"))),
+            };
+            (data, shape[1])
+        } else {
+            let file = npyz::NpyFile::new(&bytes[..]).map_err(|e| error(format!("not a .npy file: {e}")))?;
+            let shape = file.shape().to_vec();
+            if shape.len() != 2 || file.order() != npyz::Order::C {
+                return Err(error(format!("expected a C-order [N, D] array, got shape {shape:?}")));
+            }
+            let dtype = file.dtype().descr().trim_matches('\'').to_string();
+            let data: Vec<f32> = match dtype.as_str() {
+                "<f4" => file.into_vec::<f32>().map_err(|e| error(e.to_string()))?,
+                "<f2" => file.into_vec::<half::f16>().map_err(|e| error(e.to_string()))?.into_iter().map(f32::from).collect(),
+                other => return Err(error(format!("dtype {other}: expected float32 (<f4) or float16 (<f2)"))),
+            };
+            (data, shape[1] as usize)
+        };
+        let ids = match ids {
+            Some(ids_path) => Some(
+                std::fs::read_to_string(ids_path)
+                    .map_err(|e| error(format!("ids {}: {e}", ids_path.display())))?
+                    .lines()
+                    .map(str::to_string)
+                    .collect(),
+            ),
+            None => None,
+        };
+        Self::from_vectors(data, dim, ids).map_err(|e| match e {
+            GalleryError::Load { message, .. } => error(message),
+            other => other,
+        })
+    }
+}

@@ -1,0 +1,174 @@
+//! What reaches a model: one window of one attachment, with everything its decoding and its
+//! prediction need, and the model's queue it waits in. (These types refer to each other: an
+//! attachment names its model, the model's queue holds windows, a window names its attachment.)
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crossbeam_channel::{Receiver, Sender, TrySendError};
+use myelin_proto::v1::{self as pb, LatePolicy, PredictionStatus};
+
+use super::gallery::Gallery;
+use super::input::{SensorInputs, WindowPreprocessor};
+use crate::card::ModelCard;
+use crate::metrics as m;
+use crate::publish::AttachmentRoute;
+
+/// An attachment as its windows' decoding sees it: the model, how to turn a window into the
+/// model's input, what to publish and where. Fixed for the attachment's life, except that live
+/// calibration swaps in a copy with another model.
+pub struct Attachment {
+    pub id: String,
+    pub session_id: String,
+    pub model: Arc<LoadedModel>,
+    pub budget_ms: u32,
+    pub late_policy: LatePolicy,
+    pub policy: pb::WindowPolicy,
+    pub preprocessor: WindowPreprocessor,
+    pub predictions: AtomicU64,
+    /// Classification: how many best labels to list in each prediction. Retrieval: how many
+    /// gallery items.
+    pub top_k: usize,
+    /// Spatial-attention models: the sensor positions and mask fed with every window.
+    pub sensors: Option<Arc<SensorInputs>>,
+    /// Retrieval models: the gallery searched with each predicted embedding (through its HNSW
+    /// graph when it has one, exactly otherwise).
+    pub gallery: Option<Arc<Gallery>>,
+    /// Publish the model's embedding with each prediction.
+    pub include_embedding: bool,
+    /// Where its predictions go.
+    pub route: Arc<AttachmentRoute>,
+    /// Window buffers, handed back after preprocessing so windows reuse them.
+    pub buffers: Arc<WindowBuffers>,
+}
+
+impl Attachment {
+    /// Next prediction sequence number.
+    pub fn next_sequence(&self) -> u64 {
+        self.predictions.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// The same attachment decoding with `model` (whose input is the same): same id, route,
+    /// buffers and sequence numbering.
+    pub fn with_model(&self, model: Arc<LoadedModel>) -> Self {
+        Self {
+            id: self.id.clone(),
+            session_id: self.session_id.clone(),
+            model,
+            budget_ms: self.budget_ms,
+            late_policy: self.late_policy,
+            policy: self.policy.clone(),
+            preprocessor: self.preprocessor.clone(),
+            predictions: AtomicU64::new(self.predictions.load(Ordering::Relaxed)),
+            top_k: self.top_k,
+            sensors: self.sensors.clone(),
+            gallery: self.gallery.clone(),
+            include_embedding: self.include_embedding,
+            route: self.route.clone(),
+            buffers: self.buffers.clone(),
+        }
+    }
+}
+
+/// A few window-sized buffers in circulation between an attachment's cutter and its model's
+/// inference thread; more in flight than it keeps are allocated and freed as needed.
+pub struct WindowBuffers {
+    len: usize,
+    give: Sender<Vec<f32>>,
+    take: Receiver<Vec<f32>>,
+}
+
+/// Buffers an attachment keeps for reuse: a window is usually decoded before the next is cut.
+const KEPT_BUFFERS: usize = 4;
+
+impl WindowBuffers {
+    /// Buffers of `len` values.
+    pub fn new(len: usize) -> Self {
+        let (give, take) = crossbeam_channel::bounded(KEPT_BUFFERS);
+        Self { len, give, take }
+    }
+
+    /// A buffer of `len` values (contents unspecified: the caller overwrites them all).
+    pub fn take(&self) -> Vec<f32> {
+        self.take.try_recv().unwrap_or_else(|_| vec![0.0; self.len])
+    }
+
+    pub fn give_back(&self, buffer: Vec<f32>) {
+        if buffer.len() == self.len {
+            let _ = self.give.try_send(buffer);
+        }
+    }
+}
+
+/// One window waiting for inference.
+pub struct WindowJob {
+    pub attachment: Arc<Attachment>,
+    /// Filtered samples at the stream rate, channel-major [model channels x window length],
+    /// from `attachment.buffers`.
+    pub data: Vec<f32>,
+    pub span: pb::WindowSpan,
+    pub trigger: Option<pb::Marker>,
+    pub sequence: u64,
+    pub last_sample_received_ns: u64,
+    pub enqueued_ns: u64,
+}
+
+impl WindowJob {
+    /// A prediction for this window with the given status and no result yet.
+    pub fn prediction(&self, status: PredictionStatus, error_reason: String) -> pb::Prediction {
+        let attachment = &self.attachment;
+        pb::Prediction {
+            session_id: attachment.session_id.clone(),
+            attachment_id: attachment.id.clone(),
+            model_id: attachment.model.card.id.clone(),
+            model_version: attachment.model.card.version.clone(),
+            sequence: self.sequence,
+            window: Some(self.span),
+            trigger: self.trigger.clone(),
+            result: None,
+            embedding: Vec::new(),
+            status: status as i32,
+            error_reason,
+            timing: Some(pb::Timing {
+                last_sample_received_ns: self.last_sample_received_ns,
+                budget_ms: attachment.budget_ms,
+                ..Default::default()
+            }),
+            subscriber_dropped_total: 0,
+        }
+    }
+
+    /// Publishes this window undecoded, with `status` and why.
+    pub fn publish_undecoded(self, status: PredictionStatus, reason: String) {
+        let prediction = self.prediction(status, reason);
+        self.attachment.buffers.give_back(self.data);
+        self.attachment.route.publish(prediction, self.attachment.late_policy);
+    }
+}
+
+/// A model that loaded and passed its checks, with the queue of its inference threads.
+pub struct LoadedModel {
+    pub card: ModelCard,
+    pub provider: String,
+    queue: Sender<WindowJob>,
+}
+
+impl LoadedModel {
+    pub fn new(card: ModelCard, provider: String, queue: Sender<WindowJob>) -> Self {
+        Self { card, provider, queue }
+    }
+
+    /// Queues a window without waiting; gives it back when the queue is full (load shedding).
+    // The job comes back so that its SHED prediction can be published; boxing it to shrink the
+    // error would allocate once per window.
+    #[allow(clippy::result_large_err)]
+    pub fn submit(&self, job: WindowJob) -> Result<(), WindowJob> {
+        match self.queue.try_send(job) {
+            Ok(()) => {
+                m::queue_depth(&self.card.id, self.queue.len());
+                Ok(())
+            }
+            Err(TrySendError::Full(job) | TrySendError::Disconnected(job)) => Err(job),
+        }
+    }
+}

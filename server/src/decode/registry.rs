@@ -1,0 +1,200 @@
+//! Every model the server knows: the cards and models loaded from the model directories at
+//! start (a bad card does not stop the others), plus decoders fitted while running.
+
+use std::sync::{Arc, PoisonError, RwLock};
+
+use super::backend::{Backend, OnnxBackend, XdawnBackend};
+use super::erp;
+use super::job::LoadedModel;
+use super::onnx;
+use super::worker;
+use crate::card::{self, ModelCard};
+use crate::config::ModelsConfig;
+
+#[derive(Clone)]
+pub enum ModelEntry {
+    Ready(Arc<LoadedModel>),
+    /// The card or its ONNX file failed validation; attaching it is refused with this error.
+    Failed {
+        id: String,
+        version: String,
+        card: Option<Box<ModelCard>>,
+        error: String,
+    },
+}
+
+impl ModelEntry {
+    pub fn id_version(&self) -> (&str, &str) {
+        match self {
+            ModelEntry::Ready(model) => (&model.card.id, &model.card.version),
+            ModelEntry::Failed { id, version, .. } => (id, version),
+        }
+    }
+}
+
+/// Every model the server knows: loaded from the model directories at start, plus decoders
+/// fitted while running (live calibration).
+pub struct ModelRegistry {
+    entries: RwLock<Vec<ModelEntry>>,
+    config: ModelsConfig,
+    env: ort::environment::Environment,
+}
+
+pub enum Lookup {
+    Ready(Arc<LoadedModel>),
+    Failed(String),
+    Missing,
+}
+
+impl ModelRegistry {
+    /// Loads every card under `config.dir` and `config.calibrations_dir`, starting
+    /// `workers_per_model` inference threads for each model that passes. A bad card does not
+    /// stop the others.
+    pub fn load(config: &ModelsConfig) -> anyhow::Result<Self> {
+        let env = onnx::init_runtime(&config.onnxruntime_library)?;
+        let cards = card::model_cards(config)?;
+        let registry = Self { entries: RwLock::new(Vec::new()), config: config.clone(), env };
+        for path in cards {
+            let entry = registry.load_card(&path);
+            registry.entries.write().unwrap_or_else(PoisonError::into_inner).push(entry);
+        }
+        Ok(registry)
+    }
+
+    fn load_card(&self, path: &std::path::Path) -> ModelEntry {
+        let card = match ModelCard::load(path) {
+            Ok(card) => card,
+            Err(error) => {
+                tracing::error!(card = %path.display(), %error, "model card rejected");
+                let stem = path.file_name().and_then(|n| n.to_str()).unwrap_or("?").trim_end_matches(".card.toml");
+                return ModelEntry::Failed { id: stem.to_string(), version: String::new(), card: None, error: error.to_string() };
+            }
+        };
+        match self.start_model(card.clone()) {
+            Ok(model) => {
+                tracing::info!(model = %model.card.id, version = %model.card.version, provider = %model.provider, data = %model.card.provenance.data_kind, "model ready");
+                ModelEntry::Ready(model)
+            }
+            Err(error) => {
+                tracing::error!(card = %path.display(), %error, "model rejected");
+                ModelEntry::Failed {
+                    id: card.id.clone(),
+                    version: card.version.clone(),
+                    card: Some(Box::new(card)),
+                    error: error.to_string(),
+                }
+            }
+        }
+    }
+
+    fn start_model(&self, card: ModelCard) -> anyhow::Result<Arc<LoadedModel>> {
+        let config = &self.config;
+        let mut backends: Vec<Box<dyn Backend>> = Vec::new();
+        let mut provider = String::from("native");
+        if card.native.is_some() {
+            let decoder = Arc::new(load_native(&card)?);
+            for _ in 0..config.workers_per_model {
+                backends.push(Box::new(XdawnBackend(decoder.clone())));
+            }
+        } else {
+            for _ in 0..config.workers_per_model {
+                let (session, used) = onnx::load(&self.env, &card, &config.execution_providers, config.intra_op_threads)?;
+                provider = used;
+                backends.push(Box::new(OnnxBackend { session, card: card.clone() }));
+            }
+        }
+        Ok(worker::start(card, provider, backends, config.queue_depth))
+    }
+
+    /// Adds a model fitted while running (it becomes attachable by id at once).
+    pub fn register_native(&self, card: ModelCard, decoder: Arc<erp::XdawnLda>) -> anyhow::Result<Arc<LoadedModel>> {
+        check_native(&card, &decoder)?;
+        let backends: Vec<Box<dyn Backend>> =
+            (0..self.config.workers_per_model).map(|_| Box::new(XdawnBackend(decoder.clone())) as Box<dyn Backend>).collect();
+        let model = worker::start(card, "native".into(), backends, self.config.queue_depth);
+        self.entries.write().unwrap_or_else(PoisonError::into_inner).push(ModelEntry::Ready(model.clone()));
+        Ok(model)
+    }
+
+    pub fn entries(&self) -> Vec<ModelEntry> {
+        self.entries.read().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    pub fn calibrations_dir(&self) -> &std::path::Path {
+        &self.config.calibrations_dir
+    }
+
+    pub fn galleries_dir(&self) -> &std::path::Path {
+        &self.config.galleries_dir
+    }
+
+    /// The newest version (string order) when `version` is empty; for per-subject models, the
+    /// one of `subject` (which must be given when several subjects exist).
+    pub fn find(&self, id: &str, version: &str, subject: &str) -> Lookup {
+        let entries = self.entries.read().unwrap_or_else(PoisonError::into_inner);
+        let subject_of = |e: &ModelEntry| match e {
+            ModelEntry::Ready(m) => m.card.subject.clone().unwrap_or_default(),
+            ModelEntry::Failed { card, .. } => card.as_ref().and_then(|c| c.subject.clone()).unwrap_or_default(),
+        };
+        let mut subjects: Vec<String> =
+            entries.iter().filter(|e| e.id_version().0 == id).map(subject_of).filter(|s| !s.is_empty()).collect();
+        subjects.sort();
+        subjects.dedup();
+        if subject.is_empty() && subjects.len() > 1 {
+            return Lookup::Failed(format!("model {id:?} exists for several subjects {subjects:?}: choose one with `subject`"));
+        }
+        let mut best: Option<&ModelEntry> = None;
+        for entry in entries.iter() {
+            let (entry_id, entry_version) = entry.id_version();
+            if entry_id != id || (!version.is_empty() && entry_version != version) {
+                continue;
+            }
+            if !subject.is_empty() && subject_of(entry) != subject {
+                continue;
+            }
+            if best.is_none_or(|b| b.id_version().1 < entry_version) {
+                best = Some(entry);
+            }
+        }
+        match best {
+            Some(ModelEntry::Ready(model)) => Lookup::Ready(model.clone()),
+            Some(ModelEntry::Failed { error, .. }) => Lookup::Failed(error.clone()),
+            None => Lookup::Missing,
+        }
+    }
+}
+
+/// Validates a card and its model file without serving (`myelin models check`): loads and warms
+/// up an ONNX graph, or reads a native decoder's parameters. Returns the provider it would use.
+pub fn check_offline(env: &ort::environment::Environment, card: &ModelCard, providers: &[String]) -> anyhow::Result<String> {
+    if card.native.is_some() {
+        load_native(card)?;
+        return Ok("native".into());
+    }
+    Ok(onnx::load(env, card, providers, 1)?.1)
+}
+
+/// Reads a native decoder's fitted parameters and checks them against its card.
+fn load_native(card: &ModelCard) -> anyhow::Result<erp::XdawnLda> {
+    let params = card.native_params_path().ok_or_else(|| anyhow::anyhow!("model {}: not a native decoder", card.id))?;
+    let error = |e: &dyn std::fmt::Display| anyhow::anyhow!("model {}: {}: {e}", card.id, params.display());
+    let text = std::fs::read_to_string(&params).map_err(|e| error(&e))?;
+    let decoder: erp::XdawnLda = serde_json::from_str(&text).map_err(|e| error(&e))?;
+    check_native(card, &decoder)?;
+    Ok(decoder)
+}
+
+/// A native decoder's parameters must fit its card's input.
+fn check_native(card: &ModelCard, decoder: &erp::XdawnLda) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        decoder.n_channels == card.channels.len() && decoder.n_samples == card.window_samples(),
+        "model {}: card field `input.shape`: the decoder was fitted on {} channels x {} samples, the card says {} x {}",
+        card.id,
+        decoder.n_channels,
+        decoder.n_samples,
+        card.channels.len(),
+        card.window_samples()
+    );
+    anyhow::ensure!(card.labels.len() == 2, "model {}: card field `labels`: an xDAWN decoder has two classes", card.id);
+    Ok(())
+}

@@ -1,0 +1,149 @@
+//! LabStreamingLayer sources: one dedicated thread per inlet ([`inlet`]) pulls whole chunks and
+//! hands them to the session's worker, as gRPC ingest does.
+//!
+//! * Clock: each inlet's offset to this machine's LSL clock is measured every few seconds
+//!   (liblsl time_correction), added to every timestamp, exposed as metrics, and recorded.
+//! * Loss: no samples for `stall_seconds` marks the stream lost (logged, counted); liblsl
+//!   reconnects by itself when a stream with the same source id returns. The samples missed
+//!   meanwhile are derived from the timestamps and recorded as a gap of the session, so windows
+//!   that touch it are published as ERROR instead of being decoded on made-up data.
+
+mod inlet;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use myelin_lsl::{Inlet, Lsl, StreamInfo};
+use myelin_proto::v1 as pb;
+use tonic::Status;
+
+use crate::session::SessionManager;
+use crate::shutdown::Shutdown;
+
+pub struct SourceSpec {
+    pub session_id: String,
+    pub data_predicate: String,
+    pub marker_predicate: String,
+    pub timeout_s: f64,
+    pub modality: pb::Modality,
+}
+
+fn resolve_one(lsl: &Lsl, predicate: &str, timeout: f64, what: &str) -> Result<StreamInfo, Status> {
+    let mut found = lsl.resolve(predicate, timeout);
+    if found.is_empty() {
+        return Err(Status::not_found(format!("no LSL {what} stream matches {predicate:?} (waited {timeout} s)")));
+    }
+    Ok(found.swap_remove(0))
+}
+
+fn modality_of(kind: &str, asked: pb::Modality) -> pb::Modality {
+    if asked != pb::Modality::Unspecified {
+        return asked;
+    }
+    match kind.to_ascii_uppercase().as_str() {
+        "MEG" => pb::Modality::Meg,
+        "SEEG" => pb::Modality::Seeg,
+        "ECOG" => pb::Modality::Ecog,
+        _ => pb::Modality::Eeg,
+    }
+}
+
+/// Resolves and opens the streams, registers the session, and starts the inlet threads.
+/// Blocking (resolution waits): call from a blocking thread.
+pub fn connect(
+    lsl: &Lsl,
+    spec: SourceSpec,
+    sessions: &SessionManager,
+    shutdown: Shutdown,
+    stall_seconds: f64,
+) -> Result<pb::ConnectLslReply, Status> {
+    let info = resolve_one(lsl, &spec.data_predicate, spec.timeout_s, "data")?;
+    if info.is_string() {
+        return Err(Status::invalid_argument(format!("LSL stream {:?} carries strings; data streams must be numeric", info.name())));
+    }
+    let mut inlet = Inlet::new(&info, 360, true);
+    inlet.open(spec.timeout_s).map_err(|e| Status::unavailable(format!("opening LSL stream {:?}: {e}", info.name())))?;
+    let full = inlet.info(spec.timeout_s).map_err(|e| Status::unavailable(format!("reading LSL stream {:?}: {e}", info.name())))?;
+    let rate = full.nominal_rate();
+    if !(rate > 0.0) {
+        return Err(Status::invalid_argument(format!("LSL stream {:?} has an irregular rate; decoding needs a nominal rate", full.name())));
+    }
+    let count = full.channel_count();
+    let mut labels = full.channel_labels();
+    if labels.len() != count || labels.iter().any(String::is_empty) {
+        labels = (1..=count).map(|i| format!("Ch{i}")).collect();
+    }
+    let header = pb::StreamHeader {
+        session_id: spec.session_id.clone(),
+        stream_name: full.name(),
+        modality: modality_of(&full.kind(), spec.modality) as i32,
+        channels: labels
+            .iter()
+            .map(|l| pb::Channel { label: l.clone(), r#type: full.kind(), unit: String::new(), position: None, layout: None })
+            .collect(),
+        nominal_rate_hz: rate,
+        clock: pb::ClockSource::Lsl as i32,
+    };
+    let marker_inlet = if spec.marker_predicate.is_empty() {
+        None
+    } else {
+        let info = resolve_one(lsl, &spec.marker_predicate, spec.timeout_s, "marker")?;
+        let mut marker_inlet = Inlet::new(&info, 360, true);
+        marker_inlet.open(spec.timeout_s).map_err(|e| Status::unavailable(format!("opening LSL marker stream {:?}: {e}", info.name())))?;
+        Some((marker_inlet, info.name(), info.is_string()))
+    };
+    let session = sessions.open(header.clone(), "lsl")?;
+    tracing::info!(session = %spec.session_id, stream = %full.name(), host = %full.hostname(), channels = count, rate, "LSL source connected");
+    let marker_stream = marker_inlet.as_ref().map(|(_, name, _)| name.clone()).unwrap_or_default();
+    if let Some((marker_inlet, name, is_string)) = marker_inlet {
+        let (session, shutdown) = (session.clone(), shutdown.clone());
+        std::thread::Builder::new()
+            .name(format!("lsl-markers-{}", spec.session_id))
+            .spawn(move || inlet::markers_loop(marker_inlet, name, is_string, session, shutdown))
+            .map_err(|e| Status::internal(e.to_string()))?;
+    }
+    let name = full.name();
+    std::thread::Builder::new()
+        .name(format!("lsl-in-{}", spec.session_id))
+        .spawn(move || inlet::data_loop(inlet, name, count, rate, session, shutdown, stall_seconds))
+        .map_err(|e| Status::internal(e.to_string()))?;
+    Ok(pb::ConnectLslReply { header: Some(header), source_id: full.source_id(), hostname: full.hostname(), marker_stream })
+}
+
+/// Connects a configured source in the background, retrying until its streams appear (a rig
+/// may start after the server) or the server stops.
+pub fn keep_connecting(
+    lsl: Option<Lsl>,
+    source: crate::config::LslSourceConfig,
+    timeout_s: f64,
+    stall_seconds: f64,
+    sessions: Arc<SessionManager>,
+    shutdown: Shutdown,
+) {
+    let Some(lsl) = lsl else {
+        tracing::error!(session = %source.session_id, "configured LSL source ignored: LabStreamingLayer is not available");
+        return;
+    };
+    tokio::task::spawn_blocking(move || {
+        let mut attempts = 0u32;
+        while !shutdown.is_triggered() {
+            let spec = SourceSpec {
+                session_id: source.session_id.clone(),
+                data_predicate: source.data.clone(),
+                marker_predicate: source.markers.clone(),
+                timeout_s,
+                modality: pb::Modality::Unspecified,
+            };
+            match connect(&lsl, spec, &sessions, shutdown.clone(), stall_seconds) {
+                Ok(_) => return,
+                Err(status) => {
+                    attempts += 1;
+                    if attempts == 1 || attempts.is_multiple_of(12) {
+                        tracing::warn!(session = %source.session_id, error = status.message(), "configured LSL source not connected yet; retrying");
+                    }
+                    std::thread::sleep(Duration::from_secs(5));
+                }
+            }
+        }
+    });
+}

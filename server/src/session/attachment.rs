@@ -1,0 +1,80 @@
+//! An attachment inside its session's worker: which stream channels feed its model, its
+//! continuous filter, the ring of filtered samples its windows are cut from, its cutter, and a
+//! live calibration's collector while one runs. Owned by the worker; nothing else touches it.
+
+use std::sync::Arc;
+
+use crate::decode::Attachment;
+use crate::dsp::SosFilter;
+use crate::ring::FrameRing;
+use crate::window::Cutter;
+use crate::window::collector::Collector;
+
+/// `AttachmentState::channel_index` entry of a model channel the stream does not have
+/// (spatial-attention models only): fed as zeros, masked out in the model.
+pub const ABSENT: usize = usize::MAX;
+
+pub struct AttachmentState {
+    pub shared: Arc<Attachment>,
+    /// Stream channel index of each model channel ([`ABSENT`] for a missing one).
+    pub channel_index: Vec<usize>,
+    pub filter: SosFilter,
+    pub ring: FrameRing,
+    pub cutter: Cutter,
+    /// Set while a live calibration collects this attachment's epochs.
+    pub collector: Option<Collector>,
+    /// Resources that live as long as the attachment (its LSL outlets).
+    pub keep_alive: Option<Box<dyn std::any::Any + Send>>,
+    frame: Vec<f32>,
+}
+
+impl AttachmentState {
+    pub fn new(shared: Arc<Attachment>, channel_index: Vec<usize>, filter: SosFilter, ring_capacity: usize, cutter: Cutter) -> Self {
+        let width = channel_index.len();
+        Self {
+            shared,
+            channel_index,
+            filter,
+            ring: FrameRing::new(ring_capacity, width),
+            cutter,
+            collector: None,
+            keep_alive: None,
+            frame: vec![0.0; width],
+        }
+    }
+
+    pub fn id(&self) -> &str {
+        &self.shared.id
+    }
+
+    /// Filters one stream frame into the attachment's ring.
+    #[inline]
+    pub fn push_frame(&mut self, stream_frame: &[f32]) {
+        for (dst, &src) in self.frame.iter_mut().zip(&self.channel_index) {
+            *dst = if src == ABSENT { 0.0 } else { stream_frame[src] };
+        }
+        self.filter.process_frame(&mut self.frame);
+        self.ring.push(&self.frame);
+    }
+
+    /// Primes the filter and ring with what the session has buffered, so that windows can use
+    /// recent history and the filter has settled; the ring then stays index-aligned with the
+    /// session's. Windows are cut from samples that arrive after this.
+    pub fn prime(&mut self, raw: &FrameRing) {
+        let (oldest, total) = (raw.oldest(), raw.total());
+        self.ring.advance(oldest);
+        for index in oldest..total {
+            self.push_frame(raw.frame(index));
+        }
+        self.cutter.start_at(total);
+    }
+
+    /// Points the attachment at another model with the same input: the next window goes to the
+    /// new model; windows already queued finish on the old one. Returns the old model's id.
+    pub fn swap_model(&mut self, model: Arc<crate::decode::LoadedModel>) -> String {
+        let previous = self.shared.model.card.id.clone();
+        self.shared = Arc::new(self.shared.with_model(model));
+        tracing::info!(attachment = %self.shared.id, from = %previous, to = %self.shared.model.card.id, "model swapped");
+        previous
+    }
+}

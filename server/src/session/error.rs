@@ -1,0 +1,27 @@
+//! Why a session refused something, with the gRPC status each reason maps to.
+
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    InvalidArgument(String),
+    #[error("{0}")]
+    FailedPrecondition(String),
+    #[error("{0}")]
+    AlreadyExists(String),
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+impl From<SessionError> for tonic::Status {
+    fn from(error: SessionError) -> Self {
+        match error {
+            SessionError::NotFound(m) => tonic::Status::not_found(m),
+            SessionError::InvalidArgument(m) => tonic::Status::invalid_argument(m),
+            SessionError::FailedPrecondition(m) => tonic::Status::failed_precondition(m),
+            SessionError::AlreadyExists(m) => tonic::Status::already_exists(m),
+            SessionError::Unavailable(m) => tonic::Status::unavailable(m),
+        }
+    }
+}

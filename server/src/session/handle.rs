@@ -1,0 +1,160 @@
+//! A session as everyone but its worker sees it: the stream's header, the worker's snapshot,
+//! and the door to the worker. Every call that changes the session is a message to the worker.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use myelin_proto::v1 as pb;
+use tokio::sync::{mpsc, oneshot};
+
+use super::attachment::AttachmentState;
+use super::command::{Chunk, ChunkDone, Command, MarkersDone};
+use super::error::SessionError;
+use super::snapshot::Snapshot;
+use crate::decode::Attachment;
+use crate::metrics as m;
+use crate::publish::SessionRoute;
+
+pub struct Session {
+    pub id: String,
+    pub header: pb::StreamHeader,
+    /// "grpc" or "lsl".
+    pub source: &'static str,
+    /// Samples each of the session's rings holds (`sessions.ring_buffer_seconds` of them).
+    pub capacity: usize,
+    pub recording_path: Option<std::path::PathBuf>,
+    pub(super) route: Arc<SessionRoute>,
+    pub(super) commands: mpsc::Sender<Command>,
+    pub(super) snapshot: Arc<Snapshot>,
+    pub(super) live: AtomicBool,
+    pub(super) ended_at: Mutex<Option<Instant>>,
+}
+
+impl Session {
+    pub fn is_live(&self) -> bool {
+        self.live.load(Ordering::Acquire)
+    }
+
+    /// Ended more than `retain` ago.
+    pub(super) fn ended_before(&self, retain: Duration) -> bool {
+        !self.is_live() && self.ended_at.lock().unwrap_or_else(PoisonError::into_inner).is_some_and(|t| t.elapsed() >= retain)
+    }
+
+    /// Where this session's predictions are published.
+    pub fn route(&self) -> &Arc<SessionRoute> {
+        &self.route
+    }
+
+    /// The stream ended: marks the session ended at once and tells its worker (after whatever it
+    /// has queued).
+    pub fn end(&self) {
+        if self.live.swap(false, Ordering::AcqRel) {
+            metrics::gauge!(m::LIVE_SESSIONS).decrement(1.0);
+        }
+        *self.ended_at.lock().unwrap_or_else(PoisonError::into_inner) = Some(Instant::now());
+        if let Err(mpsc::error::TrySendError::Full(end)) = self.commands.try_send(Command::End) {
+            let commands = self.commands.clone();
+            match tokio::runtime::Handle::try_current() {
+                Ok(runtime) => drop(runtime.spawn(async move { commands.send(end).await })),
+                Err(_) => drop(commands.blocking_send(end)),
+            }
+        }
+    }
+
+    /// Hands a chunk to the worker (waiting while its queue is full: backpressure on the stream)
+    /// and waits until it was taken.
+    pub async fn ingest(&self, chunk: Chunk) -> Result<ChunkDone, SessionError> {
+        self.ask(|reply| Command::Chunk(chunk, reply)).await
+    }
+
+    /// [`Session::ingest`] from a thread that may block (an LSL inlet).
+    pub fn ingest_blocking(&self, chunk: Chunk) -> Result<ChunkDone, SessionError> {
+        self.ask_blocking(|reply| Command::Chunk(chunk, reply))
+    }
+
+    pub async fn ingest_markers(&self, markers: Vec<pb::Marker>) -> Result<MarkersDone, SessionError> {
+        self.ask(|reply| Command::Markers(markers, reply)).await
+    }
+
+    pub fn ingest_markers_blocking(&self, markers: Vec<pb::Marker>) -> Result<MarkersDone, SessionError> {
+        self.ask_blocking(|reply| Command::Markers(markers, reply))
+    }
+
+    /// Records a measured clock offset (LSL sources) when the session is recorded. Blocking.
+    pub fn record_clock_offset(&self, timestamp: f64, json: String) {
+        let _ = self.commands.blocking_send(Command::ClockOffset { timestamp, json });
+    }
+
+    /// Adds an attachment; returns once the worker has primed it. Blocking.
+    pub fn attach(&self, attachment: AttachmentState) -> Result<(), SessionError> {
+        self.ask_blocking(|reply| Command::Attach(Box::new(attachment), reply))
+    }
+
+    /// Whether the attachment existed (it is gone either way).
+    pub async fn detach(&self, attachment_id: &str) -> Result<bool, SessionError> {
+        self.ask(|reply| Command::Detach(attachment_id.to_string(), reply)).await
+    }
+
+    /// Runs `visit` on the worker's state of `attachment_id` and returns what it returns.
+    pub async fn visit<R: Send + 'static>(
+        &self,
+        attachment_id: &str,
+        visit: impl FnOnce(&mut AttachmentState) -> R + Send + 'static,
+    ) -> Result<R, SessionError> {
+        let missing = || SessionError::NotFound(format!("attachment {attachment_id:?} does not exist"));
+        let (reply, answer) = oneshot::channel();
+        let visit = Box::new(move |state: &mut AttachmentState| drop(reply.send(visit(state))));
+        self.commands.send(Command::Visit(attachment_id.to_string(), visit)).await.map_err(|_| missing())?;
+        answer.await.map_err(|_| missing())
+    }
+
+    pub fn attachments(&self) -> Vec<Arc<Attachment>> {
+        self.snapshot.attachments()
+    }
+
+    pub fn has_attachment(&self, id: &str) -> bool {
+        self.snapshot.attachments().iter().any(|a| a.id == id)
+    }
+
+    pub fn info(&self) -> pb::SessionInfo {
+        pb::SessionInfo {
+            session_id: self.id.clone(),
+            header: Some(self.header.clone()),
+            live: self.is_live(),
+            samples_received: self.snapshot.samples_received.load(Ordering::Relaxed),
+            markers_received: self.snapshot.markers_received.load(Ordering::Relaxed),
+            gap_samples: self.snapshot.gap_samples.load(Ordering::Relaxed),
+            attachments: self
+                .attachments()
+                .iter()
+                .map(|a| pb::AttachmentInfo {
+                    attachment_id: a.id.clone(),
+                    model_id: a.model.card.id.clone(),
+                    model_version: a.model.card.version.clone(),
+                    window: Some(a.policy.clone()),
+                    latency_budget_ms: a.budget_ms,
+                    predictions: a.predictions.load(Ordering::Relaxed),
+                })
+                .collect(),
+            recording_path: self.recording_path.as_ref().map(|p| p.display().to_string()).unwrap_or_default(),
+            source: self.source.into(),
+        }
+    }
+
+    fn stopped(&self) -> SessionError {
+        SessionError::Unavailable(format!("session {:?}: its worker has stopped", self.id))
+    }
+
+    async fn ask<R>(&self, command: impl FnOnce(oneshot::Sender<R>) -> Command) -> Result<R, SessionError> {
+        let (reply, answer) = oneshot::channel();
+        self.commands.send(command(reply)).await.map_err(|_| self.stopped())?;
+        answer.await.map_err(|_| self.stopped())
+    }
+
+    fn ask_blocking<R>(&self, command: impl FnOnce(oneshot::Sender<R>) -> Command) -> Result<R, SessionError> {
+        let (reply, answer) = oneshot::channel();
+        self.commands.blocking_send(command(reply)).map_err(|_| self.stopped())?;
+        answer.blocking_recv().map_err(|_| self.stopped())
+    }
+}

@@ -1,0 +1,223 @@
+//! A session's worker: one thread that owns all of the session's mutable state (its rings, gap
+//! and marker bookkeeping, every attachment's filter, ring, cutter and calibration collector) and
+//! does all of its heavy work: filtering every frame for every attachment, cutting windows and
+//! handing them to their models. Everything else talks to it through its bounded inbox, so no
+//! async thread ever filters, copies a window or waits on a lock that this work holds, and one
+//! heavy session only ever slows itself.
+
+use std::sync::Arc;
+
+use myelin_proto::v1 as pb;
+use tokio::sync::mpsc;
+
+use super::attachment::AttachmentState;
+use super::command::{Chunk, ChunkDone, Command, MarkersDone};
+use super::error::SessionError;
+use super::markers::PendingMarkers;
+use super::snapshot::Snapshot;
+use super::stream::{StreamRings, gap_timestamp};
+use crate::metrics as m;
+use crate::record::{Event, Recorder};
+use crate::window::Cut;
+use crate::window::dispatch::dispatch;
+
+/// What the worker is built from (its rings are allocated on its own thread).
+pub struct WorkerSpec {
+    pub session_id: String,
+    pub capacity: usize,
+    pub n_channels: usize,
+    pub rate: f64,
+    pub max_pending_markers: usize,
+    pub recorder: Option<Recorder>,
+    pub snapshot: Arc<Snapshot>,
+}
+
+struct Worker {
+    session_id: String,
+    stream: StreamRings,
+    markers: PendingMarkers,
+    attachments: Vec<AttachmentState>,
+    recorder: Option<Recorder>,
+    snapshot: Arc<Snapshot>,
+    /// One frame of zeros (gap filling) and the cuts of one pass, reused.
+    zeros: Vec<f32>,
+    cuts: Vec<Cut>,
+}
+
+/// Starts the worker's thread; it runs until every sender of `inbox` is gone.
+pub fn spawn(spec: WorkerSpec, mut inbox: mpsc::Receiver<Command>) -> std::io::Result<()> {
+    let name = format!("session-{}", spec.session_id);
+    std::thread::Builder::new().name(name).spawn(move || {
+        let mut worker = Worker {
+            session_id: spec.session_id,
+            stream: StreamRings::new(spec.capacity, spec.n_channels, spec.rate),
+            markers: PendingMarkers::new(spec.max_pending_markers),
+            attachments: Vec::new(),
+            recorder: spec.recorder,
+            snapshot: spec.snapshot,
+            zeros: vec![0.0; spec.n_channels],
+            cuts: Vec::new(),
+        };
+        while let Some(command) = inbox.blocking_recv() {
+            worker.handle(command);
+        }
+        worker.end();
+    })?;
+    Ok(())
+}
+
+impl Worker {
+    fn handle(&mut self, command: Command) {
+        match command {
+            Command::Chunk(chunk, reply) => {
+                let mut warnings = Vec::new();
+                let accepted = self.ingest_chunk(&chunk, &mut warnings);
+                let _ = reply.send(ChunkDone { chunk, accepted, accepted_until: self.stream.total(), warnings });
+            }
+            Command::Markers(markers, reply) => {
+                let mut warnings = Vec::new();
+                self.ingest_markers(markers, &mut warnings);
+                let _ = reply.send(MarkersDone { accepted_until: self.stream.total(), warnings });
+            }
+            Command::ClockOffset { timestamp, json } => {
+                if let Some(recorder) = &self.recorder {
+                    recorder.send(Event::ClockOffset { timestamp, json });
+                }
+            }
+            Command::Attach(attachment, reply) => {
+                let mut attachment = *attachment;
+                attachment.prime(&self.stream.raw);
+                tracing::info!(session = %self.session_id, attachment = %attachment.id(), model = %attachment.shared.model.card.id, "attached");
+                self.attachments.push(attachment);
+                self.publish_attachments();
+                let _ = reply.send(());
+            }
+            Command::Detach(id, reply) => {
+                let position = self.attachments.iter().position(|a| a.id() == id);
+                if let Some(position) = position {
+                    self.attachments.remove(position);
+                    self.publish_attachments();
+                    tracing::info!(session = %self.session_id, attachment = %id, "detached");
+                }
+                let _ = reply.send(position.is_some());
+            }
+            Command::Visit(id, visit) => {
+                if let Some(attachment) = self.attachments.iter_mut().find(|a| a.id() == id) {
+                    visit(attachment);
+                    self.publish_attachments();
+                }
+            }
+            Command::End => self.end(),
+        }
+    }
+
+    /// Takes one chunk: places it by sample index, fills a gap before it, filters it for every
+    /// attachment, records it, then places waiting markers and cuts every window now complete.
+    fn ingest_chunk(&mut self, chunk: &Chunk, warnings: &mut Vec<pb::IngestWarning>) -> Result<u64, SessionError> {
+        let c = self.stream.n_channels;
+        let n = chunk.samples.len() / c;
+        let Some(admission) = self.stream.admit(chunk, n, warnings)? else { return Ok(0) };
+        if admission.gap > 0 {
+            self.fill_gap(admission.gap, admission.last_ts, admission.first_ts);
+        }
+        let new = &chunk.samples[admission.skip * c..n * c];
+        for (i, frame) in new.chunks_exact(c).enumerate() {
+            self.stream.push(frame, chunk.timestamp(admission.skip + i), chunk.received_ns);
+        }
+        // Attachment by attachment: each filter's state stays in cache for the whole chunk.
+        for attachment in &mut self.attachments {
+            for frame in new.chunks_exact(c) {
+                attachment.push_frame(frame);
+            }
+        }
+        if let Some(recorder) = &self.recorder {
+            let timestamps = (admission.skip..n).map(|i| chunk.timestamp(i)).collect();
+            recorder.send(Event::Samples { timestamps, values: new.to_vec() });
+        }
+        let accepted = (n - admission.skip) as u64;
+        self.snapshot.add_samples(accepted);
+        metrics::counter!(m::SAMPLES_INGESTED).increment(accepted);
+        self.place_markers(warnings);
+        self.dispatch_windows();
+        Ok(accepted)
+    }
+
+    /// Zeros for `gap` missing samples before a chunk whose first sample is at `next_ts`, so
+    /// every ring and filter stays aligned with sample indices; windows touching them are
+    /// refused when cut.
+    fn fill_gap(&mut self, gap: u64, last_ts: Option<f64>, next_ts: f64) {
+        let start = self.stream.total();
+        let (skipped, written) = self.stream.open_gap(gap);
+        self.snapshot.set_gap_samples(self.stream.gap_samples);
+        if skipped > 0 {
+            // Windows that lie wholly in the part of the gap that was never buffered are skipped
+            // (the client was told about the gap); the ones that touch buffered zeros are refused
+            // one by one as usual.
+            for attachment in &mut self.attachments {
+                attachment.ring.advance(skipped);
+                attachment.cutter.skip_before(start + skipped);
+            }
+        }
+        for k in 0..written {
+            let ts = gap_timestamp(k, skipped, written, gap, last_ts, next_ts, self.stream.rate);
+            self.stream.push(&self.zeros, ts, 0);
+            for attachment in &mut self.attachments {
+                attachment.push_frame(&self.zeros);
+            }
+        }
+        self.stream.forget_old_gaps();
+    }
+
+    fn ingest_markers(&mut self, markers: Vec<pb::Marker>, warnings: &mut Vec<pb::IngestWarning>) {
+        if let Some(recorder) = &self.recorder {
+            let value = |m: &pb::Marker| if m.label.is_empty() { m.code.to_string() } else { m.label.clone() };
+            recorder.send(Event::Markers(markers.iter().map(|m| (m.timestamp, value(m))).collect()));
+        }
+        self.snapshot.add_markers(markers.len() as u64);
+        metrics::counter!(m::MARKERS_INGESTED).increment(markers.len() as u64);
+        for marker in markers {
+            self.markers.add(marker, warnings);
+        }
+        self.place_markers(warnings);
+        self.dispatch_windows();
+    }
+
+    /// Places every waiting marker whose sample has arrived and hands it to the event-locked
+    /// attachments.
+    fn place_markers(&mut self, warnings: &mut Vec<pb::IngestWarning>) {
+        let view = self.stream.view();
+        let attachments = &mut self.attachments;
+        self.markers.place(&self.stream.timestamps, self.stream.rate, warnings, |index, marker| {
+            for attachment in attachments.iter_mut() {
+                if let Some(cut) = attachment.cutter.on_marker(index, marker) {
+                    dispatch(&attachment.shared, &attachment.ring, attachment.cutter.length(), attachment.collector.as_ref(), cut, &view);
+                }
+            }
+        });
+    }
+
+    /// Cuts and dispatches every window whose samples are all in.
+    fn dispatch_windows(&mut self) {
+        let total = self.stream.total();
+        let view = self.stream.view();
+        for attachment in &mut self.attachments {
+            attachment.cutter.ready_windows(total, &mut self.cuts);
+            for cut in self.cuts.drain(..) {
+                dispatch(&attachment.shared, &attachment.ring, attachment.cutter.length(), attachment.collector.as_ref(), cut, &view);
+            }
+        }
+    }
+
+    /// The stream ended: a calibration collecting from it fits on what it has (no more epochs
+    /// come), and closing the recorder's queue lets its thread write the footers and close.
+    fn end(&mut self) {
+        for attachment in &mut self.attachments {
+            attachment.collector = None;
+        }
+        self.recorder = None;
+    }
+
+    fn publish_attachments(&self) {
+        self.snapshot.set_attachments(self.attachments.iter().map(|a| a.shared.clone()).collect());
+    }
+}
