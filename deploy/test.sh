@@ -1,10 +1,15 @@
 #!/usr/bin/env bash
-# Set up (idempotent), then run the whole test suite: Rust unit tests, the Rust end-to-end suite
-# (it starts the real `myelin` binary), and the Python real-peer tests (a grpcio-tools client
-# generated from proto/, scipy for DSP parity).
+# Set up (idempotent), then run the whole test suite: formatting and lints (cargo fmt, clippy
+# with warnings as errors), Rust unit tests, the floor-plan check (server/tests/house.rs), the
+# Rust end-to-end suite (it starts the real `myelin` binary), and the Python real-peer tests (a
+# grpcio-tools client generated from proto/, scipy for DSP parity).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./deploy/setup.sh
+echo "[test] cargo fmt --check" >&2
+cargo fmt --all --check
+echo "[test] cargo clippy" >&2
+cargo clippy --locked --workspace --all-targets -- -D warnings
 echo "[test] building" >&2
 cargo build --locked --workspace --bins
 echo "[test] cargo test" >&2

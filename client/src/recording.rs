@@ -50,7 +50,7 @@ impl Recording {
                     .unwrap_or("")
                     .trim()
                     .parse::<f64>()
-                    .map_err(|_| format!("row {}: column {} is not a number", row + 2, headers[i].to_string()))
+                    .map_err(|_| format!("row {}: column {} is not a number", row + 2, &headers[i]))
             };
             timestamps.push(number(time_column)?);
             for &c in &channel_columns {
