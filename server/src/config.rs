@@ -80,6 +80,12 @@ pub struct ServerConfig {
     pub http_addr: SocketAddr,
     /// Largest gRPC message accepted, in bytes; larger ones end the call with RESOURCE_EXHAUSTED.
     pub max_message_bytes: usize,
+    /// HTTP/2 stream window: how much of a stream's data waits in the server while its session's
+    /// worker is busy (that stream is held back, by flow control, beyond it).
+    pub http2_stream_window_bytes: u32,
+    /// HTTP/2 connection window, shared by every stream of a connection: many stream windows
+    /// wide, so that streams held back never hold back the others on their connection.
+    pub http2_connection_window_bytes: u32,
     /// Log format: "pretty" or "json".
     pub log_format: String,
 }
@@ -90,6 +96,8 @@ impl Default for ServerConfig {
             grpc_addr: "127.0.0.1:50051".parse().expect("valid address"),
             http_addr: "127.0.0.1:9464".parse().expect("valid address"),
             max_message_bytes: 4 * 1024 * 1024,
+            http2_stream_window_bytes: 256 * 1024,
+            http2_connection_window_bytes: 16 * 1024 * 1024,
             log_format: "pretty".into(),
         }
     }
@@ -240,6 +248,13 @@ impl Config {
         anyhow::ensure!(self.models.workers_per_model > 0, "models.workers_per_model must be > 0");
         anyhow::ensure!(self.publish.subscriber_queue > 0, "publish.subscriber_queue must be > 0");
         anyhow::ensure!(self.server.max_message_bytes >= 1024, "server.max_message_bytes must be >= 1024");
+        // HTTP/2 allows windows of 65,535 bytes to 2^31 - 1.
+        for (key, value) in [
+            ("server.http2_stream_window_bytes", self.server.http2_stream_window_bytes),
+            ("server.http2_connection_window_bytes", self.server.http2_connection_window_bytes),
+        ] {
+            anyhow::ensure!((65_535..=i32::MAX as u32).contains(&value), "{key} must be 65535 to 2147483647 bytes, got {value}");
+        }
         for provider in &self.models.execution_providers {
             anyhow::ensure!(
                 matches!(provider.as_str(), "cpu" | "cuda" | "tensorrt"),

@@ -110,6 +110,8 @@ pub async fn serve(
         async move { shutdown.wait().await }
     };
     let grpc_server = tonic::transport::Server::builder()
+        .initial_stream_window_size(config.server.http2_stream_window_bytes)
+        .initial_connection_window_size(config.server.http2_connection_window_bytes)
         .add_service(ingest)
         .add_service(decoding)
         .add_service(health)

@@ -206,11 +206,6 @@ impl Subscription {
         }
     }
 
-    /// Predictions this subscription lost so far.
-    pub fn dropped(&self) -> u64 {
-        self.dropped
-    }
-
     /// A gRPC Subscribe stream: each prediction carries this subscriber's losses so far; the
     /// stream ends with the route or at shutdown.
     pub fn into_stream(self, shutdown: Shutdown) -> impl Stream<Item = Prediction> + Send + 'static {
