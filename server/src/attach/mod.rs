@@ -164,7 +164,6 @@ impl Attacher {
             },
             unit: if card.task == Task::Retrieval { "score".into() } else { "probability".into() },
         };
-        crate::publish::lsl::start(lsl, spec, route.subscribe())
-            .map_err(|e| SessionError::Unavailable(format!("creating LSL outlets: {e}")))
+        crate::publish::lsl::start(lsl, spec, route).map_err(|e| SessionError::Unavailable(format!("creating LSL outlets: {e}")))
     }
 }

@@ -1,8 +1,8 @@
 //! LSL outlets for an attachment's predictions: a float32 stream (one channel per label:
 //! probabilities, or retrieval scores) and a JSON marker stream, each sample stamped with the
 //! source time of its window's last sample. One dedicated thread owns both outlets (liblsl
-//! objects are not for concurrent use); it reads the attachment's route like any subscriber,
-//! through a bounded queue, so a stalled LSL consumer never slows decoding.
+//! objects are not for concurrent use); it taps the attachment's route through a bounded queue
+//! of its own, so a stalled LSL consumer never slows decoding.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -11,15 +11,16 @@ use std::time::Duration;
 use myelin_lsl::{CF_FLOAT32, CF_STRING, Lsl};
 use myelin_proto::v1 as pb;
 
+use super::AttachmentRoute;
 use super::json::prediction_json;
-use super::{Forwarding, Subscription};
+use super::tap::Tap;
 use crate::metrics as m;
 
-/// Closes the outlets when dropped (detach): stops the forwarding at once and the outlet thread
+/// Closes the outlets when dropped (detach): removes the tap at once and stops the outlet thread
 /// within its 200 ms poll.
 pub struct OutletGuard {
     closed: Arc<AtomicBool>,
-    _forwarding: Forwarding,
+    _tap: Tap,
 }
 
 impl Drop for OutletGuard {
@@ -37,9 +38,9 @@ pub struct OutletSpec {
     pub unit: String,
 }
 
-/// Creates the outlets (visible to LSL at once) and starts forwarding the attachment's
-/// `predictions` to them. Returns their names.
-pub fn start(lsl: &Lsl, spec: OutletSpec, predictions: Subscription) -> std::io::Result<(Vec<String>, OutletGuard)> {
+/// Creates the outlets (visible to LSL at once) and feeds them the predictions of `route`.
+/// Returns their names.
+pub fn start(lsl: &Lsl, spec: OutletSpec, route: &AttachmentRoute) -> std::io::Result<(Vec<String>, OutletGuard)> {
     let name = format!("{}/{}", spec.session_id, spec.attachment_id);
     let json_name = format!("{name}/json");
     let source = format!("myelin/{name}");
@@ -60,8 +61,8 @@ pub fn start(lsl: &Lsl, spec: OutletSpec, predictions: Subscription) -> std::io:
 
     let closed = Arc::new(AtomicBool::new(false));
     let (sender, receiver) = crossbeam_channel::bounded::<Arc<pb::Prediction>>(1024);
-    let forwarding = predictions.forward(move |prediction| {
-        if sender.try_send(prediction).is_err() {
+    let tap = route.tap(move |prediction| {
+        if sender.try_send(prediction.clone()).is_err() {
             metrics::counter!(m::LSL_OUTLET_DROPPED).increment(1);
         }
     });
@@ -100,5 +101,5 @@ pub fn start(lsl: &Lsl, spec: OutletSpec, predictions: Subscription) -> std::io:
             }
         }
     })?;
-    Ok((vec![name, json_name], OutletGuard { closed, _forwarding: forwarding }))
+    Ok((vec![name, json_name], OutletGuard { closed, _tap: tap }))
 }

@@ -7,21 +7,24 @@
 //! `myelin_subscriber_dropped_total` and in its next prediction's `subscriber_dropped_total`).
 //! A session's predictions never enter another session's rings, so no session's traffic can
 //! crowd out another's subscribers. Publishing never waits. Consumers on their own threads (LSL
-//! outlets, recorders) read through [`Subscription::forward`].
+//! outlets on an attachment's route, recorders on a session's) are [`tap::Taps`], fed as each
+//! prediction is published through a bounded queue of their own.
 
 pub mod json;
 pub mod lsl;
+pub mod tap;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 
 use futures::Stream;
 use myelin_proto::v1::{LatePolicy, Prediction, PredictionStatus};
-use tokio::sync::{broadcast, oneshot};
+use tokio::sync::broadcast;
 
 use crate::clock;
 use crate::metrics as m;
 use crate::shutdown::Shutdown;
+use tap::{Tap, Taps};
 
 type Ring = broadcast::Sender<Arc<Prediction>>;
 
@@ -43,11 +46,13 @@ struct HubInner {
 pub struct SessionRoute {
     session_id: String,
     ring: Ring,
+    taps: Arc<Taps>,
 }
 
 /// Where one attachment's predictions go.
 pub struct AttachmentRoute {
     ring: Ring,
+    taps: Arc<Taps>,
     session: Arc<SessionRoute>,
     everything: Ring,
 }
@@ -105,6 +110,7 @@ impl Hub {
         shared(&self.inner.sessions, session_id, || SessionRoute {
             session_id: session_id.to_string(),
             ring: broadcast::channel(self.inner.capacity).0,
+            taps: Arc::default(),
         })
     }
 
@@ -113,6 +119,7 @@ impl Hub {
     pub fn attachment_route(&self, session: &Arc<SessionRoute>, attachment_id: &str) -> Arc<AttachmentRoute> {
         shared(&self.inner.attachments, attachment_id, || AttachmentRoute {
             ring: broadcast::channel(self.inner.capacity).0,
+            taps: Arc::default(),
             session: session.clone(),
             everything: self.inner.everything.clone(),
         })
@@ -143,11 +150,21 @@ impl SessionRoute {
     pub fn subscribe(&self) -> Subscription {
         Subscription::new(&self.ring)
     }
+
+    /// Hands every prediction of the session to `deliver` as it is published (see [`tap`]).
+    pub fn tap(&self, deliver: impl Fn(&Arc<Prediction>) + Send + 'static) -> Tap {
+        self.taps.add(deliver)
+    }
 }
 
 impl AttachmentRoute {
     pub fn subscribe(&self) -> Subscription {
         Subscription::new(&self.ring)
+    }
+
+    /// Hands every prediction of the attachment to `deliver` as it is published (see [`tap`]).
+    pub fn tap(&self, deliver: impl Fn(&Arc<Prediction>) + Send + 'static) -> Tap {
+        self.taps.add(deliver)
     }
 
     /// Stamps the publication time and the budget verdict, applies the late policy, records the
@@ -174,6 +191,8 @@ impl AttachmentRoute {
             return;
         }
         let prediction = Arc::new(prediction);
+        self.taps.deliver(&prediction);
+        self.session.taps.deliver(&prediction);
         // An error only means nobody reads that ring right now.
         let _ = self.ring.send(prediction.clone());
         let _ = self.session.ring.send(prediction.clone());
@@ -220,29 +239,6 @@ impl Subscription {
             Some((prediction, (subscription, shutdown, gauge)))
         })
     }
-
-    /// Hands every prediction to `deliver` (which must not block: a consumer thread's bounded
-    /// queue) from a task, until the returned handle is dropped or the route is gone.
-    pub fn forward(mut self, mut deliver: impl FnMut(Arc<Prediction>) + Send + 'static) -> Forwarding {
-        let (stop, mut stopped) = oneshot::channel::<()>();
-        tokio::spawn(async move {
-            loop {
-                tokio::select! {
-                    next = self.next() => match next {
-                        Some(prediction) => deliver(prediction),
-                        None => break,
-                    },
-                    _ = &mut stopped => break,
-                }
-            }
-        });
-        Forwarding { _stop: stop }
-    }
-}
-
-/// Stops a [`Subscription::forward`] task when dropped.
-pub struct Forwarding {
-    _stop: oneshot::Sender<()>,
 }
 
 /// Keeps `myelin_subscribers` (open Subscribe streams) right however a stream ends.

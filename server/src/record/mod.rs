@@ -1,8 +1,8 @@
 //! Session recording to XDF: the stream's header and raw samples, its markers, every
 //! attachment's predictions (one JSON string per prediction) and, for LSL sources, the measured
 //! clock offsets. A dedicated thread owns the file. The session's worker hands it copies of
-//! samples and markers through a bounded queue and never waits; predictions come the way they
-//! reach any subscriber, from the session's route. Pending data is written and flushed at least
+//! samples and markers through a bounded queue and never waits; predictions reach the same queue
+//! through a tap on the session's route, as they are published. Pending data is written and flushed at least
 //! every `flush_interval_ms` in one write, so a crash (even SIGKILL) leaves a file that ends on
 //! a chunk boundary and lacks at most that interval.
 
@@ -19,7 +19,8 @@ use crossbeam_channel::{Sender, TrySendError};
 use myelin_proto::v1 as pb;
 
 use crate::metrics as m;
-use crate::publish::{Forwarding, Subscription};
+use crate::publish::SessionRoute;
+use crate::publish::tap::Tap;
 
 pub use event::{CLOCK_STREAM, DATA_STREAM, Event, MARKER_STREAM};
 
@@ -28,17 +29,17 @@ pub use event::{CLOCK_STREAM, DATA_STREAM, Event, MARKER_STREAM};
 pub struct Recorder {
     sender: Sender<Event>,
     pub path: PathBuf,
-    _predictions: Forwarding,
+    _predictions: Tap,
 }
 
 impl Recorder {
-    /// Creates the file and its writer thread, and records the session's `predictions` from now on.
+    /// Creates the file and its writer thread, and records the predictions of `route` from now on.
     pub fn start(
         dir: &Path,
         header: &pb::StreamHeader,
         flush_interval: Duration,
         source: &str,
-        predictions: Subscription,
+        route: &SessionRoute,
     ) -> std::io::Result<Self> {
         std::fs::create_dir_all(dir)?;
         let stamp = crate::clock::utc_stamp();
@@ -103,7 +104,7 @@ impl Recorder {
         })?;
         tracing::info!(path = %path.display(), "recording session");
         let (prediction_sender, prediction_path) = (sender.clone(), path.clone());
-        let predictions = predictions.forward(move |p| send(&prediction_sender, &prediction_path, Event::Prediction(p)));
+        let predictions = route.tap(move |p| send(&prediction_sender, &prediction_path, Event::Prediction(p.clone())));
         Ok(Self { sender, path, _predictions: predictions })
     }
 

@@ -83,7 +83,9 @@ impl Session {
 
     /// Records a measured clock offset (LSL sources) when the session is recorded. Blocking.
     pub fn record_clock_offset(&self, timestamp: f64, json: String) {
-        let _ = self.commands.blocking_send(Command::ClockOffset { timestamp, json });
+        if self.recording_path.is_some() {
+            let _ = self.commands.blocking_send(Command::ClockOffset { timestamp, json });
+        }
     }
 
     /// Adds an attachment; returns once the worker has primed it. Blocking.

@@ -42,8 +42,7 @@ impl SessionManager {
     /// its worker. `source` says where its samples come from ("grpc", "lsl").
     pub fn open(&self, header: pb::StreamHeader, source: &'static str) -> Result<Arc<Session>, SessionError> {
         let mut sessions = self.sessions.write().unwrap_or_else(PoisonError::into_inner);
-        let retain = Duration::from_secs(self.config.retain_ended_seconds);
-        sessions.retain(|_, s| !s.ended_before(retain));
+        self.forget_ended_in(&mut sessions);
         if sessions.get(&header.session_id).is_some_and(|existing| existing.is_live()) {
             return Err(SessionError::AlreadyExists(format!("session {:?} is already being streamed by another call", header.session_id)));
         }
@@ -63,7 +62,7 @@ impl SessionManager {
         let route = self.hub.session_route(&header.session_id);
         let recorder = if self.recording.enabled {
             let flush = Duration::from_millis(self.recording.flush_interval_ms.max(10));
-            let recorder = Recorder::start(&self.recording.dir, &header, flush, source, route.subscribe()).map_err(|error| {
+            let recorder = Recorder::start(&self.recording.dir, &header, flush, source, &route).map_err(|error| {
                 SessionError::Unavailable(format!(
                     "cannot record session {:?} in {}: {error}",
                     header.session_id,
@@ -102,6 +101,17 @@ impl SessionManager {
         metrics::gauge!(m::LIVE_SESSIONS).increment(1.0);
         sessions.insert(session.id.clone(), session.clone());
         Ok(session)
+    }
+
+    /// Forgets sessions that ended more than `sessions.retain_ended_seconds` ago: their workers
+    /// stop once the last call using them is done, freeing their rings.
+    pub fn forget_ended(&self) {
+        self.forget_ended_in(&mut self.sessions.write().unwrap_or_else(PoisonError::into_inner));
+    }
+
+    fn forget_ended_in(&self, sessions: &mut HashMap<String, Arc<Session>>) {
+        let retain = Duration::from_secs(self.config.retain_ended_seconds);
+        sessions.retain(|_, s| !s.ended_before(retain));
     }
 
     pub fn get(&self, id: &str) -> Option<Arc<Session>> {
