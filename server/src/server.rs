@@ -126,13 +126,18 @@ pub async fn serve(
     let http_server = axum::serve(http_listener, http::router(metrics.clone(), models.clone())).with_graceful_shutdown(http_shutdown);
 
     // Histograms are summarised on render; upkeep keeps their memory bounded between scrapes.
+    // Sessions that ended long ago are forgotten here too, so their threads and rings go even
+    // when no new session opens.
     let upkeep = {
-        let mut shutdown = shutdown.clone();
+        let (mut shutdown, sessions) = (shutdown.clone(), sessions.clone());
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
             loop {
                 tokio::select! {
-                    _ = tick.tick() => metrics.run_upkeep(),
+                    _ = tick.tick() => {
+                        metrics.run_upkeep();
+                        sessions.forget_ended();
+                    }
                     _ = shutdown.wait() => break,
                 }
             }
