@@ -68,9 +68,12 @@ impl Session {
         self.ask(|reply| Command::Chunk(chunk, reply)).await
     }
 
-    /// [`Session::ingest`] from a thread that may block (an LSL inlet).
-    pub fn ingest_blocking(&self, chunk: Chunk) -> Result<ChunkDone, SessionError> {
-        self.ask_blocking(|reply| Command::Chunk(chunk, reply))
+    /// Hands a chunk to the worker from a thread that may block (an LSL inlet), waiting while
+    /// its queue is full; the outcome arrives on the returned oneshot once the chunk was taken.
+    pub fn submit_blocking(&self, chunk: Chunk) -> Result<oneshot::Receiver<ChunkDone>, SessionError> {
+        let (reply, answer) = oneshot::channel();
+        self.commands.blocking_send(Command::Chunk(chunk, reply)).map_err(|_| self.stopped())?;
+        Ok(answer)
     }
 
     pub async fn ingest_markers(&self, markers: Vec<pb::Marker>) -> Result<MarkersDone, SessionError> {

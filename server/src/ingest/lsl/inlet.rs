@@ -6,11 +6,12 @@ use std::time::{Duration, Instant};
 
 use myelin_lsl::Inlet;
 use myelin_proto::v1 as pb;
+use tokio::sync::oneshot;
 
 use crate::clock;
 use crate::metrics as m;
 use crate::session::Session;
-use crate::session::command::Chunk;
+use crate::session::command::{Chunk, ChunkDone};
 use crate::shutdown::Shutdown;
 
 /// How often the clock offset is re-measured.
@@ -48,7 +49,18 @@ impl ClockSync {
     }
 }
 
+/// What the inlet thread knows of the stream it feeds: where the next sample goes.
+struct Position {
+    next_index: u64,
+    last_ts: Option<f64>,
+}
+
 /// Pulls the data stream until shutdown, then ends the session.
+///
+/// Each chunk is handed to the session's worker without waiting for it to be taken: its outcome
+/// is read just before the next chunk is sent, a pull later, when it is long there. So the
+/// worker's answer never wakes this thread, which on a small machine would compete for a core
+/// with the window's decoding.
 pub fn data_loop(
     mut inlet: Inlet,
     name: String,
@@ -59,20 +71,20 @@ pub fn data_loop(
     stall_seconds: f64,
 ) {
     let max_samples = ((rate * 0.5).ceil() as usize).clamp(64, 16_384);
-    // Pulled into, sent to the worker, and back for the next pull.
+    let mut data = vec![0.0f32; max_samples * channels];
+    let mut timestamps = vec![0.0f64; max_samples];
+    // Sent to the worker, and back (in its outcome) for the next chunk.
     let mut chunk = Chunk::default();
+    let mut in_flight: Option<(oneshot::Receiver<ChunkDone>, f64)> = None;
     let mut clock = ClockSync::new(name.clone());
-    let mut next_index = 0u64;
-    let mut last_ts: Option<f64> = None;
+    let mut position = Position { next_index: 0, last_ts: None };
     let mut last_data = Instant::now();
     let mut lost = false;
     // A jump of more than this many sample periods between consecutive samples is a gap.
     let gap_threshold = (0.1 * rate).max(2.0);
     while !shutdown.is_triggered() {
         clock.refresh(&mut inlet, &session);
-        chunk.samples.resize(max_samples * channels, 0.0);
-        chunk.timestamps.resize(max_samples, 0.0);
-        let n = match inlet.pull_available(&mut chunk.samples, &mut chunk.timestamps, 0.2) {
+        let n = match inlet.pull_available(&mut data, &mut timestamps, 0.2) {
             Ok(n) => n,
             Err(error) if error.is_lost() => 0,
             Err(error) => {
@@ -82,7 +94,7 @@ pub fn data_loop(
             }
         };
         if n == 0 {
-            if !lost && last_data.elapsed().as_secs_f64() > stall_seconds && last_ts.is_some() {
+            if !lost && last_data.elapsed().as_secs_f64() > stall_seconds && position.last_ts.is_some() {
                 lost = true;
                 metrics::counter!(m::LSL_STREAM_LOSSES).increment(1);
                 tracing::warn!(session = %session.id, stream = %name, "LSL stream lost; reconnecting automatically");
@@ -90,19 +102,22 @@ pub fn data_loop(
             continue;
         }
         last_data = Instant::now();
-        chunk.received_ns = clock::now_ns();
-        chunk.samples.truncate(n * channels);
-        chunk.timestamps.truncate(n);
-        let timestamps = &mut chunk.timestamps;
+        let received_ns = clock::now_ns();
+        if let Some((answer, last)) = in_flight.take() {
+            match settle(answer, last, &mut position, &session, &name) {
+                Some(back) => chunk = back,
+                None => break,
+            }
+        }
         // Corrected timestamps never go backwards: a new offset estimate smaller than the last
         // one (measurement jitter) would otherwise make the session refuse the chunk.
-        let mut floor = last_ts.unwrap_or(f64::NEG_INFINITY);
-        for t in timestamps.iter_mut() {
+        let mut floor = position.last_ts.unwrap_or(f64::NEG_INFINITY);
+        for t in &mut timestamps[..n] {
             *t = (*t + clock.offset).max(floor);
             floor = *t;
         }
-        let mut first_index = next_index;
-        if let Some(last) = last_ts {
+        let mut first_index = position.next_index;
+        if let Some(last) = position.last_ts {
             let missing = ((timestamps[0] - last) * rate).round() - 1.0;
             if missing > gap_threshold {
                 first_index += missing as u64;
@@ -110,30 +125,47 @@ pub fn data_loop(
         }
         if lost {
             lost = false;
-            tracing::info!(session = %session.id, stream = %name, missing = first_index - next_index, "LSL stream back");
+            tracing::info!(session = %session.id, stream = %name, missing = first_index - position.next_index, "LSL stream back");
         }
-        let last = timestamps[n - 1];
         chunk.first_index = first_index;
-        let done = match session.ingest_blocking(std::mem::take(&mut chunk)) {
-            Ok(done) => done,
+        chunk.received_ns = received_ns;
+        chunk.regular = None;
+        chunk.samples.clear();
+        chunk.samples.extend_from_slice(&data[..n * channels]);
+        chunk.timestamps.clear();
+        chunk.timestamps.extend_from_slice(&timestamps[..n]);
+        match session.submit_blocking(std::mem::take(&mut chunk)) {
+            Ok(answer) => in_flight = Some((answer, timestamps[n - 1])),
             Err(error) => {
                 tracing::error!(session = %session.id, stream = %name, %error, "LSL source stopped");
                 break;
             }
-        };
-        chunk = done.chunk;
-        match done.accepted {
-            Ok(_) => {
-                next_index = done.accepted_until;
-                last_ts = Some(last);
-            }
-            Err(error) => tracing::warn!(session = %session.id, stream = %name, %error, "LSL chunk refused"),
-        }
-        for warning in &done.warnings {
-            tracing::info!(session = %session.id, stream = %name, warning = %warning.message, "LSL source");
         }
     }
+    if let Some((answer, last)) = in_flight.take() {
+        settle(answer, last, &mut position, &session, &name);
+    }
     session.end();
+}
+
+/// Reads a chunk's outcome, moves the stream position on, and returns the chunk's buffers;
+/// `None` when the session's worker is gone.
+fn settle(answer: oneshot::Receiver<ChunkDone>, last_ts: f64, position: &mut Position, session: &Session, name: &str) -> Option<Chunk> {
+    let Ok(done) = answer.blocking_recv() else {
+        tracing::error!(session = %session.id, stream = %name, "LSL source stopped: the session's worker is gone");
+        return None;
+    };
+    match done.accepted {
+        Ok(_) => {
+            position.next_index = done.accepted_until;
+            position.last_ts = Some(last_ts);
+        }
+        Err(error) => tracing::warn!(session = %session.id, stream = %name, %error, "LSL chunk refused"),
+    }
+    for warning in &done.warnings {
+        tracing::info!(session = %session.id, stream = %name, warning = %warning.message, "LSL source");
+    }
+    Some(done.chunk)
 }
 
 /// Pulls the marker stream while the session is live.
