@@ -244,9 +244,15 @@ impl Config {
     fn validate(&self) -> anyhow::Result<()> {
         anyhow::ensure!(self.sessions.ring_buffer_seconds > 0.0, "sessions.ring_buffer_seconds must be > 0");
         anyhow::ensure!(self.models.queue_depth > 0, "models.queue_depth must be > 0");
-        anyhow::ensure!(self.sessions.worker_queue > 0, "sessions.worker_queue must be > 0");
         anyhow::ensure!(self.models.workers_per_model > 0, "models.workers_per_model must be > 0");
-        anyhow::ensure!(self.publish.subscriber_queue > 0, "publish.subscriber_queue must be > 0");
+        // Queues made per session and per route: bounded, so that a typo cannot ask for more than
+        // the machine has (a route's ring is allocated whole, a slot per prediction).
+        for (key, value, most) in [
+            ("sessions.worker_queue", self.sessions.worker_queue, 65_536),
+            ("publish.subscriber_queue", self.publish.subscriber_queue, 1 << 20),
+        ] {
+            anyhow::ensure!((1..=most).contains(&value), "{key} must be 1 to {most}, got {value}");
+        }
         anyhow::ensure!(self.server.max_message_bytes >= 1024, "server.max_message_bytes must be >= 1024");
         // HTTP/2 allows windows of 65,535 bytes to 2^31 - 1.
         for (key, value) in [
@@ -275,6 +281,22 @@ mod tests {
         let example: Config = Figment::from(Toml::file(&path)).extract().expect("example config parses");
         let defaults = Config::default();
         assert_eq!(toml::to_string(&example).unwrap(), toml::to_string(&defaults).unwrap());
+    }
+
+    #[test]
+    fn queue_sizes_out_of_range_are_refused_by_name() {
+        for (section, key, value) in
+            [("sessions", "worker_queue", 0u64), ("sessions", "worker_queue", 1 << 40), ("publish", "subscriber_queue", 1 << 21)]
+        {
+            let mut config = Config::default();
+            match (section, key) {
+                ("sessions", _) => config.sessions.worker_queue = value as usize,
+                _ => config.publish.subscriber_queue = value as usize,
+            }
+            let error = config.validate().unwrap_err().to_string();
+            assert!(error.contains(&format!("{section}.{key}")) && error.contains(&value.to_string()), "{error}");
+        }
+        assert!(Config::default().validate().is_ok());
     }
 
     #[test]
