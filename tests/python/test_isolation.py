@@ -110,7 +110,10 @@ def test_a_marker_and_window_flood_in_one_session_costs_another_sessions_subscri
         got: list = []
         subscription = decoding.Subscribe(pb.SubscribeRequest(session_id="quiet"))
         reader = read_into(subscription, got)
-        time.sleep(0.3)  # the subscription is in place before A's first window completes
+        # A dashboard subscribed to everything, which reads nothing until the end: it must lose
+        # only its own predictions, and say how many.
+        dashboard = decoding.Subscribe(pb.SubscribeRequest())
+        time.sleep(0.3)  # the subscriptions are in place before A's first window completes
 
         # B: 20 s of samples at once (so every marker below falls on buffered samples), then
         # 200 messages of 1024 markers each, all on samples already in: 204,800 windows to cut.
@@ -146,9 +149,18 @@ def test_a_marker_and_window_flood_in_one_session_costs_another_sessions_subscri
             time.sleep(0.05)
         subscription.cancel()
         reader.join(5)
-        dropped_metric = metric(server.http, "myelin_subscriber_dropped_total")
         b_predictions = sum(a.predictions for s in decoding.ListSessions(pb.ListSessionsRequest()).sessions
                             if s.session_id == "flood" for a in s.attachments)
+        seen: list = []
+        dashboard_reader = read_into(dashboard, seen)
+        quiet_since, count = time.monotonic(), 0
+        while time.monotonic() - quiet_since < 2.0:
+            time.sleep(0.1)
+            if len(seen) != count:
+                quiet_since, count = time.monotonic(), len(seen)
+        dashboard.cancel()
+        dashboard_reader.join(5)
+        dropped_metric = metric(server.http, "myelin_subscriber_dropped_total")
 
     assert a_replies[-1].samples_accepted_until == total_a
     assert b_replies[-1].markers_accepted == 200 * 1024
@@ -159,7 +171,12 @@ def test_a_marker_and_window_flood_in_one_session_costs_another_sessions_subscri
     assert all(p.subscriber_dropped_total == 0 for p in got)
     statuses = {pb.PredictionStatus.Name(p.status) for p in got}
     assert statuses == {"PREDICTION_STATUS_OK"}, statuses
-    assert dropped_metric == 0, f"myelin_subscriber_dropped_total = {dropped_metric}"
+    # The dashboard: both sessions' predictions, its oldest lost and counted as its own.
+    dashboard_lost = seen[-1].subscriber_dropped_total
+    assert {p.session_id for p in seen} <= {"quiet", "flood"}
+    assert dashboard_lost > 0, "the dashboard was meant to fall behind"
+    assert len(seen) + dashboard_lost == expected + b_predictions, "received + reported lost = all published"
+    assert dropped_metric == dashboard_lost, f"myelin_subscriber_dropped_total {dropped_metric}: not all the dashboard's own"
 
 
 @pytest.mark.parametrize("heavy_sessions", [1, 2])
