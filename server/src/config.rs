@@ -88,6 +88,9 @@ pub struct ServerConfig {
     pub http2_connection_window_bytes: u32,
     /// Log format: "pretty" or "json".
     pub log_format: String,
+    /// Seconds from SIGTERM (or Ctrl-C) to exit: calls end with UNAVAILABLE, queued windows are
+    /// decoded, recordings closed, threads joined; what is still running then is cut off.
+    pub shutdown_grace_s: f64,
 }
 
 impl Default for ServerConfig {
@@ -99,6 +102,7 @@ impl Default for ServerConfig {
             http2_stream_window_bytes: 256 * 1024,
             http2_connection_window_bytes: 16 * 1024 * 1024,
             log_format: "pretty".into(),
+            shutdown_grace_s: 10.0,
         }
     }
 }
@@ -254,6 +258,11 @@ impl Config {
             anyhow::ensure!((1..=most).contains(&value), "{key} must be 1 to {most}, got {value}");
         }
         anyhow::ensure!(self.server.max_message_bytes >= 1024, "server.max_message_bytes must be >= 1024");
+        anyhow::ensure!(
+            self.server.shutdown_grace_s > 0.0 && self.server.shutdown_grace_s <= 3600.0,
+            "server.shutdown_grace_s must be > 0 and <= 3600, got {}",
+            self.server.shutdown_grace_s
+        );
         // HTTP/2 allows windows of 65,535 bytes to 2^31 - 1.
         for (key, value) in [
             ("server.http2_stream_window_bytes", self.server.http2_stream_window_bytes),

@@ -5,7 +5,7 @@
 use std::pin::Pin;
 use std::sync::Arc;
 
-use futures::{Stream, StreamExt};
+use futures::Stream;
 use myelin_proto::v1::{self as pb, decoding_server::Decoding};
 use tonic::{Request, Response, Status};
 
@@ -77,14 +77,15 @@ impl Decoding for DecodingService {
     async fn subscribe(&self, request: Request<pb::SubscribeRequest>) -> Result<Response<PredictionStream>, Status> {
         let r = request.into_inner();
         let filter = Filter { session_id: r.session_id, attachment_id: r.attachment_id };
-        let stream = self.hub.subscribe(&filter)?.into_stream(self.shutdown.clone()).map(Ok);
+        let stream = self.hub.subscribe(&filter)?.into_stream(self.shutdown.clone());
         Ok(Response::new(Box::pin(stream)))
     }
 
     type CalibrateStream = Pin<Box<dyn Stream<Item = Result<pb::CalibrateProgress, Status>> + Send>>;
 
     async fn calibrate(&self, request: Request<pb::CalibrateRequest>) -> Result<Response<Self::CalibrateStream>, Status> {
-        let progress = crate::calibrate::start(request.into_inner(), self.sessions.clone(), self.models.clone()).await?;
+        let progress =
+            crate::calibrate::start(request.into_inner(), self.sessions.clone(), self.models.clone(), self.shutdown.clone()).await?;
         Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(progress))))
     }
 
@@ -114,9 +115,14 @@ impl Decoding for DecodingService {
             modality: pb::Modality::try_from(r.modality).unwrap_or(pb::Modality::Unspecified),
         };
         let (sessions, shutdown, stall) = (self.sessions.clone(), self.shutdown.clone(), self.lsl_stall_s);
-        let reply = tokio::task::spawn_blocking(move || crate::ingest::lsl::connect(&lsl, spec, &sessions, shutdown, stall))
-            .await
-            .map_err(|e| Status::internal(format!("LSL connect task failed: {e}")))??;
+        let connecting = tokio::task::spawn_blocking(move || crate::ingest::lsl::connect(&lsl, spec, &sessions, shutdown, stall));
+        let mut shutdown = self.shutdown.clone();
+        // Resolving waits up to its timeout; shutdown does not wait for it (a session it opens
+        // late is refused).
+        let reply = tokio::select! {
+            joined = connecting => joined.map_err(|e| Status::internal(format!("LSL connect task failed: {e}")))??,
+            _ = shutdown.wait() => return Err(crate::shutdown::shutting_down()),
+        };
         Ok(Response::new(reply))
     }
 

@@ -8,6 +8,7 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use myelin_server::card;
@@ -108,17 +109,29 @@ fn serve(config_path: Option<PathBuf>, demo: bool) -> anyhow::Result<()> {
     config.demo.enabled |= demo;
     init_logging(&config.server.log_format);
     let metrics = myelin_server::metrics::install()?;
+    let grace = Duration::from_secs_f64(config.server.shutdown_grace_s);
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("myelin-io").build()?;
-    runtime.block_on(async move {
+    let served = runtime.block_on(async move {
         let (trigger, shutdown) = shutdown::channel();
+        let signalled = trigger.clone();
         tokio::spawn(async move {
-            wait_for_signal().await;
-            tracing::info!("shutdown requested");
-            trigger.trigger();
+            let mut signals = Signals::new();
+            signals.next().await;
+            tracing::info!(grace_s = grace.as_secs_f64(), "shutdown requested");
+            signalled.trigger();
+            // The deadline: whatever still runs then is cut off.
+            std::thread::spawn(move || {
+                std::thread::sleep(grace);
+                tracing::error!(grace_s = grace.as_secs_f64(), "shutdown did not finish within server.shutdown_grace_s: exiting now");
+                std::process::exit(1);
+            });
+            signals.next().await;
+            tracing::warn!("second signal: exiting now");
+            std::process::exit(1);
         });
         let demo_config = config.demo.clone();
         let demo_shutdown = shutdown.clone();
-        myelin_server::server::serve(config, metrics, shutdown, move |bound, _models, _hub| {
+        myelin_server::server::serve(config, metrics, trigger, move |bound, _models, _hub| {
             // A stable line on stdout for scripts and tests: the addresses actually bound.
             println!("myelin ready grpc={} http={}", bound.grpc, bound.http);
             if demo_config.enabled {
@@ -130,14 +143,32 @@ fn serve(config_path: Option<PathBuf>, demo: bool) -> anyhow::Result<()> {
             }
         })
         .await
-    })
+    });
+    // Blocking tasks still running (an LSL resolve waiting out its timeout) are not waited for.
+    runtime.shutdown_timeout(Duration::from_millis(200));
+    served
 }
 
-async fn wait_for_signal() {
-    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = terminate.recv() => {}
+/// SIGTERM and Ctrl-C (SIGINT), as they come.
+struct Signals {
+    terminate: tokio::signal::unix::Signal,
+    interrupt: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> Self {
+        use tokio::signal::unix::{SignalKind, signal};
+        Self {
+            terminate: signal(SignalKind::terminate()).expect("SIGTERM handler"),
+            interrupt: signal(SignalKind::interrupt()).expect("SIGINT handler"),
+        }
+    }
+
+    async fn next(&mut self) {
+        tokio::select! {
+            _ = self.terminate.recv() => {}
+            _ = self.interrupt.recv() => {}
+        }
     }
 }
 

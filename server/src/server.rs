@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use metrics_exporter_prometheus::PrometheusHandle;
@@ -14,7 +15,7 @@ use crate::config::Config;
 use crate::decode::ModelRegistry;
 use crate::publish::Hub;
 use crate::session::SessionManager;
-use crate::shutdown::Shutdown;
+use crate::shutdown::ShutdownTrigger;
 use crate::{clock, grpc, http, ingest};
 
 /// Accepted connections with Nagle's algorithm off: predictions are small messages that must
@@ -35,15 +36,16 @@ pub struct Bound {
     pub http: SocketAddr,
 }
 
-/// Loads the models, binds both ports, and serves until `shutdown` fires. `on_ready` runs once
-/// both listeners are bound.
+/// Loads the models, binds both ports, and serves until `trigger` fires, then shuts down in
+/// order (see [`shut_down`]). `on_ready` runs once both listeners are bound.
 pub async fn serve(
     config: Config,
     metrics: PrometheusHandle,
-    shutdown: Shutdown,
+    trigger: ShutdownTrigger,
     on_ready: impl FnOnce(Bound, Arc<ModelRegistry>, Hub) + Send,
 ) -> anyhow::Result<()> {
     clock::init();
+    let shutdown = trigger.listener();
     let hub = Hub::new(config.publish.subscriber_queue);
     let models_config = config.models.clone();
     let models =
@@ -79,8 +81,12 @@ pub async fn serve(
     let bound = Bound { grpc: grpc_listener.local_addr()?, http: http_listener.local_addr()? };
 
     let max_message = config.server.max_message_bytes;
-    let ingest = IngestServer::new(ingest::IngestService { sessions: sessions.clone(), non_finite: config.sessions.non_finite_policy })
-        .max_decoding_message_size(max_message);
+    let ingest = IngestServer::new(ingest::IngestService {
+        sessions: sessions.clone(),
+        non_finite: config.sessions.non_finite_policy,
+        shutdown: shutdown.clone(),
+    })
+    .max_decoding_message_size(max_message);
     let decoding = DecodingServer::new(grpc::DecodingService {
         attacher,
         sessions: sessions.clone(),
@@ -105,9 +111,10 @@ pub async fn serve(
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1alpha()?;
 
-    let grpc_shutdown = {
-        let mut shutdown = shutdown.clone();
-        async move { shutdown.wait().await }
+    // tonic stops taking calls once health says NOT_SERVING (see shut_down).
+    let (refuse_calls, calls_refused) = tokio::sync::oneshot::channel::<()>();
+    let grpc_shutdown = async move {
+        let _ = calls_refused.await;
     };
     let grpc_server = tonic::transport::Server::builder()
         .initial_stream_window_size(config.server.http2_stream_window_bytes)
@@ -119,9 +126,10 @@ pub async fn serve(
         .add_service(reflection_v1alpha)
         .serve_with_incoming_shutdown(incoming_nodelay(grpc_listener), grpc_shutdown);
 
+    // Metrics stay readable while the server drains.
     let http_shutdown = {
         let mut shutdown = shutdown.clone();
-        async move { shutdown.wait().await }
+        async move { shutdown.wait_closing().await }
     };
     let http_server = axum::serve(http_listener, http::router(metrics.clone(), models.clone())).with_graceful_shutdown(http_shutdown);
 
@@ -146,10 +154,37 @@ pub async fn serve(
 
     tracing::info!(grpc = %bound.grpc, http = %bound.http, models = models.entries().len(), "myelin serving");
     on_ready(bound, models.clone(), hub.clone());
-    let (grpc_result, http_result) = tokio::join!(grpc_server, async { http_server.await });
+    let grace = Duration::from_secs_f64(config.server.shutdown_grace_s);
+    let stopping = shut_down(trigger, health_reporter, refuse_calls, sessions, models.clone(), grace);
+    let (grpc_result, http_result, ()) = tokio::join!(grpc_server, async { http_server.await }, stopping);
     upkeep.abort();
     grpc_result.context("gRPC server")?;
     http_result.context("HTTP server")?;
     tracing::info!("myelin stopped");
     Ok(())
+}
+
+/// The shutdown sequence, once triggered: health turns NOT_SERVING and gRPC stops taking calls;
+/// ingest streams, calibrations and ConnectLsl calls end with UNAVAILABLE (they watch the
+/// trigger) and LSL inlets stop; every session then ends, its windows already cut are decoded
+/// and recorded, and its threads are joined; Subscribe streams end with UNAVAILABLE; inference
+/// threads stop (windows still queued are published as SHED) and are joined. Each step keeps to
+/// the grace period; main exits the process when it is over, whatever is left.
+async fn shut_down(
+    trigger: ShutdownTrigger,
+    health: tonic_health::server::HealthReporter,
+    refuse_calls: tokio::sync::oneshot::Sender<()>,
+    sessions: Arc<SessionManager>,
+    models: Arc<ModelRegistry>,
+    grace: Duration,
+) {
+    trigger.listener().wait().await;
+    let deadline = Instant::now() + grace.mul_f64(0.9);
+    health.set_not_serving::<IngestServer<ingest::IngestService>>().await;
+    health.set_not_serving::<DecodingServer<grpc::DecodingService>>().await;
+    let _ = refuse_calls.send(());
+    tracing::info!(grace_s = grace.as_secs_f64(), "shutting down: ending calls, draining sessions");
+    let _ = tokio::task::spawn_blocking(move || sessions.shutdown(deadline)).await;
+    trigger.close();
+    let _ = tokio::task::spawn_blocking(move || models.shutdown(deadline)).await;
 }

@@ -22,6 +22,11 @@ def myelin_bin() -> str:
     return path
 
 
+@pytest.fixture(name="myelin_bin")
+def myelin_bin_fixture() -> str:
+    return myelin_bin()
+
+
 @pytest.fixture
 def server():
     s = live.Server(myelin_bin())

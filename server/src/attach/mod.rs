@@ -103,6 +103,7 @@ impl Attacher {
             include_embedding: spec.include_embedding,
             route,
             buffers: Arc::new(WindowBuffers::new(channels.index.len() * plan.length)),
+            in_flight: session.in_flight().clone(),
         });
         let sos = card.preprocessing.filter.as_ref().map(|f| f.sos.clone()).unwrap_or_default();
         let filter = SosFilter::new(&sos, channels.index.len());

@@ -19,15 +19,24 @@ use crate::decode::erp::XdawnLda;
 use crate::decode::input::WindowPreprocessor;
 use crate::id::{ID_RULE, is_valid_id};
 use crate::session::{Session, SessionManager};
+use crate::shutdown::Shutdown;
 use crate::window::Cutter;
 use crate::window::collector::Collector;
 use plan::Plan;
 
-/// Starts a calibration; the returned stream carries progress, then the result or an error.
+/// Longest collection a calibration may ask for (a day), and its other bounds.
+const MAX_SECONDS: f64 = 86_400.0;
+const MAX_EPOCHS: u32 = 100_000;
+const MAX_FOLDS: u32 = 100;
+const MAX_FILTERS_PER_CLASS: u32 = 64;
+
+/// Starts a calibration; the returned stream carries progress, then the result or an error
+/// (UNAVAILABLE if the server shuts down while it collects).
 pub async fn start(
     request: pb::CalibrateRequest,
     sessions: Arc<SessionManager>,
     models: Arc<ModelRegistry>,
+    shutdown: Shutdown,
 ) -> Result<mpsc::Receiver<Result<pb::CalibrateProgress, Status>>, Status> {
     if request.target_codes.is_empty() || request.non_target_codes.is_empty() {
         return Err(Status::invalid_argument("target_codes and non_target_codes must both be set"));
@@ -39,6 +48,22 @@ pub async fn start(
     }
     if request.max_epochs == 0 && !(request.max_seconds > 0.0) {
         return Err(Status::invalid_argument("set max_epochs or max_seconds (when to stop collecting)"));
+    }
+    // Every number bounded before anything is set up (a Duration from an infinite number panics).
+    if !(request.max_seconds >= 0.0 && request.max_seconds <= MAX_SECONDS) {
+        return Err(Status::invalid_argument(format!("max_seconds must be 0 to {MAX_SECONDS}, got {}", request.max_seconds)));
+    }
+    for (field, value, most) in [
+        ("max_epochs", request.max_epochs, MAX_EPOCHS),
+        ("folds", request.folds, MAX_FOLDS),
+        ("filters_per_class", request.filters_per_class, MAX_FILTERS_PER_CLASS),
+    ] {
+        if value > most {
+            return Err(Status::invalid_argument(format!("{field} must be at most {most}, got {value}")));
+        }
+    }
+    if request.folds == 1 {
+        return Err(Status::invalid_argument("folds must be 0 (the default, 5) or at least 2"));
     }
     let max_epochs = if request.max_epochs == 0 { usize::MAX } else { request.max_epochs as usize };
     // Bounded: at most max_epochs epochs are ever wanted, and a few thousand is plenty for any
@@ -77,7 +102,7 @@ pub async fn start(
     };
     let (progress_tx, progress_rx) = mpsc::channel(64);
     tokio::spawn(async move {
-        let outcome = run(plan, session_id, card, preprocessor, epochs_rx, session, models, &progress_tx).await;
+        let outcome = run(plan, session_id, card, preprocessor, epochs_rx, session, models, shutdown, &progress_tx).await;
         if let Err(status) = outcome {
             let _ = progress_tx.send(Err(status)).await;
         }
@@ -94,6 +119,7 @@ async fn run(
     mut epochs_rx: mpsc::Receiver<(Vec<f32>, bool)>,
     session: Arc<Session>,
     models: Arc<ModelRegistry>,
+    mut shutdown: Shutdown,
     progress: &mpsc::Sender<Result<pb::CalibrateProgress, Status>>,
 ) -> Result<(), Status> {
     let started = Instant::now();
@@ -104,6 +130,7 @@ async fn run(
         let next = tokio::select! {
             next = epochs_rx.recv() => next,
             _ = progress.closed() => break, // the caller went away while nothing arrived
+            _ = shutdown.wait() => break,
             _ = async {
                 match deadline {
                     Some(deadline) => tokio::time::sleep_until(deadline).await,
@@ -125,6 +152,10 @@ async fn run(
     }
     // Stop collecting whatever happens next.
     let _ = session.visit(&plan.attachment_id, |runtime| runtime.collector = None).await;
+    // The stream may have ended because the server is shutting down: no fit then either.
+    if shutdown.is_triggered() {
+        return Err(crate::shutdown::shutting_down());
+    }
     if progress.is_closed() {
         tracing::info!(attachment = %plan.attachment_id, "calibration cancelled by the caller");
         return Ok(());

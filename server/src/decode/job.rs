@@ -2,8 +2,8 @@
 //! prediction need, and the model's queue it waits in. (These types refer to each other: an
 //! attachment names its model, the model's queue holds windows, a window names its attachment.)
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use myelin_proto::v1::{self as pb, LatePolicy, PredictionStatus};
@@ -40,6 +40,8 @@ pub struct Attachment {
     pub route: Arc<AttachmentRoute>,
     /// Window buffers, handed back after preprocessing so windows reuse them.
     pub buffers: Arc<WindowBuffers>,
+    /// The session's windows between their cut and their publication.
+    pub in_flight: Arc<InFlight>,
 }
 
 impl Attachment {
@@ -66,7 +68,33 @@ impl Attachment {
             include_embedding: self.include_embedding,
             route: self.route.clone(),
             buffers: self.buffers.clone(),
+            in_flight: self.in_flight.clone(),
         }
+    }
+}
+
+/// Counts a session's windows between their cut and their publication, so that a session that
+/// ends can wait for its last predictions before it closes its recording.
+#[derive(Default)]
+pub struct InFlight(AtomicUsize);
+
+/// One window counted in an [`InFlight`] until dropped.
+pub struct InFlightWindow(Arc<InFlight>);
+
+impl InFlight {
+    pub fn count(&self) -> usize {
+        self.0.load(Ordering::Acquire)
+    }
+
+    pub fn window(self: &Arc<Self>) -> InFlightWindow {
+        self.0.fetch_add(1, Ordering::AcqRel);
+        InFlightWindow(self.clone())
+    }
+}
+
+impl Drop for InFlightWindow {
+    fn drop(&mut self) {
+        self.0.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -111,6 +139,8 @@ pub struct WindowJob {
     pub sequence: u64,
     pub last_sample_received_ns: u64,
     pub enqueued_ns: u64,
+    /// Counted until its prediction is published.
+    pub in_flight: InFlightWindow,
 }
 
 impl WindowJob {
@@ -143,6 +173,7 @@ impl WindowJob {
         let prediction = self.prediction(status, reason);
         self.attachment.buffers.give_back(self.data);
         self.attachment.route.publish(prediction, self.attachment.late_policy);
+        drop(self.in_flight);
     }
 }
 
@@ -151,11 +182,25 @@ pub struct LoadedModel {
     pub card: ModelCard,
     pub provider: String,
     queue: Sender<WindowJob>,
+    /// Dropped to stop the inference threads (shutdown), which are then joined.
+    stop: Mutex<Option<Sender<()>>>,
+    threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
 }
 
 impl LoadedModel {
-    pub fn new(card: ModelCard, provider: String, queue: Sender<WindowJob>) -> Self {
-        Self { card, provider, queue }
+    pub fn new(card: ModelCard, provider: String, queue: Sender<WindowJob>, stop: Sender<()>) -> Self {
+        Self { card, provider, queue, stop: Mutex::new(Some(stop)), threads: Mutex::default() }
+    }
+
+    pub fn add_thread(&self, thread: std::thread::JoinHandle<()>) {
+        self.threads.lock().unwrap_or_else(PoisonError::into_inner).push(thread);
+    }
+
+    /// Tells the inference threads to stop (windows still queued are published as SHED) and
+    /// hands back their threads to join.
+    pub fn stop(&self) -> Vec<std::thread::JoinHandle<()>> {
+        self.stop.lock().unwrap_or_else(PoisonError::into_inner).take();
+        std::mem::take(&mut *self.threads.lock().unwrap_or_else(PoisonError::into_inner))
     }
 
     /// Queues a window without waiting; gives it back when the queue is full (load shedding).

@@ -116,6 +116,24 @@ impl ModelRegistry {
         Ok(model)
     }
 
+    /// Stops every model's inference threads (windows still queued are published as SHED) and
+    /// joins them until `deadline`. Blocking.
+    pub fn shutdown(&self, deadline: std::time::Instant) {
+        let threads: Vec<_> = self
+            .entries()
+            .iter()
+            .filter_map(|e| match e {
+                ModelEntry::Ready(model) => Some(model.stop()),
+                ModelEntry::Failed { .. } => None,
+            })
+            .flatten()
+            .collect();
+        let left = crate::shutdown::join_until(threads, deadline);
+        if left > 0 {
+            tracing::warn!(threads = left, "inference threads still running at the shutdown deadline");
+        }
+    }
+
     pub fn entries(&self) -> Vec<ModelEntry> {
         self.entries.read().unwrap_or_else(PoisonError::into_inner).clone()
     }

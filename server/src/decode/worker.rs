@@ -17,24 +17,39 @@ use crate::metrics as m;
 /// Starts one inference thread per backend, all fed by one bounded queue of `queue_depth` windows.
 pub fn start(card: ModelCard, provider: String, backends: Vec<Box<dyn Backend>>, queue_depth: usize) -> Arc<LoadedModel> {
     let (sender, receiver) = crossbeam_channel::bounded(queue_depth);
-    let loaded = Arc::new(LoadedModel::new(card, provider, sender));
+    let (stop, stopped) = crossbeam_channel::bounded(0);
+    let loaded = Arc::new(LoadedModel::new(card, provider, sender, stop));
     for (worker, backend) in backends.into_iter().enumerate() {
-        let receiver = receiver.clone();
+        let (receiver, stopped) = (receiver.clone(), stopped.clone());
         let card = loaded.card.clone();
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name(format!("infer-{}-{worker}", card.id))
-            .spawn(move || inference_loop(backend, card, receiver))
+            .spawn(move || inference_loop(backend, card, receiver, stopped))
             .expect("spawning an inference thread");
+        loaded.add_thread(thread);
     }
     loaded
 }
 
-/// One inference thread: takes windows from the model's queue until the queue closes.
-fn inference_loop(mut backend: Box<dyn Backend>, card: ModelCard, queue: Receiver<WindowJob>) {
+/// One inference thread: takes windows from the model's queue until the queue closes or `stop`
+/// does (shutdown: the windows still queued are published as SHED "shutdown").
+fn inference_loop(mut backend: Box<dyn Backend>, card: ModelCard, queue: Receiver<WindowJob>, stop: Receiver<()>) {
     let mut scratch = Vec::new();
     let mut gallery_scores = Vec::new();
     let mut input = vec![0.0f32; card.channels.len() * card.window_samples()];
-    while let Ok(job) = queue.recv() {
+    loop {
+        let job = crossbeam_channel::select! {
+            recv(queue) -> job => match job {
+                Ok(job) => job,
+                Err(_) => return,
+            },
+            recv(stop) -> _ => {
+                for job in queue.try_iter() {
+                    job.publish_undecoded(PredictionStatus::Shed, "shutdown".into());
+                }
+                return;
+            }
+        };
         m::queue_depth(&card.id, queue.len());
         let decode_start = clock::now_ns();
         let budget_ns = u64::from(job.attachment.budget_ms) * 1_000_000;
@@ -44,7 +59,7 @@ fn inference_loop(mut backend: Box<dyn Backend>, card: ModelCard, queue: Receive
             continue;
         }
         let mut prediction = job.prediction(PredictionStatus::Ok, String::new());
-        let WindowJob { attachment, data, enqueued_ns, .. } = job;
+        let WindowJob { attachment, data, enqueued_ns, in_flight, .. } = job;
         attachment.preprocessor.run(&data, &mut scratch, &mut input);
         attachment.buffers.give_back(data);
         let outcome = backend.infer(&input, attachment.sensors.as_deref()).and_then(|(output, embedding)| {
@@ -86,5 +101,6 @@ fn inference_loop(mut backend: Box<dyn Backend>, card: ModelCard, queue: Receive
             }
         }
         attachment.route.publish(prediction, attachment.late_policy);
+        drop(in_flight);
     }
 }

@@ -20,11 +20,13 @@ use crate::config::NonFinitePolicy;
 use crate::metrics as m;
 use crate::session::command::Chunk;
 use crate::session::{Session, SessionManager};
+use crate::shutdown::{Shutdown, shutting_down};
 use validate::{decode_chunk, reject_transport, validate_header};
 
 pub struct IngestService {
     pub sessions: Arc<SessionManager>,
     pub non_finite: NonFinitePolicy,
+    pub shutdown: Shutdown,
 }
 
 type ReplyStream = Pin<Box<dyn Stream<Item = Result<pb::IngestReply, Status>> + Send>>;
@@ -36,11 +38,13 @@ impl pb::ingest_server::Ingest for IngestService {
     async fn stream(&self, request: Request<Streaming<pb::IngestRequest>>) -> Result<Response<ReplyStream>, Status> {
         let inbound = request.into_inner();
         let (replies, receiver) = mpsc::channel(64);
-        let (sessions, non_finite) = (self.sessions.clone(), self.non_finite);
+        let (sessions, non_finite, shutdown) = (self.sessions.clone(), self.non_finite, self.shutdown.clone());
         tokio::spawn(async move {
-            if let Err(status) = run(inbound, &replies, &sessions, non_finite).await {
+            if let Err(status) = run(inbound, &replies, &sessions, non_finite, shutdown).await {
                 tracing::info!(code = ?status.code(), message = status.message(), "ingest stream ended with an error");
-                let _ = replies.send(Err(status)).await;
+                // A client that does not read its replies does not get this either; it must not
+                // keep the task (and its session) alive.
+                let _ = tokio::time::timeout(std::time::Duration::from_secs(1), replies.send(Err(status))).await;
             }
         });
         Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(receiver))))
@@ -62,8 +66,13 @@ async fn run(
     replies: &mpsc::Sender<Result<pb::IngestReply, Status>>,
     sessions: &SessionManager,
     non_finite: NonFinitePolicy,
+    mut shutdown: Shutdown,
 ) -> Result<(), Status> {
-    let header = match inbound.next().await {
+    let first = tokio::select! {
+        first = inbound.next() => first,
+        _ = shutdown.wait() => return Err(shutting_down()),
+    };
+    let header = match first {
         None => return Ok(()),
         Some(Err(status)) => return Err(reject_transport(status)),
         Some(Ok(pb::IngestRequest { message: Some(Message::Header(header)) })) => header,
@@ -80,7 +89,12 @@ async fn run(
     let mut markers_accepted = 0u64;
     // Travels to the worker and back with every chunk: no allocation per chunk once grown.
     let mut chunk = Chunk::default();
-    while let Some(message) = inbound.next().await {
+    loop {
+        let next = tokio::select! {
+            next = inbound.next() => next,
+            _ = shutdown.wait() => return Err(shutting_down()),
+        };
+        let Some(message) = next else { break };
         let message = message.map_err(reject_transport)?;
         let received_ns = clock::now_ns();
         let mut warnings = Vec::new();
@@ -114,7 +128,11 @@ async fn run(
             }
         };
         let reply = pb::IngestReply { samples_accepted_until: accepted_until, markers_accepted, warnings };
-        if replies.send(Ok(reply)).await.is_err() {
+        let sent = tokio::select! {
+            sent = replies.send(Ok(reply)) => sent,
+            _ = shutdown.wait() => return Err(shutting_down()),
+        };
+        if sent.is_err() {
             break; // the client went away
         }
     }

@@ -226,17 +226,25 @@ impl Subscription {
     }
 
     /// A gRPC Subscribe stream: each prediction carries this subscriber's losses so far; the
-    /// stream ends with the route or at shutdown.
-    pub fn into_stream(self, shutdown: Shutdown) -> impl Stream<Item = Prediction> + Send + 'static {
-        let state = (self, shutdown, SubscriberGauge::new());
-        futures::stream::unfold(state, |(mut subscription, mut shutdown, gauge)| async move {
+    /// stream ends (OK) with the route, or with UNAVAILABLE when the server shuts down (after
+    /// the last predictions it decodes).
+    pub fn into_stream(self, shutdown: Shutdown) -> impl Stream<Item = Result<Prediction, tonic::Status>> + Send + 'static {
+        let state = Some((self, shutdown, SubscriberGauge::new()));
+        futures::stream::unfold(state, |state| async move {
+            let (mut subscription, mut shutdown, gauge) = state?;
+            let shut = || Some((Err(crate::shutdown::shutting_down()), None));
             let next = tokio::select! {
-                next = subscription.next() => next?,
-                _ = shutdown.wait() => return None,
+                next = subscription.next() => match next {
+                    Some(next) => next,
+                    // Routes also go when the server shuts its sessions down.
+                    None if shutdown.is_triggered() => return shut(),
+                    None => return None,
+                },
+                _ = shutdown.wait_closing() => return shut(),
             };
             let mut prediction = Prediction::clone(&next);
             prediction.subscriber_dropped_total = subscription.dropped;
-            Some((prediction, (subscription, shutdown, gauge)))
+            Some((Ok(prediction), Some((subscription, shutdown, gauge))))
         })
     }
 }

@@ -25,11 +25,12 @@ use crate::publish::tap::Tap;
 pub use event::{CLOCK_STREAM, DATA_STREAM, Event, MARKER_STREAM};
 
 /// The sending side, held by the session's worker. Dropping it stops the recording: the writer
-/// writes the stream footers and closes the file.
+/// writes what is queued and the stream footers, closes the file, and is joined.
 pub struct Recorder {
-    sender: Sender<Event>,
+    sender: Option<Sender<Event>>,
     pub path: PathBuf,
-    _predictions: Tap,
+    predictions: Option<Tap>,
+    writer: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Recorder {
@@ -56,7 +57,8 @@ impl Recorder {
             &mut out,
             DATA_STREAM,
             &xdf::StreamSpec {
-                name: &header.stream_name,
+                // The name is optional in a header, not in an XDF file (pyxdf fails without one).
+                name: if header.stream_name.is_empty() { &header.session_id } else { &header.stream_name },
                 kind: &modality,
                 channels: &channels,
                 rate: header.nominal_rate_hz,
@@ -97,7 +99,7 @@ impl Recorder {
         file.sync_data()?;
         let (sender, receiver) = crossbeam_channel::bounded(65_536);
         let writer_path = path.clone();
-        std::thread::Builder::new().name(format!("record-{}", header.session_id)).spawn(move || {
+        let writer = std::thread::Builder::new().name(format!("record-{}", header.session_id)).spawn(move || {
             if let Err(error) = writer::write_loop(file, receiver, flush_interval) {
                 tracing::error!(path = %writer_path.display(), %error, "recording failed");
             }
@@ -105,12 +107,25 @@ impl Recorder {
         tracing::info!(path = %path.display(), "recording session");
         let (prediction_sender, prediction_path) = (sender.clone(), path.clone());
         let predictions = route.tap(move |p| send(&prediction_sender, &prediction_path, Event::Prediction(p.clone())));
-        Ok(Self { sender, path, _predictions: predictions })
+        Ok(Self { sender: Some(sender), path, predictions: Some(predictions), writer: Some(writer) })
     }
 
     /// Never blocks (see [`send`]).
     pub fn send(&self, event: Event) {
-        send(&self.sender, &self.path, event);
+        if let Some(sender) = &self.sender {
+            send(sender, &self.path, event);
+        }
+    }
+}
+
+impl Drop for Recorder {
+    fn drop(&mut self) {
+        // Both senders gone (the tap holds the other), the writer finishes the file.
+        self.predictions.take();
+        self.sender.take();
+        if let Some(writer) = self.writer.take() {
+            let _ = writer.join();
+        }
     }
 }
 

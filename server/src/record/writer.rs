@@ -95,7 +95,7 @@ fn encode(event: Event, out: &mut Vec<u8>, footers: &mut HashMap<u32, Footer>, p
                     Some(pb::prediction::Result::Classification(c)) => c.labels.join(","),
                     _ => String::new(),
                 };
-                let desc = format!("<attachment>{attachment}</attachment><labels>{labels}</labels>");
+                let desc = format!("<attachment>{}</attachment><labels>{}</labels>", xdf::escape(attachment), xdf::escape(&labels));
                 xdf::stream_header(
                     out,
                     next,

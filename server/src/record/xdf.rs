@@ -33,8 +33,23 @@ fn chunk(out: &mut Vec<u8>, tag: u16, content: &[u8]) {
     out.extend_from_slice(content);
 }
 
-fn escape(text: &str) -> String {
-    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+/// Text as XML character data. Characters XML 1.0 does not allow (control characters other than
+/// tab, newline and carriage return) become U+FFFD, so that any label a client sends still makes
+/// a well-formed header.
+pub fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\t' | '\n' | '\r' => out.push(c),
+            c if c < ' ' || c == '\u{FFFE}' || c == '\u{FFFF}' => out.push('\u{FFFD}'),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 pub fn file_header(out: &mut Vec<u8>, datetime: &str) {
@@ -125,6 +140,11 @@ pub fn stream_footer(out: &mut Vec<u8>, id: u32, first: f64, last: f64, count: u
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn escaped_text_is_well_formed_xml_character_data() {
+        assert_eq!(super::escape("a<b>&\"c\u{1}\u{0}d\te"), "a&lt;b&gt;&amp;&quot;c\u{FFFD}\u{FFFD}d\te");
+    }
+
     use super::*;
 
     #[test]

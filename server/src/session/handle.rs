@@ -13,6 +13,7 @@ use super::command::{Chunk, ChunkDone, Command, MarkersDone};
 use super::error::SessionError;
 use super::snapshot::Snapshot;
 use crate::decode::Attachment;
+use crate::decode::job::InFlight;
 use crate::metrics as m;
 use crate::publish::SessionRoute;
 
@@ -29,6 +30,10 @@ pub struct Session {
     pub(super) snapshot: Arc<Snapshot>,
     pub(super) live: AtomicBool,
     pub(super) ended_at: Mutex<Option<Instant>>,
+    /// Windows cut and not yet published, shared with every attachment.
+    pub(super) in_flight: Arc<InFlight>,
+    /// The worker's thread and the source threads feeding it (LSL inlets), joined at shutdown.
+    pub(super) threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
 }
 
 impl Session {
@@ -44,6 +49,20 @@ impl Session {
     /// Where this session's predictions are published.
     pub fn route(&self) -> &Arc<SessionRoute> {
         &self.route
+    }
+
+    /// The counter of the session's windows in flight, for its attachments.
+    pub fn in_flight(&self) -> &Arc<InFlight> {
+        &self.in_flight
+    }
+
+    /// A thread that feeds this session (an LSL inlet), joined when the server shuts down.
+    pub fn add_source_thread(&self, thread: std::thread::JoinHandle<()>) {
+        self.threads.lock().unwrap_or_else(PoisonError::into_inner).push(thread);
+    }
+
+    pub(super) fn take_threads(&self) -> Vec<std::thread::JoinHandle<()>> {
+        std::mem::take(&mut *self.threads.lock().unwrap_or_else(PoisonError::into_inner))
     }
 
     /// The stream ended: marks the session ended at once and tells its worker (after whatever it

@@ -2,7 +2,7 @@
 //! (and its recorder); nothing here ever waits on a session's work.
 
 use std::collections::HashMap;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
@@ -14,6 +14,7 @@ use super::handle::Session;
 use super::snapshot::Snapshot;
 use super::worker::{self, WorkerSpec};
 use crate::config::{RecordingConfig, SessionsConfig};
+use crate::decode::job::InFlight;
 use crate::metrics as m;
 use crate::publish::Hub;
 use crate::record::Recorder;
@@ -27,11 +28,13 @@ pub struct SessionManager {
     config: SessionsConfig,
     recording: RecordingConfig,
     hub: Hub,
+    /// Set when the server shuts down: no session opens any more.
+    closed: AtomicBool,
 }
 
 impl SessionManager {
     pub fn new(config: SessionsConfig, recording: RecordingConfig, hub: Hub) -> Self {
-        Self { sessions: RwLock::new(HashMap::new()), config, recording, hub }
+        Self { sessions: RwLock::new(HashMap::new()), config, recording, hub, closed: AtomicBool::new(false) }
     }
 
     pub fn config(&self) -> &SessionsConfig {
@@ -42,6 +45,9 @@ impl SessionManager {
     /// its worker. `source` says where its samples come from ("grpc", "lsl").
     pub fn open(&self, header: pb::StreamHeader, source: &'static str) -> Result<Arc<Session>, SessionError> {
         let mut sessions = self.sessions.write().unwrap_or_else(PoisonError::into_inner);
+        if self.closed.load(Ordering::Acquire) {
+            return Err(SessionError::Unavailable("shutting down".into()));
+        }
         self.forget_ended_in(&mut sessions);
         if sessions.get(&header.session_id).is_some_and(|existing| existing.is_live()) {
             return Err(SessionError::AlreadyExists(format!("session {:?} is already being streamed by another call", header.session_id)));
@@ -75,6 +81,7 @@ impl SessionManager {
         };
         let recording_path = recorder.as_ref().map(|r| r.path.clone());
         let snapshot = Arc::new(Snapshot::default());
+        let in_flight = Arc::new(InFlight::default());
         let (commands, inbox) = mpsc::channel(self.config.worker_queue);
         let spec = WorkerSpec {
             session_id: header.session_id.clone(),
@@ -84,8 +91,10 @@ impl SessionManager {
             max_pending_markers: self.config.max_pending_markers,
             recorder,
             snapshot: snapshot.clone(),
+            in_flight: in_flight.clone(),
         };
-        worker::spawn(spec, inbox).map_err(|e| SessionError::Unavailable(format!("starting the session's worker thread: {e}")))?;
+        let worker =
+            worker::spawn(spec, inbox).map_err(|e| SessionError::Unavailable(format!("starting the session's worker thread: {e}")))?;
         let session = Arc::new(Session {
             id: header.session_id.clone(),
             source,
@@ -97,6 +106,8 @@ impl SessionManager {
             snapshot,
             live: AtomicBool::new(true),
             ended_at: Mutex::new(None),
+            in_flight,
+            threads: Mutex::new(vec![worker]),
         });
         metrics::gauge!(m::LIVE_SESSIONS).increment(1.0);
         sessions.insert(session.id.clone(), session.clone());
@@ -123,6 +134,26 @@ impl SessionManager {
         let mut list: Vec<_> = self.sessions.read().unwrap_or_else(PoisonError::into_inner).values().cloned().collect();
         list.sort_by(|a, b| a.id.cmp(&b.id));
         list
+    }
+
+    /// Shutdown: no session opens any more; every session ends (its windows already cut are
+    /// published and its recording closed) and its threads are joined until `deadline`, once
+    /// the calls still using it have ended. Blocking.
+    pub fn shutdown(&self, deadline: std::time::Instant) {
+        self.closed.store(true, Ordering::Release);
+        let sessions: Vec<Arc<Session>> = self.sessions.write().unwrap_or_else(PoisonError::into_inner).drain().map(|(_, s)| s).collect();
+        let mut threads = Vec::new();
+        for session in &sessions {
+            session.end();
+            // Its worker stops once nobody holds the session: not its sources (which stop on the
+            // shutdown signal) nor the calls using it.
+            threads.extend(session.take_threads());
+        }
+        drop(sessions);
+        let left = crate::shutdown::join_until(threads, deadline);
+        if left > 0 {
+            tracing::warn!(threads = left, "session threads still running at the shutdown deadline");
+        }
     }
 
     /// The session that has attachment `attachment_id`.

@@ -6,6 +6,7 @@
 //! heavy session only ever slows itself.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use myelin_proto::v1 as pb;
 use tokio::sync::mpsc;
@@ -16,6 +17,7 @@ use super::error::SessionError;
 use super::markers::PendingMarkers;
 use super::snapshot::Snapshot;
 use super::stream::{StreamRings, gap_timestamp};
+use crate::decode::job::InFlight;
 use crate::metrics as m;
 use crate::record::{Event, Recorder};
 use crate::window::Cut;
@@ -30,6 +32,7 @@ pub struct WorkerSpec {
     pub max_pending_markers: usize,
     pub recorder: Option<Recorder>,
     pub snapshot: Arc<Snapshot>,
+    pub in_flight: Arc<InFlight>,
 }
 
 struct Worker {
@@ -39,13 +42,14 @@ struct Worker {
     attachments: Vec<AttachmentState>,
     recorder: Option<Recorder>,
     snapshot: Arc<Snapshot>,
+    in_flight: Arc<InFlight>,
     /// One frame of zeros (gap filling) and the cuts of one pass, reused.
     zeros: Vec<f32>,
     cuts: Vec<Cut>,
 }
 
 /// Starts the worker's thread; it runs until every sender of `inbox` is gone.
-pub fn spawn(spec: WorkerSpec, mut inbox: mpsc::Receiver<Command>) -> std::io::Result<()> {
+pub fn spawn(spec: WorkerSpec, mut inbox: mpsc::Receiver<Command>) -> std::io::Result<std::thread::JoinHandle<()>> {
     let name = format!("session-{}", spec.session_id);
     std::thread::Builder::new().name(name).spawn(move || {
         let mut worker = Worker {
@@ -55,6 +59,7 @@ pub fn spawn(spec: WorkerSpec, mut inbox: mpsc::Receiver<Command>) -> std::io::R
             attachments: Vec::new(),
             recorder: spec.recorder,
             snapshot: spec.snapshot,
+            in_flight: spec.in_flight,
             zeros: vec![0.0; spec.n_channels],
             cuts: Vec::new(),
         };
@@ -62,8 +67,7 @@ pub fn spawn(spec: WorkerSpec, mut inbox: mpsc::Receiver<Command>) -> std::io::R
             worker.handle(command);
         }
         worker.end();
-    })?;
-    Ok(())
+    })
 }
 
 impl Worker {
@@ -209,10 +213,18 @@ impl Worker {
     }
 
     /// The stream ended: a calibration collecting from it fits on what it has (no more epochs
-    /// come), and closing the recorder's queue lets its thread write the footers and close.
+    /// come); once the windows already cut are published (their attachments' largest budget at
+    /// most, 5 s at the very most), the recording is closed: its thread writes the footers.
     fn end(&mut self) {
         for attachment in &mut self.attachments {
             attachment.collector = None;
+        }
+        if self.recorder.is_some() {
+            let budget_ms = self.attachments.iter().map(|a| u64::from(a.shared.budget_ms)).max().unwrap_or(0);
+            let deadline = Instant::now() + Duration::from_millis(budget_ms.min(5_000) + 100);
+            while self.in_flight.count() > 0 && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(1));
+            }
         }
         self.recorder = None;
     }

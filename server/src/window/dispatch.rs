@@ -56,6 +56,7 @@ pub fn dispatch(
         sequence: attachment.next_sequence(),
         last_sample_received_ns: stream.received_ns.get(last).unwrap_or_else(clock::now_ns),
         enqueued_ns: clock::now_ns(),
+        in_flight: attachment.in_flight.window(),
     };
     if refusal.is_none() {
         job.data = attachment.buffers.take();

@@ -96,17 +96,20 @@ pub fn connect(
     tracing::info!(session = %spec.session_id, stream = %full.name(), host = %full.hostname(), channels = count, rate, "LSL source connected");
     let marker_stream = marker_inlet.as_ref().map(|(_, name, _)| name.clone()).unwrap_or_default();
     if let Some((marker_inlet, name, is_string)) = marker_inlet {
-        let (session, shutdown) = (session.clone(), shutdown.clone());
-        std::thread::Builder::new()
+        let (feeding, shutdown) = (session.clone(), shutdown.clone());
+        let thread = std::thread::Builder::new()
             .name(format!("lsl-markers-{}", spec.session_id))
-            .spawn(move || inlet::markers_loop(marker_inlet, name, is_string, session, shutdown))
+            .spawn(move || inlet::markers_loop(marker_inlet, name, is_string, feeding, shutdown))
             .map_err(|e| Status::internal(e.to_string()))?;
+        session.add_source_thread(thread);
     }
     let name = full.name();
-    std::thread::Builder::new()
+    let feeding = session.clone();
+    let thread = std::thread::Builder::new()
         .name(format!("lsl-in-{}", spec.session_id))
-        .spawn(move || inlet::data_loop(inlet, name, count, rate, session, shutdown, stall_seconds))
+        .spawn(move || inlet::data_loop(inlet, name, count, rate, feeding, shutdown, stall_seconds))
         .map_err(|e| Status::internal(e.to_string()))?;
+    session.add_source_thread(thread);
     Ok(pb::ConnectLslReply { header: Some(header), source_id: full.source_id(), hostname: full.hostname(), marker_stream })
 }
 
