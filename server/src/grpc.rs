@@ -10,9 +10,10 @@ use myelin_proto::v1::{self as pb, decoding_server::Decoding};
 use tonic::{Request, Response, Status};
 
 use crate::attach::{AttachSpec, Attacher};
+use crate::budget::{MemoryBudget, Slots};
 use crate::card::ModelCard;
 use crate::decode::{ModelEntry, ModelRegistry};
-use crate::id::{ID_RULE, is_valid_id};
+use crate::id::{ID_RULE, is_valid_id, shown};
 use crate::publish::{Filter, Hub};
 use crate::session::SessionManager;
 use crate::shutdown::Shutdown;
@@ -27,6 +28,12 @@ pub struct DecodingService {
     pub shutdown: Shutdown,
     pub lsl_resolve_timeout_s: f64,
     pub lsl_stall_s: f64,
+    /// Open Subscribe streams (`limits.subscribers`).
+    pub subscribers: Arc<Slots>,
+    /// Calibrations at once (`limits.calibrations`), and the memory their epochs take.
+    pub calibrations: Arc<Slots>,
+    pub memory: Arc<MemoryBudget>,
+    pub connect_lsl_timeout_s: f64,
 }
 
 type PredictionStream = Pin<Box<dyn Stream<Item = Result<pb::Prediction, Status>> + Send>>;
@@ -77,15 +84,17 @@ impl Decoding for DecodingService {
     async fn subscribe(&self, request: Request<pb::SubscribeRequest>) -> Result<Response<PredictionStream>, Status> {
         let r = request.into_inner();
         let filter = Filter { session_id: r.session_id, attachment_id: r.attachment_id };
-        let stream = self.hub.subscribe(&filter)?.into_stream(self.shutdown.clone());
+        let subscription = self.hub.subscribe(&filter)?;
+        let stream = subscription.into_stream(self.shutdown.clone(), self.subscribers.take()?);
         Ok(Response::new(Box::pin(stream)))
     }
 
     type CalibrateStream = Pin<Box<dyn Stream<Item = Result<pb::CalibrateProgress, Status>> + Send>>;
 
     async fn calibrate(&self, request: Request<pb::CalibrateRequest>) -> Result<Response<Self::CalibrateStream>, Status> {
-        let progress =
-            crate::calibrate::start(request.into_inner(), self.sessions.clone(), self.models.clone(), self.shutdown.clone()).await?;
+        let resources =
+            crate::calibrate::Resources { slot: self.calibrations.take()?, memory: self.memory.clone(), shutdown: self.shutdown.clone() };
+        let progress = crate::calibrate::start(request.into_inner(), self.sessions.clone(), self.models.clone(), resources).await?;
         Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(progress))))
     }
 
@@ -97,7 +106,13 @@ impl Decoding for DecodingService {
             ));
         };
         if !is_valid_id(&r.session_id) {
-            return Err(Status::invalid_argument(format!("session_id {:?} must be {ID_RULE}", r.session_id)));
+            return Err(Status::invalid_argument(format!("session_id {} must be {ID_RULE}", shown(&r.session_id))));
+        }
+        if !(r.timeout_s >= 0.0 && r.timeout_s <= self.connect_lsl_timeout_s) {
+            return Err(Status::invalid_argument(format!(
+                "timeout_s must be 0 (the server's default) to {} s (limits.connect_lsl_timeout_s), got {}",
+                self.connect_lsl_timeout_s, r.timeout_s
+            )));
         }
         let data_predicate = if r.data_predicate.is_empty() {
             if r.data_name.is_empty() && r.data_type.is_empty() && r.data_source_id.is_empty() {

@@ -7,10 +7,11 @@
 //! [`record`] and [`publish`] (routes to subscribers, LSL outlets and recorders). Above the path:
 //! [`server`] (wiring), [`grpc`] and [`http`] (the ports), [`attach`] and [`calibrate`]
 //! (control). Beside it: [`config`], [`metrics`], [`clock`], [`id`], [`card`], [`ring`],
-//! [`shutdown`]. `server/tests/house.rs` holds the plan against the code.
+//! [`shutdown`], [`budget`]. `server/tests/house.rs` holds the plan against the code.
 #![forbid(unsafe_code)]
 
 pub mod attach;
+pub mod budget;
 pub mod calibrate;
 pub mod card;
 pub mod clock;

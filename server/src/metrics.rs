@@ -20,6 +20,8 @@ pub const SUBSCRIBER_DROPS: &str = "myelin_subscriber_dropped_total";
 pub const LIVE_SESSIONS: &str = "myelin_live_sessions";
 pub const SUBSCRIBERS: &str = "myelin_subscribers";
 pub const MODEL_QUEUE_DEPTH: &str = "myelin_model_queue_depth";
+pub const BUFFER_BYTES: &str = "myelin_buffer_bytes";
+pub const INGEST_IDLE_TIMEOUTS: &str = "myelin_ingest_idle_timeouts_total";
 
 /// Latency buckets from 50 us to 2.5 s: decoding budgets are typically 10-500 ms, and the
 /// server's own share is sub-millisecond.
@@ -57,6 +59,11 @@ pub fn install() -> anyhow::Result<PrometheusHandle> {
     describe_gauge!(LIVE_SESSIONS, "Sessions with a live ingest stream.");
     describe_gauge!(SUBSCRIBERS, "Open Subscribe streams.");
     describe_gauge!(MODEL_QUEUE_DEPTH, "Windows waiting in a model's queue.");
+    describe_gauge!(
+        BUFFER_BYTES,
+        metrics::Unit::Bytes,
+        "Ring and calibration buffer memory reserved (limits.server_buffer_bytes at most)."
+    );
     describe_lsl_and_recording();
     Ok(handle)
 }
@@ -65,8 +72,8 @@ pub fn rejected(reason: &'static str) {
     counter!(CHUNKS_REJECTED, "reason" => reason).increment(1);
 }
 
-pub fn warning(kind: &'static str) {
-    counter!(INGEST_WARNINGS, "kind" => kind).increment(1);
+pub fn warnings(kind: &'static str, count: u64) {
+    counter!(INGEST_WARNINGS, "kind" => kind).increment(count);
 }
 
 pub fn prediction(model: &str, status: &'static str) {
@@ -96,6 +103,7 @@ pub fn queue_depth(model: &str, depth: usize) {
 
 pub const GALLERY_SEARCH: &str = "myelin_gallery_search_seconds";
 pub const RECORDING_DROPPED: &str = "myelin_recording_dropped_total";
+pub const RECORDING_ERRORS: &str = "myelin_recording_errors_total";
 pub const LSL_CLOCK_OFFSET: &str = "myelin_lsl_clock_offset_seconds";
 pub const LSL_CLOCK_UNCERTAINTY: &str = "myelin_lsl_clock_uncertainty_seconds";
 pub const LSL_STREAM_LOSSES: &str = "myelin_lsl_stream_losses_total";
@@ -104,6 +112,7 @@ pub const LSL_OUTLET_DROPPED: &str = "myelin_lsl_outlet_dropped_total";
 /// Descriptions of the LSL and recording metrics (called from `install`).
 fn describe_lsl_and_recording() {
     describe_counter!(RECORDING_DROPPED, "Recording events not written because the recorder's queue was full.");
+    describe_counter!(RECORDING_ERRORS, "Recordings stopped by a write error (a full disk); each file ends with its last whole chunk.");
     describe_gauge!(LSL_CLOCK_OFFSET, "Latest LSL clock offset of a source (seconds to add to its timestamps), by stream.");
     describe_gauge!(LSL_CLOCK_UNCERTAINTY, "Uncertainty (round-trip time) of the latest LSL clock offset, by stream.");
     describe_counter!(LSL_STREAM_LOSSES, "LSL sources that stopped delivering samples (each is reconnected automatically).");

@@ -1,19 +1,54 @@
-//! Fixed-capacity rings indexed by absolute sample index. Allocated once per stream (or
-//! attachment); writing a sample never allocates.
+//! Fixed-capacity rings indexed by absolute sample index, one per stream (or attachment). Memory
+//! comes a page at a time, as samples first arrive; once a page is there, writing a sample never
+//! allocates.
+
+/// Slots of `width` values, allocated a page at a time when a slot of the page is first written:
+/// a ring sized for 30 s of a fast stream takes memory only for the samples that arrived (a gap
+/// of a billion samples takes none), and a full ring never allocates again.
+#[derive(Debug)]
+struct Pages<T> {
+    width: usize,
+    pages: Vec<Option<Box<[T]>>>,
+}
+
+/// Slots per page.
+const PAGE_SLOTS: usize = 4096;
+
+impl<T: Copy + Default> Pages<T> {
+    fn new(slots: usize, width: usize) -> Self {
+        Self { width, pages: (0..slots.div_ceil(PAGE_SLOTS)).map(|_| None).collect() }
+    }
+
+    /// Slot `slot`, or `None` if nothing of its page was written.
+    fn get(&self, slot: usize) -> Option<&[T]> {
+        let page = self.pages[slot / PAGE_SLOTS].as_deref()?;
+        let at = slot % PAGE_SLOTS * self.width;
+        Some(&page[at..at + self.width])
+    }
+
+    fn get_mut(&mut self, slot: usize) -> &mut [T] {
+        let width = self.width;
+        let page = self.pages[slot / PAGE_SLOTS].get_or_insert_with(|| vec![T::default(); PAGE_SLOTS * width].into_boxed_slice());
+        let at = slot % PAGE_SLOTS * width;
+        &mut page[at..at + width]
+    }
+}
 
 /// Frames of `width` f32 values (one per channel), the last `capacity` of them kept.
 #[derive(Debug)]
 pub struct FrameRing {
     capacity: usize,
     width: usize,
-    data: Vec<f32>,
+    data: Pages<f32>,
+    /// What a frame never written reads as.
+    zeros: Vec<f32>,
     /// Absolute index of the next frame to be written.
     total: u64,
 }
 
 impl FrameRing {
     pub fn new(capacity: usize, width: usize) -> Self {
-        Self { capacity, width, data: vec![0.0; capacity * width], total: 0 }
+        Self { capacity, width, data: Pages::new(capacity, width), zeros: vec![0.0; width], total: 0 }
     }
 
     pub fn total(&self) -> u64 {
@@ -25,9 +60,13 @@ impl FrameRing {
         self.total.saturating_sub(self.capacity as u64)
     }
 
+    fn slot(&self, index: u64) -> usize {
+        (index % self.capacity as u64) as usize
+    }
+
     pub fn push(&mut self, frame: &[f32]) {
-        let slot = (self.total % self.capacity as u64) as usize * self.width;
-        self.data[slot..slot + self.width].copy_from_slice(&frame[..self.width]);
+        let slot = self.slot(self.total);
+        self.data.get_mut(slot).copy_from_slice(&frame[..self.width]);
         self.total += 1;
     }
 
@@ -38,8 +77,7 @@ impl FrameRing {
     }
 
     pub fn frame(&self, index: u64) -> &[f32] {
-        let slot = (index % self.capacity as u64) as usize * self.width;
-        &self.data[slot..slot + self.width]
+        self.data.get(self.slot(index)).unwrap_or(&self.zeros)
     }
 
     /// Copies frames [start, start + len) channel-major into `out` (width * len values).
@@ -61,23 +99,24 @@ impl FrameRing {
 /// One scalar per frame (timestamps, receive times), the last `capacity` kept.
 #[derive(Debug)]
 pub struct ScalarRing<T: Copy + Default> {
-    data: Vec<T>,
+    capacity: usize,
+    data: Pages<T>,
     total: u64,
 }
 
 impl<T: Copy + Default> ScalarRing<T> {
     pub fn new(capacity: usize) -> Self {
-        Self { data: vec![T::default(); capacity], total: 0 }
+        Self { capacity, data: Pages::new(capacity, 1), total: 0 }
     }
 
     pub fn push(&mut self, value: T) {
-        let capacity = self.data.len() as u64;
-        self.data[(self.total % capacity) as usize] = value;
+        let slot = (self.total % self.capacity as u64) as usize;
+        self.data.get_mut(slot)[0] = value;
         self.total += 1;
     }
 
     pub fn oldest(&self) -> u64 {
-        self.total.saturating_sub(self.data.len() as u64)
+        self.total.saturating_sub(self.capacity as u64)
     }
 
     /// Moves the write position `n` ahead without writing.
@@ -89,16 +128,25 @@ impl<T: Copy + Default> ScalarRing<T> {
         self.total
     }
 
+    /// The value at `index` while it is held (the default where nothing was written).
     pub fn get(&self, index: u64) -> Option<T> {
-        (index >= self.oldest() && index < self.total).then(|| self.data[(index % self.data.len() as u64) as usize])
+        (index >= self.oldest() && index < self.total)
+            .then(|| self.data.get((index % self.capacity as u64) as usize).map_or_else(T::default, |v| v[0]))
     }
 }
 
 impl ScalarRing<f64> {
     /// The held index whose (non-decreasing) value is nearest to `value`, by binary search.
     pub fn nearest_index(&self, value: f64) -> Option<u64> {
-        let (mut lo, mut hi) = (self.oldest(), self.total);
-        if lo == hi {
+        self.nearest_index_from(self.oldest(), value)
+    }
+
+    /// [`ScalarRing::nearest_index`] among the indices from `from` on (values before it may not
+    /// have been written).
+    pub fn nearest_index_from(&self, from: u64, value: f64) -> Option<u64> {
+        let first = from.max(self.oldest());
+        let (mut lo, mut hi) = (first, self.total);
+        if lo >= hi {
             return None;
         }
         // First index with data >= value.
@@ -109,7 +157,7 @@ impl ScalarRing<f64> {
         if lo == self.total {
             return Some(self.total - 1);
         }
-        if lo > self.oldest() {
+        if lo > first {
             let before = self.get(lo - 1)?;
             let after = self.get(lo)?;
             if (value - before) <= (after - value) {
@@ -136,6 +184,17 @@ mod tests {
         assert_eq!(out, vec![2.0, 3.0, 4.0, -2.0, -3.0, -4.0]);
         assert!(!ring.copy_channel_major(1, 2, &mut out[..4]));
         assert!(!ring.copy_channel_major(4, 2, &mut out[..4]));
+    }
+
+    #[test]
+    fn memory_comes_only_for_frames_written() {
+        let mut ring = FrameRing::new(3_000_000, 64);
+        ring.advance(1_000_000_000);
+        ring.push(&[1.0; 64]);
+        let pages = ring.data.pages.iter().filter(|p| p.is_some()).count();
+        assert_eq!(pages, 1, "a jump of a billion frames takes no memory, one frame one page");
+        assert_eq!(ring.frame(1_000_000_000)[0], 1.0);
+        assert_eq!(ring.frame(999_999_999), &[0.0; 64][..], "a frame never written reads as zeros");
     }
 
     #[test]

@@ -11,6 +11,7 @@ use myelin_proto::v1::{decoding_server::DecodingServer, ingest_server::IngestSer
 use tokio::net::TcpListener;
 
 use crate::attach::Attacher;
+use crate::budget::{MemoryBudget, Slots};
 use crate::config::Config;
 use crate::decode::ModelRegistry;
 use crate::publish::Hub;
@@ -61,7 +62,14 @@ pub async fn serve(
             None
         }
     };
-    let sessions = Arc::new(SessionManager::new(config.sessions.clone(), config.recording.clone(), hub.clone()));
+    let memory = MemoryBudget::new(config.limits.server_buffer_bytes, "limits.server_buffer_bytes");
+    let sessions = Arc::new(SessionManager::new(
+        config.sessions.clone(),
+        config.recording.clone(),
+        config.limits.clone(),
+        hub.clone(),
+        memory.clone(),
+    ));
     let attacher = Arc::new(Attacher::new(sessions.clone(), models.clone(), hub.clone(), lsl.clone()));
     for source in config.lsl.sources.clone() {
         ingest::lsl::keep_connecting(
@@ -81,12 +89,8 @@ pub async fn serve(
     let bound = Bound { grpc: grpc_listener.local_addr()?, http: http_listener.local_addr()? };
 
     let max_message = config.server.max_message_bytes;
-    let ingest = IngestServer::new(ingest::IngestService {
-        sessions: sessions.clone(),
-        non_finite: config.sessions.non_finite_policy,
-        shutdown: shutdown.clone(),
-    })
-    .max_decoding_message_size(max_message);
+    let ingest = IngestServer::new(ingest::IngestService { sessions: sessions.clone(), shutdown: shutdown.clone() })
+        .max_decoding_message_size(max_message);
     let decoding = DecodingServer::new(grpc::DecodingService {
         attacher,
         sessions: sessions.clone(),
@@ -97,6 +101,10 @@ pub async fn serve(
         shutdown: shutdown.clone(),
         lsl_resolve_timeout_s: config.lsl.resolve_timeout_seconds,
         lsl_stall_s: config.lsl.stall_seconds,
+        subscribers: Slots::new("subscribers", "limits.subscribers", config.limits.subscribers),
+        calibrations: Slots::new("calibrations", "limits.calibrations", config.limits.calibrations),
+        memory,
+        connect_lsl_timeout_s: config.limits.connect_lsl_timeout_s,
     })
     .max_decoding_message_size(max_message);
     let (health_reporter, health) = tonic_health::server::health_reporter();
@@ -119,6 +127,8 @@ pub async fn serve(
     let grpc_server = tonic::transport::Server::builder()
         .initial_stream_window_size(config.server.http2_stream_window_bytes)
         .initial_connection_window_size(config.server.http2_connection_window_bytes)
+        .http2_keepalive_interval(Some(Duration::from_secs_f64(config.server.http2_keepalive_interval_s)))
+        .http2_keepalive_timeout(Some(Duration::from_secs_f64(config.server.http2_keepalive_timeout_s)))
         .add_service(ingest)
         .add_service(decoding)
         .add_service(health)

@@ -148,3 +148,62 @@ def test_a_header_without_stream_name_and_with_odd_labels_records_a_file_pyxdf_r
     got = [c["label"][0] for c in data["info"]["desc"][0]["channels"][0]["channel"]]
     assert got == ["C3", "Cz\ufffd", "C4 <&>", "Pz\"'"]
     np.testing.assert_array_equal(data["time_series"], x)
+
+
+CLIENT = """
+import sys, time
+sys.path.insert(0, sys.argv[2])
+import grpc
+import numpy as np
+from myelin.v1 import myelin_pb2 as pb, myelin_pb2_grpc as rpc
+
+def requests():
+    yield pb.IngestRequest(header=pb.StreamHeader(session_id="rig", modality=pb.MODALITY_EEG, nominal_rate_hz=128.0,
+        channels=[pb.Channel(label=c) for c in ["C3", "Cz", "C4", "Pz"]]))
+    for k in range(10_000):
+        yield pb.IngestRequest(chunk=pb.SampleChunk(first_sample_index=8 * k, n_samples=8,
+            samples=np.zeros((8, 4), "<f4").tobytes(), regular=pb.RegularTimestamps(first_seconds=k / 16.0, rate_hz=128.0)))
+        time.sleep(1 / 16)
+
+for reply in rpc.IngestStub(grpc.insecure_channel(sys.argv[1])).Stream(requests()):
+    print(reply.samples_accepted_until, flush=True)
+"""
+
+
+def test_a_client_that_stops_responding_frees_its_session_within_the_idle_timeout(myelin_bin):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    server = live.Server(myelin_bin, env={"MYELIN_SESSIONS__INGEST_IDLE_TIMEOUT_S": "2"})
+    gen = Path(__file__).resolve().parent / "_gen"
+    client = subprocess.Popen([sys.executable, "-c", CLIENT, server.grpc, str(gen)], stdout=subprocess.PIPE, text=True)
+    try:
+        with grpc.insecure_channel(server.grpc) as channel:
+            decoding = rpc.DecodingStub(channel)
+            assert int(client.stdout.readline()) > 0, "the rig streams"
+
+            def rig_live():
+                return [s.live for s in decoding.ListSessions(pb.ListSessionsRequest()).sessions if s.session_id == "rig"]
+
+            assert rig_live() == [True]
+            client.send_signal(signal.SIGSTOP)  # frozen: its connection stays open, nothing comes
+            stopped = time.monotonic()
+            while rig_live() != [False]:
+                assert time.monotonic() - stopped < 8, "the silent stream's session did not end"
+                time.sleep(0.1)
+            freed_after = time.monotonic() - stopped
+            # The id is free: a new stream takes it.
+            replies = list(rpc.IngestStub(channel).Stream(iter([
+                pb.IngestRequest(header=pb.StreamHeader(session_id="rig", modality=pb.MODALITY_EEG, nominal_rate_hz=128.0,
+                                                        channels=[pb.Channel(label="C3")])),
+                pb.IngestRequest(chunk=pb.SampleChunk(first_sample_index=0, n_samples=4, samples=np.zeros(4, "<f4").tobytes(),
+                                                      regular=pb.RegularTimestamps(first_seconds=0.0, rate_hz=128.0))),
+            ])))
+            assert replies[-1].samples_accepted_until == 4
+    finally:
+        client.kill()
+        client.wait()
+        server.stop()
+    print(f"\nsession freed {freed_after:.1f} s after its client froze (idle timeout 2 s)")
+    assert freed_after >= 1.5

@@ -134,7 +134,13 @@ fn status_of<T: std::fmt::Debug>(result: Result<T, ClientError>) -> tonic::Statu
 async fn every_bad_input_gets_its_status_and_other_sessions_keep_decoding() {
     let max = MAX_MESSAGE.to_string();
     let mut server =
-        TestServer::start(&[("MYELIN_MODELS__DIR", "tests/fixtures/models"), ("MYELIN_SERVER__MAX_MESSAGE_BYTES", &max)]).await;
+        // Backward timestamps are refused under the reject policy (the default repairs them).
+        TestServer::start(&[
+            ("MYELIN_MODELS__DIR", "tests/fixtures/models"),
+            ("MYELIN_SERVER__MAX_MESSAGE_BYTES", &max),
+            ("MYELIN_SESSIONS__TIMESTAMP_POLICY", "reject"),
+        ])
+        .await;
     let client = server.client().await;
     let healthy = Healthy::start(&client).await;
     let ok_chunk = |first: u64, t0: f64| chunk(first, &[0.5; 8], 2, vec![t0, t0 + 1.0 / 128.0]);
@@ -160,14 +166,22 @@ async fn every_bad_input_gets_its_status_and_other_sessions_keep_decoding() {
     assert_eq!(s.code(), Code::InvalidArgument, "{s:?}");
     assert!(s.message().contains("nominal_rate_hz"), "{s:?}");
 
-    // A rate (or channel count) whose buffer could not be allocated.
+    // A rate beyond limits.rate_hz, and one within it whose buffer one session may not have.
     let mut absurd = header("absurd");
     if let Some(Message::Header(h)) = &mut absurd.message {
         h.nominal_rate_hz = 1e12;
     }
     let s = ingest_status(&server, vec![absurd]).await;
     assert_eq!(s.code(), Code::InvalidArgument, "{s:?}");
-    assert!(s.message().contains("GiB"), "{s:?}");
+    assert!(s.message().contains("limits.rate_hz"), "{s:?}");
+    let mut big = header("big");
+    if let Some(Message::Header(h)) = &mut big.message {
+        h.nominal_rate_hz = 100_000.0;
+        h.channels = (0..1024).map(|i| pb::Channel { label: format!("E{i}"), ..Default::default() }).collect();
+    }
+    let s = ingest_status(&server, vec![big]).await;
+    assert_eq!(s.code(), Code::InvalidArgument, "{s:?}");
+    assert!(s.message().contains("limits.session_buffer_bytes"), "{s:?}");
 
     // A sample index that overflows.
     let s = ingest_status(&server, vec![header("overflow"), regular_chunk(u64::MAX - 1, 8, 1.0)]).await;

@@ -18,6 +18,14 @@ pub struct ChannelMap {
 
 pub fn map_channels(card: &ModelCard, header: &pb::StreamHeader, channel_map: &[pb::ChannelMapping]) -> Result<ChannelMap, SessionError> {
     let invalid = SessionError::InvalidArgument;
+    if channel_map.len() > card.channels.len() {
+        return Err(invalid(format!(
+            "channel_map: {} mappings for model {}'s {} channels",
+            channel_map.len(),
+            card.id,
+            card.channels.len()
+        )));
+    }
     for mapping in channel_map {
         if !card.channels.contains(&mapping.model_channel) {
             return Err(invalid(format!(

@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use myelin_proto::v1 as pb;
 
+use crate::budget::{Slot, Slots};
 use crate::card::{Layout, Task};
 use crate::decode::input::WindowPreprocessor;
 use crate::decode::job::WindowBuffers;
@@ -50,11 +51,14 @@ pub struct Attacher {
     pub lsl: Option<myelin_lsl::Lsl>,
     galleries: GalleryCache,
     next_id: AtomicU64,
+    /// Attachments publishing LSL outlets (`limits.lsl_outlets`).
+    outlets: Arc<Slots>,
 }
 
 impl Attacher {
     pub fn new(sessions: Arc<SessionManager>, models: Arc<ModelRegistry>, hub: Hub, lsl: Option<myelin_lsl::Lsl>) -> Self {
-        Self { sessions, models, hub, lsl, galleries: GalleryCache::default(), next_id: AtomicU64::new(1) }
+        let outlets = Slots::new("attachments with LSL outlets", "limits.lsl_outlets", sessions.limits().lsl_outlets);
+        Self { sessions, models, hub, lsl, galleries: GalleryCache::default(), next_id: AtomicU64::new(1), outlets }
     }
 
     pub fn attach(&self, spec: AttachSpec) -> Result<pb::AttachReply, SessionError> {
@@ -62,6 +66,13 @@ impl Attacher {
             .sessions
             .get(&spec.session_id)
             .ok_or_else(|| SessionError::NotFound(format!("session {:?} does not exist", spec.session_id)))?;
+        let limit = self.sessions.limits().attachments_per_session;
+        if session.attachment_count() >= limit {
+            return Err(SessionError::ResourceExhausted(format!(
+                "session {:?} has {limit} attachments, the most it may have (limits.attachments_per_session)",
+                session.id
+            )));
+        }
         let model = self.find_model(&spec)?;
         let card = &model.card;
         let header = &session.header;
@@ -85,6 +96,9 @@ impl Attacher {
             card.sample_rate_hz,
             card.input.layout == Layout::ChannelsTime,
         );
+        // The ring is allocated only once the session's and the server's budgets have room.
+        let ring_bytes = AttachmentState::ring_bytes(session.capacity, channels.index.len());
+        let memory = session.memory.reserve(ring_bytes, || format!("an attachment of model {} to session {:?}", card.id, session.id))?;
         let id = format!("att-{}", self.next_id.fetch_add(1, Ordering::Relaxed));
         let route = self.hub.attachment_route(session.route(), &id);
         let outlets = if spec.lsl_outlet { Some(self.open_outlets(&session, &id, &model, spec.top_k, &route)?) } else { None };
@@ -107,7 +121,7 @@ impl Attacher {
         });
         let sos = card.preprocessing.filter.as_ref().map(|f| f.sos.clone()).unwrap_or_default();
         let filter = SosFilter::new(&sos, channels.index.len());
-        let mut state = AttachmentState::new(shared, channels.index, filter, session.capacity, plan.cutter);
+        let mut state = AttachmentState::new(shared, channels.index, filter, session.capacity, plan.cutter, memory);
         let lsl_outlets = match outlets {
             Some((names, guard)) => {
                 state.keep_alive = Some(Box::new(guard));
@@ -146,12 +160,13 @@ impl Attacher {
         model: &LoadedModel,
         top_k: usize,
         route: &crate::publish::AttachmentRoute,
-    ) -> Result<(Vec<String>, OutletGuard), SessionError> {
+    ) -> Result<(Vec<String>, Outlets), SessionError> {
         let lsl = self.lsl.as_ref().ok_or_else(|| {
             SessionError::Unavailable(
                 "lsl_outlet: LabStreamingLayer is not available on this server (liblsl not found; run deploy/setup.sh)".into(),
             )
         })?;
+        let slot = self.outlets.take()?;
         let card = &model.card;
         let spec = OutletSpec {
             session_id: session.id.clone(),
@@ -165,6 +180,14 @@ impl Attacher {
             },
             unit: if card.task == Task::Retrieval { "score".into() } else { "probability".into() },
         };
-        crate::publish::lsl::start(lsl, spec, route).map_err(|e| SessionError::Unavailable(format!("creating LSL outlets: {e}")))
+        let (names, guard) =
+            crate::publish::lsl::start(lsl, spec, route).map_err(|e| SessionError::Unavailable(format!("creating LSL outlets: {e}")))?;
+        Ok((names, Outlets { _guard: guard, _slot: slot }))
     }
+}
+
+/// An attachment's LSL outlets and the slot they take.
+struct Outlets {
+    _guard: OutletGuard,
+    _slot: Slot,
 }

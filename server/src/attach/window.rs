@@ -22,6 +22,12 @@ pub struct WindowPlan {
     pub tmin_s: f64,
 }
 
+/// Window offsets and lengths a request may give, seconds: beyond any model's window, and small
+/// enough that every sample count derived from them is exact.
+const MAX_WINDOW_SECONDS: f64 = 600.0;
+/// Longest hop between sliding windows, seconds.
+const MAX_HOP_SECONDS: f64 = 3600.0;
+
 pub fn plan_window(
     card: &ModelCard,
     stream_rate: f64,
@@ -29,6 +35,27 @@ pub fn plan_window(
     max_pending_markers: usize,
 ) -> Result<WindowPlan, SessionError> {
     let invalid = SessionError::InvalidArgument;
+    let bounded = |field: &str, value: f64, most: f64| {
+        if value.is_finite() && value.abs() <= most {
+            Ok(())
+        } else {
+            Err(invalid(format!("{field} must be finite and within +-{most} s, got {value}")))
+        }
+    };
+    match &policy.policy {
+        Some(pb::window_policy::Policy::EventLocked(locked)) => {
+            bounded("window.event_locked.tmin_s", locked.tmin_s, MAX_WINDOW_SECONDS)?;
+            bounded("window.event_locked.tmax_s", locked.tmax_s, MAX_WINDOW_SECONDS)?;
+            if locked.marker_codes.len() > 1024 {
+                return Err(invalid(format!("window.event_locked.marker_codes: {} codes, at most 1024", locked.marker_codes.len())));
+            }
+        }
+        Some(pb::window_policy::Policy::Sliding(sliding)) => {
+            bounded("window.sliding.length_s", sliding.length_s, MAX_WINDOW_SECONDS)?;
+            bounded("window.sliding.hop_s", sliding.hop_s, MAX_HOP_SECONDS)?;
+        }
+        None => {}
+    }
     let ratio = stream_rate / card.sample_rate_hz;
     let decimation = ratio.round();
     if decimation < 1.0 || (ratio - decimation).abs() > 1e-9 {

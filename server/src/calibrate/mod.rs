@@ -12,12 +12,13 @@ use myelin_proto::v1 as pb;
 use tokio::sync::mpsc;
 use tonic::Status;
 
+use crate::budget::{MemoryBudget, Slot};
 use crate::card::ModelCard;
 use crate::clock::utc_stamp;
 use crate::decode::ModelRegistry;
 use crate::decode::erp::XdawnLda;
 use crate::decode::input::WindowPreprocessor;
-use crate::id::{ID_RULE, is_valid_id};
+use crate::id::{ID_RULE, is_valid_id, shown};
 use crate::session::{Session, SessionManager};
 use crate::shutdown::Shutdown;
 use crate::window::Cutter;
@@ -30,13 +31,24 @@ const MAX_EPOCHS: u32 = 100_000;
 const MAX_FOLDS: u32 = 100;
 const MAX_FILTERS_PER_CLASS: u32 = 64;
 
+/// Epochs a calibration bounded by time only (max_epochs 0) keeps at most.
+const TIMED_EPOCHS: usize = 8192;
+
+/// What a calibration holds while it runs: its place among `limits.calibrations`, the buffer
+/// budget its epochs draw on, and the shutdown signal.
+pub struct Resources {
+    pub slot: Slot,
+    pub memory: Arc<MemoryBudget>,
+    pub shutdown: Shutdown,
+}
+
 /// Starts a calibration; the returned stream carries progress, then the result or an error
 /// (UNAVAILABLE if the server shuts down while it collects).
 pub async fn start(
     request: pb::CalibrateRequest,
     sessions: Arc<SessionManager>,
     models: Arc<ModelRegistry>,
-    shutdown: Shutdown,
+    resources: Resources,
 ) -> Result<mpsc::Receiver<Result<pb::CalibrateProgress, Status>>, Status> {
     if request.target_codes.is_empty() || request.non_target_codes.is_empty() {
         return Err(Status::invalid_argument("target_codes and non_target_codes must both be set"));
@@ -44,7 +56,7 @@ pub async fn start(
     // The id names a directory under calibrations_dir: "." and ".." are refused as well.
     let id = request.model_id.as_str();
     if !id.is_empty() && (!is_valid_id(id) || id == "." || id == "..") {
-        return Err(Status::invalid_argument(format!("model_id {:?} must be {ID_RULE}", request.model_id)));
+        return Err(Status::invalid_argument(format!("model_id {} must be {ID_RULE}", shown(&request.model_id))));
     }
     if request.max_epochs == 0 && !(request.max_seconds > 0.0) {
         return Err(Status::invalid_argument("set max_epochs or max_seconds (when to stop collecting)"));
@@ -65,12 +77,26 @@ pub async fn start(
     if request.folds == 1 {
         return Err(Status::invalid_argument("folds must be 0 (the default, 5) or at least 2"));
     }
-    let max_epochs = if request.max_epochs == 0 { usize::MAX } else { request.max_epochs as usize };
-    // Bounded: at most max_epochs epochs are ever wanted, and a few thousand is plenty for any
-    // calibration; beyond that the collector drops (the count says so).
-    let capacity = max_epochs.min(8192);
-    let (epochs_tx, epochs_rx) = mpsc::channel(capacity);
+    let max_epochs = if request.max_epochs == 0 { TIMED_EPOCHS } else { request.max_epochs as usize };
     let session = sessions.with_attachment(&request.attachment_id)?;
+    let attachment = session.attachment(&request.attachment_id).ok_or_else(|| Status::not_found("the attachment's session has ended"))?;
+    let model_id = if request.model_id.is_empty() { format!("xdawn-{}", session.id) } else { request.model_id.clone() };
+    // A calibrated model must not take the id of one that came from elsewhere (a shipped
+    // decoder): every later Attach by that id would get the calibration instead.
+    if let Some(origin) = models.origin_of(&model_id).filter(|origin| origin != "live") {
+        return Err(Status::invalid_argument(format!(
+            "model_id {} is taken by a loaded model ({origin}); choose another",
+            shown(&model_id)
+        )));
+    }
+    // The epochs (each a window at the stream rate, then its model input) are counted against
+    // the server's buffer memory before any is kept.
+    let epoch_bytes =
+        (attachment.buffers.values() + attachment.model.card.channels.len() * attachment.model.card.window_samples()) as u64 * 4;
+    let reserved = resources.memory.reserve(max_epochs as u64 * epoch_bytes, || format!("a calibration of {max_epochs} epochs"))?;
+    // Bounded: at most max_epochs epochs are ever wanted, and a few thousand waiting is plenty;
+    // beyond that the collector drops (the count says so).
+    let (epochs_tx, epochs_rx) = mpsc::channel(max_epochs.min(8192));
     let (target_codes, non_target_codes) = (request.target_codes.clone(), request.non_target_codes.clone());
     let start_collecting = move |runtime: &mut crate::session::attachment::AttachmentState| {
         let Cutter::EventLocked { codes, .. } = &runtime.cutter else {
@@ -95,17 +121,19 @@ pub async fn start(
         non_target_codes: request.non_target_codes.clone(),
         max_epochs,
         max_duration: (request.max_seconds > 0.0).then(|| Duration::from_secs_f64(request.max_seconds)),
-        model_id: if request.model_id.is_empty() { format!("xdawn-{session_id}") } else { request.model_id.clone() },
+        model_id,
         filters_per_class: if request.filters_per_class == 0 { 2 } else { request.filters_per_class as usize },
         folds: if request.folds == 0 { 5 } else { request.folds as usize },
         swap: !request.keep_current_model,
     };
     let (progress_tx, progress_rx) = mpsc::channel(64);
+    let Resources { slot, shutdown, .. } = resources;
     tokio::spawn(async move {
         let outcome = run(plan, session_id, card, preprocessor, epochs_rx, session, models, shutdown, &progress_tx).await;
         if let Err(status) = outcome {
             let _ = progress_tx.send(Err(status)).await;
         }
+        drop((slot, reserved));
     });
     Ok(progress_rx)
 }

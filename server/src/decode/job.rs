@@ -116,6 +116,11 @@ impl WindowBuffers {
         Self { len, give, take }
     }
 
+    /// Values of one buffer: a window's samples, channel-major.
+    pub fn values(&self) -> usize {
+        self.len
+    }
+
     /// A buffer of `len` values (contents unspecified: the caller overwrites them all).
     pub fn take(&self) -> Vec<f32> {
         self.take.try_recv().unwrap_or_else(|_| vec![0.0; self.len])

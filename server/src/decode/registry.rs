@@ -10,6 +10,7 @@ use super::onnx;
 use super::worker;
 use crate::card::{self, ModelCard};
 use crate::config::ModelsConfig;
+use crate::id::version_order;
 
 #[derive(Clone)]
 pub enum ModelEntry {
@@ -134,6 +135,17 @@ impl ModelRegistry {
         }
     }
 
+    /// Where the models of `id` came from (their cards' `provenance.data_kind`: real, proxy,
+    /// synthetic, fixture, live), if any is loaded.
+    pub fn origin_of(&self, id: &str) -> Option<String> {
+        self.entries.read().unwrap_or_else(PoisonError::into_inner).iter().find(|e| e.id_version().0 == id).map(|e| match e {
+            ModelEntry::Ready(model) => model.card.provenance.data_kind.clone(),
+            ModelEntry::Failed { card, .. } => {
+                card.as_ref().map_or_else(|| "a card that failed to load".into(), |c| c.provenance.data_kind.clone())
+            }
+        })
+    }
+
     pub fn entries(&self) -> Vec<ModelEntry> {
         self.entries.read().unwrap_or_else(PoisonError::into_inner).clone()
     }
@@ -146,7 +158,7 @@ impl ModelRegistry {
         &self.config.galleries_dir
     }
 
-    /// The newest version (string order) when `version` is empty; for per-subject models, the
+    /// The newest version ([`version_order`]: numbers compare as numbers) when `version` is empty; for per-subject models, the
     /// one of `subject` (which must be given when several subjects exist).
     pub fn find(&self, id: &str, version: &str, subject: &str) -> Lookup {
         let entries = self.entries.read().unwrap_or_else(PoisonError::into_inner);
@@ -170,7 +182,7 @@ impl ModelRegistry {
             if !subject.is_empty() && subject_of(entry) != subject {
                 continue;
             }
-            if best.is_none_or(|b| b.id_version().1 < entry_version) {
+            if best.is_none_or(|b| version_order(b.id_version().1, entry_version).is_lt()) {
                 best = Some(entry);
             }
         }

@@ -16,16 +16,15 @@ use tokio::sync::mpsc;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::clock;
-use crate::config::NonFinitePolicy;
 use crate::metrics as m;
 use crate::session::command::Chunk;
+use crate::session::warnings::Warnings;
 use crate::session::{Session, SessionManager};
 use crate::shutdown::{Shutdown, shutting_down};
-use validate::{decode_chunk, reject_transport, validate_header};
+use validate::{decode_chunk, reject_transport, validate_header, validate_markers};
 
 pub struct IngestService {
     pub sessions: Arc<SessionManager>,
-    pub non_finite: NonFinitePolicy,
     pub shutdown: Shutdown,
 }
 
@@ -38,9 +37,9 @@ impl pb::ingest_server::Ingest for IngestService {
     async fn stream(&self, request: Request<Streaming<pb::IngestRequest>>) -> Result<Response<ReplyStream>, Status> {
         let inbound = request.into_inner();
         let (replies, receiver) = mpsc::channel(64);
-        let (sessions, non_finite, shutdown) = (self.sessions.clone(), self.non_finite, self.shutdown.clone());
+        let (sessions, shutdown) = (self.sessions.clone(), self.shutdown.clone());
         tokio::spawn(async move {
-            if let Err(status) = run(inbound, &replies, &sessions, non_finite, shutdown).await {
+            if let Err(status) = run(inbound, &replies, &sessions, shutdown).await {
                 tracing::info!(code = ?status.code(), message = status.message(), "ingest stream ended with an error");
                 // A client that does not read its replies does not get this either; it must not
                 // keep the task (and its session) alive.
@@ -65,9 +64,9 @@ async fn run(
     mut inbound: Streaming<pb::IngestRequest>,
     replies: &mpsc::Sender<Result<pb::IngestReply, Status>>,
     sessions: &SessionManager,
-    non_finite: NonFinitePolicy,
     mut shutdown: Shutdown,
 ) -> Result<(), Status> {
+    let (limits, config) = (sessions.limits(), sessions.config());
     let first = tokio::select! {
         first = inbound.next() => first,
         _ = shutdown.wait() => return Err(shutting_down()),
@@ -81,7 +80,7 @@ async fn run(
             return Err(Status::failed_precondition("the first message of an Ingest stream must be a StreamHeader"));
         }
     };
-    validate_header(&header).inspect_err(|_| m::rejected("invalid_header"))?;
+    validate_header(&header, limits).inspect_err(|_| m::rejected("invalid_header"))?;
     let (n_channels, rate) = (header.channels.len(), header.nominal_rate_hz);
     let session = sessions.open(header, "grpc")?;
     tracing::info!(session = %session.id, channels = n_channels, rate, "ingest stream opened");
@@ -89,22 +88,31 @@ async fn run(
     let mut markers_accepted = 0u64;
     // Travels to the worker and back with every chunk: no allocation per chunk once grown.
     let mut chunk = Chunk::default();
+    let idle = std::time::Duration::from_secs_f64(config.ingest_idle_timeout_s);
     loop {
         let next = tokio::select! {
             next = inbound.next() => next,
             _ = shutdown.wait() => return Err(shutting_down()),
+            _ = tokio::time::sleep(idle) => {
+                metrics::counter!(m::INGEST_IDLE_TIMEOUTS).increment(1);
+                tracing::warn!(session = %session.id, samples = session.info().samples_received, "ingest stream silent for sessions.ingest_idle_timeout_s: taken for dead, session ended");
+                return Err(Status::deadline_exceeded(format!(
+                    "no message for {} s (sessions.ingest_idle_timeout_s): the stream is taken for dead and its session ended",
+                    config.ingest_idle_timeout_s
+                )));
+            }
         };
         let Some(message) = next else { break };
         let message = message.map_err(reject_transport)?;
         let received_ns = clock::now_ns();
-        let mut warnings = Vec::new();
+        let mut warnings = Warnings::default();
         let accepted_until = match message.message {
             Some(Message::Header(_)) => {
                 m::rejected("header_repeated");
                 return Err(Status::failed_precondition("StreamHeader sent twice: one header per Ingest stream"));
             }
             Some(Message::Chunk(message)) => {
-                decode_chunk(&message, n_channels, rate, non_finite, &mut chunk, &mut warnings)?;
+                decode_chunk(&message, n_channels, rate, config.non_finite_policy, config.timestamp_policy, &mut chunk, &mut warnings)?;
                 chunk.received_ns = received_ns;
                 let done = session.ingest(std::mem::take(&mut chunk)).await?;
                 chunk = done.chunk;
@@ -113,10 +121,7 @@ async fn run(
                 done.accepted_until
             }
             Some(Message::Markers(markers)) => {
-                if let Some(bad) = markers.markers.iter().find(|m| !m.timestamp.is_finite()) {
-                    m::rejected("invalid_marker");
-                    return Err(Status::invalid_argument(format!("marker {} has a non-finite timestamp", bad.code)));
-                }
+                validate_markers(&markers.markers, limits)?;
                 markers_accepted += markers.markers.len() as u64;
                 let done = session.ingest_markers(markers.markers).await?;
                 warnings.extend(done.warnings);
@@ -127,7 +132,7 @@ async fn run(
                 return Err(Status::invalid_argument("IngestRequest carries no message"));
             }
         };
-        let reply = pb::IngestReply { samples_accepted_until: accepted_until, markers_accepted, warnings };
+        let reply = pb::IngestReply { samples_accepted_until: accepted_until, markers_accepted, warnings: warnings.into_vec() };
         let sent = tokio::select! {
             sent = replies.send(Ok(reply)) => sent,
             _ = shutdown.wait() => return Err(shutting_down()),

@@ -5,27 +5,53 @@
 use myelin_proto::v1::{self as pb, sample_chunk::Timestamps};
 use tonic::Status;
 
-use crate::config::NonFinitePolicy;
-use crate::id::{ID_RULE, is_valid_id};
+use crate::config::{LimitsConfig, NonFinitePolicy, TimestampPolicy};
+use crate::id::{ID_RULE, is_valid_id, shown};
 use crate::metrics as m;
 use crate::session::command::Chunk;
+use crate::session::warnings::Warnings;
 
-pub fn validate_header(header: &pb::StreamHeader) -> Result<(), Status> {
+/// How far a chunk's RegularTimestamps rate may be from the header's nominal rate: real
+/// amplifiers' clocks differ from their nominal rate by well under 0.1 %.
+const REGULAR_RATE_TOLERANCE: f64 = 0.01;
+
+pub fn validate_header(header: &pb::StreamHeader, limits: &LimitsConfig) -> Result<(), Status> {
     let id = &header.session_id;
     if !is_valid_id(id) {
-        return Err(Status::invalid_argument(format!("header.session_id {id:?} must be {ID_RULE}")));
+        return Err(Status::invalid_argument(format!("header.session_id {} must be {ID_RULE}", shown(id))));
     }
     if header.channels.is_empty() {
         return Err(Status::invalid_argument("header.channels must list at least one channel"));
     }
+    if header.channels.len() > limits.channels {
+        return Err(Status::invalid_argument(format!(
+            "header.channels: {} channels, at most {} (limits.channels)",
+            header.channels.len(),
+            limits.channels
+        )));
+    }
+    let too_long = |field: &str, text: &str| {
+        Status::invalid_argument(format!("{field} {} is over {} bytes (limits.label_bytes)", shown(text), limits.label_bytes))
+    };
+    if header.stream_name.len() > limits.label_bytes {
+        return Err(too_long("header.stream_name", &header.stream_name));
+    }
     let mut labels = std::collections::HashSet::new();
     for channel in &header.channels {
+        for (field, text) in [("label", &channel.label), ("type", &channel.r#type), ("unit", &channel.unit)] {
+            if text.len() > limits.label_bytes {
+                return Err(too_long(&format!("header.channels {field}"), text));
+            }
+        }
         if channel.label.is_empty() || !labels.insert(channel.label.as_str()) {
-            return Err(Status::invalid_argument(format!("header.channels: label {:?} is empty or repeated", channel.label)));
+            return Err(Status::invalid_argument(format!("header.channels: label {} is empty or repeated", shown(&channel.label))));
         }
     }
-    if !(header.nominal_rate_hz > 0.0 && header.nominal_rate_hz.is_finite()) {
-        return Err(Status::invalid_argument(format!("header.nominal_rate_hz must be > 0, got {}", header.nominal_rate_hz)));
+    if !(header.nominal_rate_hz > 0.0 && header.nominal_rate_hz <= limits.rate_hz) {
+        return Err(Status::invalid_argument(format!(
+            "header.nominal_rate_hz must be > 0 and at most {} Hz (limits.rate_hz), got {}",
+            limits.rate_hz, header.nominal_rate_hz
+        )));
     }
     if header.modality == pb::Modality::Unspecified as i32 || pb::Modality::try_from(header.modality).is_err() {
         return Err(Status::invalid_argument("header.modality must be EEG, MEG, SEEG or ECOG"));
@@ -33,16 +59,46 @@ pub fn validate_header(header: &pb::StreamHeader) -> Result<(), Status> {
     Ok(())
 }
 
+/// Markers must be few enough, with short labels (their timestamps are checked as they are
+/// placed: finite ones only).
+pub fn validate_markers(markers: &[pb::Marker], limits: &LimitsConfig) -> Result<(), Status> {
+    if markers.len() > limits.markers_per_message {
+        m::rejected("too_many_markers");
+        return Err(Status::invalid_argument(format!(
+            "{} markers in one message, at most {} (limits.markers_per_message)",
+            markers.len(),
+            limits.markers_per_message
+        )));
+    }
+    if let Some(bad) = markers.iter().find(|m| !m.timestamp.is_finite()) {
+        m::rejected("invalid_marker");
+        return Err(Status::invalid_argument(format!("marker {} has a non-finite timestamp", bad.code)));
+    }
+    if let Some(long) = markers.iter().find(|m| m.label.len() > limits.label_bytes) {
+        m::rejected("invalid_marker");
+        return Err(Status::invalid_argument(format!(
+            "marker {}: label {} is over {} bytes (limits.label_bytes)",
+            long.code,
+            shown(&long.label),
+            limits.label_bytes
+        )));
+    }
+    Ok(())
+}
+
 /// Checks `message`'s shape and timestamps and decodes it into `chunk`'s buffers (reused from
 /// the stream's previous chunk), applying the non-finite policy. `rate`: the header's nominal
-/// rate, for regular timestamps that give none.
+/// rate, for regular timestamps that give none. Timestamps that go backwards are refused here
+/// only under the reject policy (the session repairs them otherwise).
+#[allow(clippy::too_many_arguments)]
 pub fn decode_chunk(
     message: &pb::SampleChunk,
     n_channels: usize,
     rate: f64,
     policy: NonFinitePolicy,
+    timestamps: TimestampPolicy,
     chunk: &mut Chunk,
-    warnings: &mut Vec<pb::IngestWarning>,
+    warnings: &mut Warnings,
 ) -> Result<(), Status> {
     let first = message.first_sample_index;
     let n = message.n_samples as usize;
@@ -69,7 +125,9 @@ pub fn decode_chunk(
                     per_sample.seconds.len()
                 )));
             }
-            if let Some(i) = per_sample.seconds.windows(2).position(|w| !(w[1] >= w[0])) {
+            if let Some(i) = per_sample.seconds.windows(2).position(|w| w[1] < w[0])
+                && timestamps == TimestampPolicy::Reject
+            {
                 m::rejected("timestamps_backwards");
                 return Err(Status::invalid_argument(format!(
                     "chunk at sample {first}: timestamps go backwards at sample {}",
@@ -88,6 +146,14 @@ pub fn decode_chunk(
                 m::rejected("bad_timestamps");
                 return Err(Status::invalid_argument(format!(
                     "chunk at sample {first}: regular timestamps need a finite first_seconds and rate_hz >= 0"
+                )));
+            }
+            if regular.rate_hz > 0.0 && (regular.rate_hz / rate - 1.0).abs() > REGULAR_RATE_TOLERANCE {
+                m::rejected("bad_timestamps");
+                return Err(Status::invalid_argument(format!(
+                    "chunk at sample {first}: regular timestamps at {} Hz, more than {} % from the header's nominal {rate} Hz",
+                    regular.rate_hz,
+                    REGULAR_RATE_TOLERANCE * 100.0
                 )));
             }
             chunk.regular = Some((regular.first_seconds, if regular.rate_hz > 0.0 { regular.rate_hz } else { rate }));
@@ -110,13 +176,13 @@ pub fn decode_chunk(
                 for v in chunk.samples.iter_mut().filter(|v| !v.is_finite()) {
                     *v = 0.0;
                 }
-                m::warning("non_finite_zero_filled");
-                warnings.push(pb::IngestWarning {
-                    kind: pb::IngestWarningKind::NonFiniteZeroFilled as i32,
-                    message: format!("{non_finite} non-finite values replaced by 0"),
-                    sample_index: first + first_bad as u64,
-                    count: non_finite as u64,
-                });
+                warnings.add(
+                    pb::IngestWarningKind::NonFiniteZeroFilled,
+                    "non_finite_zero_filled",
+                    first + first_bad as u64,
+                    non_finite as u64,
+                    || format!("{non_finite} non-finite values replaced by 0"),
+                );
             }
         }
     }

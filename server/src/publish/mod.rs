@@ -21,7 +21,9 @@ use futures::Stream;
 use myelin_proto::v1::{LatePolicy, Prediction, PredictionStatus};
 use tokio::sync::broadcast;
 
+use crate::budget::Slot;
 use crate::clock;
+use crate::id::shown;
 use crate::metrics as m;
 use crate::shutdown::Shutdown;
 use tap::{Tap, Taps};
@@ -66,11 +68,11 @@ pub struct Filter {
 
 #[derive(Debug, thiserror::Error)]
 pub enum SubscribeError {
-    #[error("session {0:?} does not exist")]
+    #[error("session {} does not exist", shown(.0))]
     NoSession(String),
-    #[error("attachment {0:?} does not exist")]
+    #[error("attachment {} does not exist", shown(.0))]
     NoAttachment(String),
-    #[error("attachment {attachment:?} is not an attachment of session {session:?}")]
+    #[error("attachment {} is not an attachment of session {}", shown(.attachment), shown(.session))]
     NotInSession { session: String, attachment: String },
 }
 
@@ -228,8 +230,9 @@ impl Subscription {
     /// A gRPC Subscribe stream: each prediction carries this subscriber's losses so far; the
     /// stream ends (OK) with the route, or with UNAVAILABLE when the server shuts down (after
     /// the last predictions it decodes).
-    pub fn into_stream(self, shutdown: Shutdown) -> impl Stream<Item = Result<Prediction, tonic::Status>> + Send + 'static {
-        let state = Some((self, shutdown, SubscriberGauge::new()));
+    /// `slot`: the subscriber's place among `limits.subscribers`, held as long as the stream.
+    pub fn into_stream(self, shutdown: Shutdown, slot: Slot) -> impl Stream<Item = Result<Prediction, tonic::Status>> + Send + 'static {
+        let state = Some((self, shutdown, SubscriberGauge::new(slot)));
         futures::stream::unfold(state, |state| async move {
             let (mut subscription, mut shutdown, gauge) = state?;
             let shut = || Some((Err(crate::shutdown::shutting_down()), None));
@@ -249,13 +252,16 @@ impl Subscription {
     }
 }
 
-/// Keeps `myelin_subscribers` (open Subscribe streams) right however a stream ends.
-struct SubscriberGauge;
+/// Keeps `myelin_subscribers` (open Subscribe streams) and the subscriber's slot right however
+/// a stream ends.
+struct SubscriberGauge {
+    _slot: Slot,
+}
 
 impl SubscriberGauge {
-    fn new() -> Self {
+    fn new(slot: Slot) -> Self {
         metrics::gauge!(m::SUBSCRIBERS).increment(1.0);
-        Self
+        Self { _slot: slot }
     }
 }
 

@@ -13,6 +13,7 @@ pub mod xdf_read;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use crossbeam_channel::{Sender, TrySendError};
@@ -22,7 +23,7 @@ use crate::metrics as m;
 use crate::publish::SessionRoute;
 use crate::publish::tap::Tap;
 
-pub use event::{CLOCK_STREAM, DATA_STREAM, Event, MARKER_STREAM};
+pub use event::{CLOCK_STREAM, DATA_STREAM, Event, MARKER_STREAM, RAW_TIMESTAMP_STREAM};
 
 /// The sending side, held by the session's worker. Dropping it stops the recording: the writer
 /// writes what is queued and the stream footers, closes the file, and is joined.
@@ -35,12 +36,14 @@ pub struct Recorder {
 
 impl Recorder {
     /// Creates the file and its writer thread, and records the predictions of `route` from now on.
+    /// A write error that stops the recording is set in `failure`.
     pub fn start(
         dir: &Path,
         header: &pb::StreamHeader,
         flush_interval: Duration,
         source: &str,
         route: &SessionRoute,
+        failure: Arc<OnceLock<String>>,
     ) -> std::io::Result<Self> {
         std::fs::create_dir_all(dir)?;
         let stamp = crate::clock::utc_stamp();
@@ -98,10 +101,13 @@ impl Recorder {
         file.write_all(&out)?;
         file.sync_data()?;
         let (sender, receiver) = crossbeam_channel::bounded(65_536);
-        let writer_path = path.clone();
+        let (writer_path, session_id, failed) = (path.clone(), header.session_id.clone(), failure.clone());
         let writer = std::thread::Builder::new().name(format!("record-{}", header.session_id)).spawn(move || {
-            if let Err(error) = writer::write_loop(file, receiver, flush_interval) {
-                tracing::error!(path = %writer_path.display(), %error, "recording failed");
+            if let Err(error) = writer::write_loop(file, receiver, flush_interval, &session_id) {
+                metrics::counter!(m::RECORDING_ERRORS).increment(1);
+                tracing::error!(path = %writer_path.display(), %error, "recording failed: the file ends with the last whole chunk written");
+                let _ = failed
+                    .set(format!("writing {} failed: {error}; the file ends with the last whole chunk written", writer_path.display()));
             }
         })?;
         tracing::info!(path = %path.display(), "recording session");

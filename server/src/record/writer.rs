@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 use myelin_proto::v1 as pb;
 
-use super::event::{CLOCK_STREAM, DATA_STREAM, Event, MARKER_STREAM};
+use super::event::{CLOCK_STREAM, DATA_STREAM, Event, MARKER_STREAM, RAW_TIMESTAMP_STREAM};
 use super::xdf;
 use crate::publish::json::prediction_json;
 
@@ -30,16 +30,25 @@ impl Footer {
     }
 }
 
-pub(super) fn write_loop(mut file: std::fs::File, events: Receiver<Event>, flush_interval: Duration) -> std::io::Result<()> {
+/// Writes until every sender is gone, then the footers. On a write error (a full disk) the file
+/// is cut back to its last whole chunk, the error returned, and the rest of the events dropped
+/// (the caller reports it).
+pub(super) fn write_loop(
+    mut file: std::fs::File,
+    events: Receiver<Event>,
+    flush_interval: Duration,
+    session_id: &str,
+) -> std::io::Result<()> {
+    let mut written = file.metadata()?.len();
     let mut pending = Vec::new();
     let mut footers: HashMap<u32, Footer> = HashMap::new();
-    let mut prediction_streams: HashMap<String, u32> = HashMap::new();
+    let mut streams = Streams { session_id: session_id.to_string(), predictions: HashMap::new(), raw_timestamps: false };
     let mut last_flush = Instant::now();
     let mut last_boundary = Instant::now();
     loop {
         let wait = flush_interval.saturating_sub(last_flush.elapsed());
         match events.recv_timeout(wait) {
-            Ok(event) => encode(event, &mut pending, &mut footers, &mut prediction_streams),
+            Ok(event) => encode(event, &mut pending, &mut footers, &mut streams),
             Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => break,
         }
@@ -50,7 +59,7 @@ pub(super) fn write_loop(mut file: std::fs::File, events: Receiver<Event>, flush
             }
             // One write per flush: the file always ends on a chunk boundary.
             if !pending.is_empty() {
-                file.write_all(&pending)?;
+                write_whole(&mut file, &pending, &mut written)?;
                 file.sync_data()?;
                 pending.clear();
             }
@@ -63,11 +72,33 @@ pub(super) fn write_loop(mut file: std::fs::File, events: Receiver<Event>, flush
         let f = &footers[&id];
         xdf::stream_footer(&mut pending, id, f.first, f.last, f.count);
     }
-    file.write_all(&pending)?;
+    write_whole(&mut file, &pending, &mut written)?;
     file.sync_all()
 }
 
-fn encode(event: Event, out: &mut Vec<u8>, footers: &mut HashMap<u32, Footer>, prediction_streams: &mut HashMap<String, u32>) {
+/// Appends `bytes` whole, or cuts the file back to where it was (`written`) and fails.
+fn write_whole(file: &mut std::fs::File, bytes: &[u8], written: &mut u64) -> std::io::Result<()> {
+    match file.write_all(bytes) {
+        Ok(()) => {
+            *written += bytes.len() as u64;
+            Ok(())
+        }
+        Err(error) => {
+            let _ = file.set_len(*written);
+            let _ = file.sync_data();
+            Err(error)
+        }
+    }
+}
+
+/// The streams written so far besides the fixed ones.
+struct Streams {
+    session_id: String,
+    predictions: HashMap<String, u32>,
+    raw_timestamps: bool,
+}
+
+fn encode(event: Event, out: &mut Vec<u8>, footers: &mut HashMap<u32, Footer>, streams: &mut Streams) {
     match event {
         Event::Samples { timestamps, values } => {
             if let (Some(&first), Some(&last)) = (timestamps.first(), timestamps.last()) {
@@ -85,11 +116,31 @@ fn encode(event: Event, out: &mut Vec<u8>, footers: &mut HashMap<u32, Footer>, p
             xdf::samples_str(out, CLOCK_STREAM, &[(timestamp, json)]);
             footers.entry(CLOCK_STREAM).or_default().add(timestamp, timestamp, 1);
         }
+        Event::RawTimestamps { first_sample, timestamp, raw } => {
+            if !std::mem::replace(&mut streams.raw_timestamps, true) {
+                let name = format!("{}/raw-timestamps", streams.session_id);
+                let channels = vec![("raw".to_string(), "json".to_string(), "RawTimestamps".to_string())];
+                let desc = "<note>Where the session repaired timestamps that went backwards (sessions.timestamp_policy = repair), the timestamps the source sent, as JSON {first_sample, raw}; the data stream holds the repaired ones</note>".to_string();
+                let spec = xdf::StreamSpec {
+                    name: &name,
+                    kind: "RawTimestamps",
+                    channels: &channels,
+                    rate: 0.0,
+                    string_format: true,
+                    source_id: &name,
+                    desc,
+                };
+                xdf::stream_header(out, RAW_TIMESTAMP_STREAM, &spec);
+            }
+            let json = serde_json::json!({ "first_sample": first_sample, "raw": raw }).to_string();
+            xdf::samples_str(out, RAW_TIMESTAMP_STREAM, &[(timestamp, json)]);
+            footers.entry(RAW_TIMESTAMP_STREAM).or_default().add(timestamp, timestamp, 1);
+        }
         Event::Prediction(prediction) => {
             let attachment = &prediction.attachment_id;
             let timestamp = prediction.window.map_or(0.0, |w| w.last_timestamp);
-            let next = FIRST_PREDICTION_STREAM + prediction_streams.len() as u32;
-            let id = *prediction_streams.entry(attachment.clone()).or_insert_with(|| {
+            let next = FIRST_PREDICTION_STREAM + streams.predictions.len() as u32;
+            let id = *streams.predictions.entry(attachment.clone()).or_insert_with(|| {
                 let channels = vec![("prediction".to_string(), "json".to_string(), "Markers".to_string())];
                 let labels = match &prediction.result {
                     Some(pb::prediction::Result::Classification(c)) => c.labels.join(","),

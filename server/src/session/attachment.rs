@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use crate::budget::Reservation;
 use crate::decode::Attachment;
 use crate::dsp::SosFilter;
 use crate::ring::FrameRing;
@@ -25,11 +26,21 @@ pub struct AttachmentState {
     pub collector: Option<Collector>,
     /// Resources that live as long as the attachment (its LSL outlets).
     pub keep_alive: Option<Box<dyn std::any::Any + Send>>,
+    /// The session's memory its ring takes.
+    _memory: Reservation,
     frame: Vec<f32>,
 }
 
 impl AttachmentState {
-    pub fn new(shared: Arc<Attachment>, channel_index: Vec<usize>, filter: SosFilter, ring_capacity: usize, cutter: Cutter) -> Self {
+    /// `memory`: the reservation of [`AttachmentState::ring_bytes`] for the ring.
+    pub fn new(
+        shared: Arc<Attachment>,
+        channel_index: Vec<usize>,
+        filter: SosFilter,
+        ring_capacity: usize,
+        cutter: Cutter,
+        memory: Reservation,
+    ) -> Self {
         let width = channel_index.len();
         Self {
             shared,
@@ -39,8 +50,14 @@ impl AttachmentState {
             cutter,
             collector: None,
             keep_alive: None,
+            _memory: memory,
             frame: vec![0.0; width],
         }
+    }
+
+    /// Bytes the ring of an attachment of `width` model channels takes.
+    pub fn ring_bytes(ring_capacity: usize, width: usize) -> u64 {
+        ring_capacity as u64 * width as u64 * 4
     }
 
     pub fn id(&self) -> &str {
@@ -59,14 +76,31 @@ impl AttachmentState {
 
     /// Primes the filter and ring with what the session has buffered, so that windows can use
     /// recent history and the filter has settled; the ring then stays index-aligned with the
-    /// session's. Windows are cut from samples that arrive after this.
-    pub fn prime(&mut self, raw: &FrameRing) {
+    /// session's. The session's `gaps` are fed as zeros, as they were live. Windows are cut from
+    /// samples that arrive after this.
+    pub fn prime(&mut self, raw: &FrameRing, gaps: &std::collections::VecDeque<(u64, u64)>, zeros: &[f32]) {
         let (oldest, total) = (raw.oldest(), raw.total());
         self.ring.advance(oldest);
+        let mut gaps = gaps.iter().peekable();
         for index in oldest..total {
-            self.push_frame(raw.frame(index));
+            while gaps.peek().is_some_and(|&&(_, end)| end <= index) {
+                gaps.next();
+            }
+            let in_gap = gaps.peek().is_some_and(|&&(start, _)| start <= index);
+            self.push_frame(if in_gap { zeros } else { raw.frame(index) });
         }
         self.cutter.start_at(total);
+    }
+
+    /// A gap in the stream: the ring skips its `gap` samples; the filter sees `settle` zeros.
+    pub fn skip_gap(&mut self, gap: u64, settle: u64, zeros: &[f32]) {
+        for _ in 0..settle {
+            for (dst, &src) in self.frame.iter_mut().zip(&self.channel_index) {
+                *dst = if src == ABSENT { 0.0 } else { zeros[src] };
+            }
+            self.filter.process_frame(&mut self.frame);
+        }
+        self.ring.advance(gap);
     }
 
     /// Points the attachment at another model with the same input: the next window goes to the

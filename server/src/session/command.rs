@@ -6,6 +6,7 @@ use tokio::sync::oneshot;
 
 use super::attachment::AttachmentState;
 use super::error::SessionError;
+use super::warnings::Warnings;
 
 pub enum Command {
     /// Samples, already validated for shape and finiteness.
@@ -14,8 +15,9 @@ pub enum Command {
     Markers(Vec<pb::Marker>, oneshot::Sender<MarkersDone>),
     /// A measured LSL clock offset, for the recording.
     ClockOffset { timestamp: f64, json: String },
-    /// A new attachment: primed with the buffered samples, then fed.
-    Attach(Box<AttachmentState>, oneshot::Sender<()>),
+    /// A new attachment: primed with the buffered samples, then fed; refused when the session
+    /// has ended or has `limits.attachments_per_session` already.
+    Attach(Box<AttachmentState>, oneshot::Sender<Result<(), SessionError>>),
     /// Answers whether the attachment existed.
     Detach(String, oneshot::Sender<bool>),
     /// Runs on one attachment's state (calibration's collector, a model swap); dropped unrun
@@ -56,10 +58,10 @@ pub struct ChunkDone {
     pub accepted: Result<u64, SessionError>,
     /// Samples received so far (index of the next expected sample).
     pub accepted_until: u64,
-    pub warnings: Vec<pb::IngestWarning>,
+    pub warnings: Warnings,
 }
 
 pub struct MarkersDone {
     pub accepted_until: u64,
-    pub warnings: Vec<pb::IngestWarning>,
+    pub warnings: Warnings,
 }

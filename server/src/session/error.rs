@@ -12,6 +12,8 @@ pub enum SessionError {
     AlreadyExists(String),
     #[error("{0}")]
     Unavailable(String),
+    #[error("{0}")]
+    ResourceExhausted(String),
 }
 
 impl From<SessionError> for tonic::Status {
@@ -22,6 +24,13 @@ impl From<SessionError> for tonic::Status {
             SessionError::FailedPrecondition(m) => tonic::Status::failed_precondition(m),
             SessionError::AlreadyExists(m) => tonic::Status::already_exists(m),
             SessionError::Unavailable(m) => tonic::Status::unavailable(m),
+            SessionError::ResourceExhausted(m) => tonic::Status::resource_exhausted(m),
         }
+    }
+}
+
+impl From<crate::budget::BudgetError> for SessionError {
+    fn from(error: crate::budget::BudgetError) -> Self {
+        SessionError::ResourceExhausted(error.to_string())
     }
 }

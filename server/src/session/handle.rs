@@ -12,7 +12,7 @@ use super::attachment::AttachmentState;
 use super::command::{Chunk, ChunkDone, Command, MarkersDone};
 use super::error::SessionError;
 use super::snapshot::Snapshot;
-use crate::decode::Attachment;
+use crate::budget::MemoryBudget;
 use crate::decode::job::InFlight;
 use crate::metrics as m;
 use crate::publish::SessionRoute;
@@ -25,6 +25,8 @@ pub struct Session {
     /// Samples each of the session's rings holds (`sessions.ring_buffer_seconds` of them).
     pub capacity: usize,
     pub recording_path: Option<std::path::PathBuf>,
+    /// Set by the recorder if a write error stopped it.
+    pub recording_error: Arc<std::sync::OnceLock<String>>,
     pub(super) route: Arc<SessionRoute>,
     pub(super) commands: mpsc::Sender<Command>,
     pub(super) snapshot: Arc<Snapshot>,
@@ -34,6 +36,9 @@ pub struct Session {
     pub(super) in_flight: Arc<InFlight>,
     /// The worker's thread and the source threads feeding it (LSL inlets), joined at shutdown.
     pub(super) threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
+    /// The session's ring memory (`limits.session_buffer_bytes`, within the server's budget):
+    /// its raw rings hold a reservation, each attachment's ring takes one.
+    pub memory: Arc<MemoryBudget>,
 }
 
 impl Session {
@@ -112,7 +117,7 @@ impl Session {
 
     /// Adds an attachment; returns once the worker has primed it. Blocking.
     pub fn attach(&self, attachment: AttachmentState) -> Result<(), SessionError> {
-        self.ask_blocking(|reply| Command::Attach(Box::new(attachment), reply))
+        self.ask_blocking(|reply| Command::Attach(Box::new(attachment), reply))?
     }
 
     /// Whether the attachment existed (it is gone either way).
@@ -133,12 +138,17 @@ impl Session {
         answer.await.map_err(|_| missing())
     }
 
-    pub fn attachments(&self) -> Vec<Arc<Attachment>> {
-        self.snapshot.attachments()
+    pub fn has_attachment(&self, id: &str) -> bool {
+        self.snapshot.has_attachment(id)
     }
 
-    pub fn has_attachment(&self, id: &str) -> bool {
-        self.snapshot.attachments().iter().any(|a| a.id == id)
+    /// The attachment `id` as its windows' decoding sees it, while the session is live.
+    pub fn attachment(&self, id: &str) -> Option<Arc<crate::decode::Attachment>> {
+        self.snapshot.attachment(id)
+    }
+
+    pub fn attachment_count(&self) -> usize {
+        self.snapshot.attachment_count()
     }
 
     pub fn info(&self) -> pb::SessionInfo {
@@ -149,20 +159,10 @@ impl Session {
             samples_received: self.snapshot.samples_received.load(Ordering::Relaxed),
             markers_received: self.snapshot.markers_received.load(Ordering::Relaxed),
             gap_samples: self.snapshot.gap_samples.load(Ordering::Relaxed),
-            attachments: self
-                .attachments()
-                .iter()
-                .map(|a| pb::AttachmentInfo {
-                    attachment_id: a.id.clone(),
-                    model_id: a.model.card.id.clone(),
-                    model_version: a.model.card.version.clone(),
-                    window: Some(a.policy.clone()),
-                    latency_budget_ms: a.budget_ms,
-                    predictions: a.predictions.load(Ordering::Relaxed),
-                })
-                .collect(),
+            attachments: self.snapshot.attachment_infos(),
             recording_path: self.recording_path.as_ref().map(|p| p.display().to_string()).unwrap_or_default(),
             source: self.source.into(),
+            recording_error: self.recording_error.get().cloned().unwrap_or_default(),
         }
     }
 

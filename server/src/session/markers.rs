@@ -5,7 +5,7 @@ use std::collections::VecDeque;
 
 use myelin_proto::v1::{self as pb, IngestWarningKind};
 
-use super::stream::warn;
+use super::warnings::Warnings;
 use crate::ring::ScalarRing;
 
 pub struct PendingMarkers {
@@ -19,28 +19,26 @@ impl PendingMarkers {
         Self { queue: VecDeque::new(), max }
     }
 
-    pub fn add(&mut self, marker: pb::Marker, warnings: &mut Vec<pb::IngestWarning>) {
+    pub fn add(&mut self, marker: pb::Marker, warnings: &mut Warnings) {
         if self.queue.len() >= self.max
             && let Some(dropped) = self.queue.pop_front()
         {
-            warnings.push(warn(
-                IngestWarningKind::MarkerOutsideBuffer,
-                "marker_outside_buffer",
-                0,
-                1,
-                format!("marker {} at {} s dropped: too many markers ahead of their samples", dropped.code, dropped.timestamp),
-            ));
+            warnings.add(IngestWarningKind::MarkerOutsideBuffer, "marker_outside_buffer", 0, 1, || {
+                format!("marker {} at {} s dropped: too many markers ahead of their samples", dropped.code, dropped.timestamp)
+            });
         }
         self.queue.push_back(marker);
     }
 
     /// Hands every waiting marker whose sample has arrived to `place`, with the index of its
-    /// nearest sample; markers older than the buffered samples are dropped with a warning.
+    /// nearest sample from `valid_from` on (the samples after the latest gap); markers older than
+    /// those are dropped with a warning.
     pub fn place(
         &mut self,
         timestamps: &ScalarRing<f64>,
+        valid_from: u64,
         rate: f64,
-        warnings: &mut Vec<pb::IngestWarning>,
+        warnings: &mut Warnings,
         mut place: impl FnMut(u64, &pb::Marker),
     ) {
         let total = timestamps.total();
@@ -48,8 +46,11 @@ impl PendingMarkers {
             return;
         }
         let half_period = 0.5 / rate;
+        if valid_from >= total {
+            return;
+        }
         let newest_ts = timestamps.get(total - 1).unwrap_or(f64::NEG_INFINITY);
-        let oldest_ts = timestamps.get(timestamps.oldest()).unwrap_or(f64::INFINITY);
+        let oldest_ts = timestamps.get(valid_from).unwrap_or(f64::INFINITY);
         let mut i = 0;
         while i < self.queue.len() {
             let ts = self.queue[i].timestamp;
@@ -59,16 +60,12 @@ impl PendingMarkers {
             }
             let marker = self.queue.remove(i).expect("index in range");
             if ts < oldest_ts - half_period {
-                warnings.push(warn(
-                    IngestWarningKind::MarkerOutsideBuffer,
-                    "marker_outside_buffer",
-                    timestamps.oldest(),
-                    1,
-                    format!("marker {} at {ts} s is older than the buffered samples (from {oldest_ts} s); no window", marker.code),
-                ));
+                warnings.add(IngestWarningKind::MarkerOutsideBuffer, "marker_outside_buffer", valid_from, 1, || {
+                    format!("marker {} at {ts} s is older than the buffered samples (from {oldest_ts} s); no window", marker.code)
+                });
                 continue;
             }
-            let index = timestamps.nearest_index(ts).expect("non-empty ring");
+            let index = timestamps.nearest_index_from(valid_from, ts).expect("non-empty range");
             place(index, &marker);
         }
     }

@@ -12,6 +12,7 @@ mod markers;
 pub mod registry;
 mod snapshot;
 mod stream;
+pub mod warnings;
 mod worker;
 
 pub use error::SessionError;

@@ -13,32 +13,36 @@ use super::error::SessionError;
 use super::handle::Session;
 use super::snapshot::Snapshot;
 use super::worker::{self, WorkerSpec};
-use crate::config::{RecordingConfig, SessionsConfig};
+use crate::budget::MemoryBudget;
+use crate::config::{LimitsConfig, RecordingConfig, SessionsConfig, TimestampPolicy};
 use crate::decode::job::InFlight;
 use crate::metrics as m;
 use crate::publish::Hub;
 use crate::record::Recorder;
 
-/// Largest ring buffer one session may ask for (a header with an absurd rate or channel count
-/// is refused instead of aborting the process on allocation).
-const MAX_SESSION_BUFFER_BYTES: f64 = 4.0 * (1u64 << 30) as f64;
-
 pub struct SessionManager {
     sessions: RwLock<HashMap<String, Arc<Session>>>,
     config: SessionsConfig,
     recording: RecordingConfig,
+    limits: LimitsConfig,
     hub: Hub,
+    /// The server's buffer memory; each session's rings draw on it.
+    memory: Arc<MemoryBudget>,
     /// Set when the server shuts down: no session opens any more.
     closed: AtomicBool,
 }
 
 impl SessionManager {
-    pub fn new(config: SessionsConfig, recording: RecordingConfig, hub: Hub) -> Self {
-        Self { sessions: RwLock::new(HashMap::new()), config, recording, hub, closed: AtomicBool::new(false) }
+    pub fn new(config: SessionsConfig, recording: RecordingConfig, limits: LimitsConfig, hub: Hub, memory: Arc<MemoryBudget>) -> Self {
+        Self { sessions: RwLock::new(HashMap::new()), config, recording, limits, hub, memory, closed: AtomicBool::new(false) }
     }
 
     pub fn config(&self) -> &SessionsConfig {
         &self.config
+    }
+
+    pub fn limits(&self) -> &LimitsConfig {
+        &self.limits
     }
 
     /// Registers a new live session from its header (validated by the ingest layer) and starts
@@ -52,29 +56,39 @@ impl SessionManager {
         if sessions.get(&header.session_id).is_some_and(|existing| existing.is_live()) {
             return Err(SessionError::AlreadyExists(format!("session {:?} is already being streamed by another call", header.session_id)));
         }
+        let live = sessions.values().filter(|s| s.is_live());
+        let (live_all, live_lsl) = live.fold((0, 0), |(all, lsl), s| (all + 1, lsl + usize::from(s.source == "lsl")));
+        if live_all >= self.limits.sessions {
+            return Err(SessionError::ResourceExhausted(format!("{live_all} sessions are live, the most at once (limits.sessions)")));
+        }
+        if source == "lsl" && live_lsl >= self.limits.lsl_sources {
+            return Err(SessionError::ResourceExhausted(format!("{live_lsl} LSL sources are live, the most at once (limits.lsl_sources)")));
+        }
         let n_channels = header.channels.len();
+        // Rate and channels are bounded by the ingest checks (limits.rate_hz, limits.channels).
         let capacity = ((self.config.ring_buffer_seconds * header.nominal_rate_hz).ceil() as usize).max(1);
         // Samples, timestamps and receive times; attachments add their own filtered copies.
-        let bytes = capacity as f64 * (n_channels as f64 * 4.0 + 16.0);
-        if bytes > MAX_SESSION_BUFFER_BYTES {
+        let bytes = capacity as u64 * (n_channels as u64 * 4 + 16);
+        if bytes > self.limits.session_buffer_bytes {
             return Err(SessionError::InvalidArgument(format!(
-                "header: {n_channels} channels at {} Hz need {:.1} GiB for sessions.ring_buffer_seconds = {} s; the limit is {:.0} GiB",
-                header.nominal_rate_hz,
-                bytes / f64::from(1u32 << 30),
-                self.config.ring_buffer_seconds,
-                MAX_SESSION_BUFFER_BYTES / f64::from(1u32 << 30)
+                "header: {n_channels} channels at {} Hz need {bytes} bytes of ring buffer for sessions.ring_buffer_seconds = {} s; one session may have {} (limits.session_buffer_bytes)",
+                header.nominal_rate_hz, self.config.ring_buffer_seconds, self.limits.session_buffer_bytes
             )));
         }
+        let memory = self.memory.child(self.limits.session_buffer_bytes, "limits.session_buffer_bytes");
+        let rings = memory.reserve(bytes, || format!("session {:?}", header.session_id))?;
         let route = self.hub.session_route(&header.session_id);
+        let recording_error = Arc::new(std::sync::OnceLock::new());
         let recorder = if self.recording.enabled {
             let flush = Duration::from_millis(self.recording.flush_interval_ms.max(10));
-            let recorder = Recorder::start(&self.recording.dir, &header, flush, source, &route).map_err(|error| {
-                SessionError::Unavailable(format!(
-                    "cannot record session {:?} in {}: {error}",
-                    header.session_id,
-                    self.recording.dir.display()
-                ))
-            })?;
+            let recorder =
+                Recorder::start(&self.recording.dir, &header, flush, source, &route, recording_error.clone()).map_err(|error| {
+                    SessionError::Unavailable(format!(
+                        "cannot record session {:?} in {}: {error}",
+                        header.session_id,
+                        self.recording.dir.display()
+                    ))
+                })?;
             Some(recorder)
         } else {
             None
@@ -92,6 +106,9 @@ impl SessionManager {
             recorder,
             snapshot: snapshot.clone(),
             in_flight: in_flight.clone(),
+            memory: rings,
+            max_attachments: self.limits.attachments_per_session,
+            repair_timestamps: self.config.timestamp_policy == TimestampPolicy::Repair,
         };
         let worker =
             worker::spawn(spec, inbox).map_err(|e| SessionError::Unavailable(format!("starting the session's worker thread: {e}")))?;
@@ -100,6 +117,7 @@ impl SessionManager {
             source,
             capacity,
             recording_path,
+            recording_error,
             header,
             route,
             commands,
@@ -108,6 +126,7 @@ impl SessionManager {
             ended_at: Mutex::new(None),
             in_flight,
             threads: Mutex::new(vec![worker]),
+            memory,
         });
         metrics::gauge!(m::LIVE_SESSIONS).increment(1.0);
         sessions.insert(session.id.clone(), session.clone());

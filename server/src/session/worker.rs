@@ -16,7 +16,9 @@ use super::command::{Chunk, ChunkDone, Command, MarkersDone};
 use super::error::SessionError;
 use super::markers::PendingMarkers;
 use super::snapshot::Snapshot;
-use super::stream::{StreamRings, gap_timestamp};
+use super::stream::StreamRings;
+use super::warnings::Warnings;
+use crate::budget::Reservation;
 use crate::decode::job::InFlight;
 use crate::metrics as m;
 use crate::record::{Event, Recorder};
@@ -33,6 +35,11 @@ pub struct WorkerSpec {
     pub recorder: Option<Recorder>,
     pub snapshot: Arc<Snapshot>,
     pub in_flight: Arc<InFlight>,
+    /// The raw rings' memory, given back when the session ends.
+    pub memory: Reservation,
+    pub max_attachments: usize,
+    /// Repair timestamps that go backwards (else refuse the chunk).
+    pub repair_timestamps: bool,
 }
 
 struct Worker {
@@ -43,6 +50,8 @@ struct Worker {
     recorder: Option<Recorder>,
     snapshot: Arc<Snapshot>,
     in_flight: Arc<InFlight>,
+    memory: Option<Reservation>,
+    max_attachments: usize,
     /// One frame of zeros (gap filling) and the cuts of one pass, reused.
     zeros: Vec<f32>,
     cuts: Vec<Cut>,
@@ -54,12 +63,14 @@ pub fn spawn(spec: WorkerSpec, mut inbox: mpsc::Receiver<Command>) -> std::io::R
     std::thread::Builder::new().name(name).spawn(move || {
         let mut worker = Worker {
             session_id: spec.session_id,
-            stream: StreamRings::new(spec.capacity, spec.n_channels, spec.rate),
+            stream: StreamRings::new(spec.capacity, spec.n_channels, spec.rate, spec.repair_timestamps),
             markers: PendingMarkers::new(spec.max_pending_markers),
             attachments: Vec::new(),
             recorder: spec.recorder,
             snapshot: spec.snapshot,
             in_flight: spec.in_flight,
+            memory: Some(spec.memory),
+            max_attachments: spec.max_attachments,
             zeros: vec![0.0; spec.n_channels],
             cuts: Vec::new(),
         };
@@ -74,12 +85,12 @@ impl Worker {
     fn handle(&mut self, command: Command) {
         match command {
             Command::Chunk(chunk, reply) => {
-                let mut warnings = Vec::new();
+                let mut warnings = Warnings::default();
                 let accepted = self.ingest_chunk(&chunk, &mut warnings);
                 let _ = reply.send(ChunkDone { chunk, accepted, accepted_until: self.stream.total(), warnings });
             }
             Command::Markers(markers, reply) => {
-                let mut warnings = Vec::new();
+                let mut warnings = Warnings::default();
                 self.ingest_markers(markers, &mut warnings);
                 let _ = reply.send(MarkersDone { accepted_until: self.stream.total(), warnings });
             }
@@ -89,12 +100,27 @@ impl Worker {
                 }
             }
             Command::Attach(attachment, reply) => {
+                if self.memory.is_none() {
+                    let _ = reply.send(Err(SessionError::FailedPrecondition(format!("session {:?} has ended", self.session_id))));
+                    return;
+                }
+                if self.attachments.len() >= self.max_attachments {
+                    let limit = self.max_attachments;
+                    let _ = reply.send(Err(SessionError::ResourceExhausted(format!(
+                        "session {:?} has {limit} attachments, the most it may have (limits.attachments_per_session)",
+                        self.session_id
+                    ))));
+                    return;
+                }
                 let mut attachment = *attachment;
-                attachment.prime(&self.stream.raw);
+                attachment.prime(&self.stream.raw, &self.stream.gaps, &self.zeros);
                 tracing::info!(session = %self.session_id, attachment = %attachment.id(), model = %attachment.shared.model.card.id, "attached");
                 self.attachments.push(attachment);
                 self.publish_attachments();
-                let _ = reply.send(());
+                let _ = reply.send(Ok(()));
+            }
+            Command::Detach(id, reply) if self.memory.is_none() => {
+                let _ = reply.send(self.snapshot.remove(&id));
             }
             Command::Detach(id, reply) => {
                 let position = self.attachments.iter().position(|a| a.id() == id);
@@ -117,16 +143,32 @@ impl Worker {
 
     /// Takes one chunk: places it by sample index, fills a gap before it, filters it for every
     /// attachment, records it, then places waiting markers and cuts every window now complete.
-    fn ingest_chunk(&mut self, chunk: &Chunk, warnings: &mut Vec<pb::IngestWarning>) -> Result<u64, SessionError> {
+    fn ingest_chunk(&mut self, chunk: &Chunk, warnings: &mut Warnings) -> Result<u64, SessionError> {
+        if self.memory.is_none() {
+            return Err(SessionError::FailedPrecondition(format!("session {:?} has ended", self.session_id)));
+        }
         let c = self.stream.n_channels;
         let n = chunk.samples.len() / c;
         let Some(admission) = self.stream.admit(chunk, n, warnings)? else { return Ok(0) };
         if admission.gap > 0 {
-            self.fill_gap(admission.gap, admission.last_ts, admission.first_ts);
+            self.skip_gap(admission.gap);
         }
         let new = &chunk.samples[admission.skip * c..n * c];
+        let (mut repaired, mut first_repaired) = (0u64, 0);
         for (i, frame) in new.chunks_exact(c).enumerate() {
-            self.stream.push(frame, chunk.timestamp(admission.skip + i), chunk.received_ns);
+            let (timestamp, was_repaired) = self.stream.repaired(chunk.timestamp(admission.skip + i));
+            if was_repaired {
+                first_repaired = if repaired == 0 { i } else { first_repaired };
+                repaired += 1;
+            }
+            self.stream.push(frame, timestamp, chunk.received_ns);
+        }
+        if repaired > 0 {
+            let index = chunk.first_index + (admission.skip + first_repaired) as u64;
+            let to = self.stream.timestamps.get(index).unwrap_or(f64::NAN);
+            warnings.add(pb::IngestWarningKind::ClockJump, "timestamps_repaired", index, repaired, || {
+                format!("timestamps went backwards at sample {index}: {repaired} raised to {to} s and on, so they never decrease (sessions.timestamp_policy = \"repair\"; the recording keeps the raw ones)")
+            });
         }
         // Attachment by attachment: each filter's state stays in cache for the whole chunk.
         for attachment in &mut self.attachments {
@@ -135,8 +177,15 @@ impl Worker {
             }
         }
         if let Some(recorder) = &self.recorder {
-            let timestamps = (admission.skip..n).map(|i| chunk.timestamp(i)).collect();
+            let first = chunk.first_index + admission.skip as u64;
+            let timestamps =
+                (first..first + (n - admission.skip) as u64).map(|i| self.stream.timestamps.get(i).unwrap_or(f64::NAN)).collect();
+            let timestamp = self.stream.timestamps.get(first).unwrap_or(f64::NAN);
             recorder.send(Event::Samples { timestamps, values: new.to_vec() });
+            if repaired > 0 {
+                let raw: Vec<f64> = (admission.skip..n).map(|i| chunk.timestamp(i)).collect();
+                recorder.send(Event::RawTimestamps { first_sample: first, timestamp, raw });
+            }
         }
         let accepted = (n - admission.skip) as u64;
         self.snapshot.add_samples(accepted);
@@ -146,33 +195,27 @@ impl Worker {
         Ok(accepted)
     }
 
-    /// Zeros for `gap` missing samples before a chunk whose first sample is at `next_ts`, so
-    /// every ring and filter stays aligned with sample indices; windows touching them are
-    /// refused when cut.
-    fn fill_gap(&mut self, gap: u64, last_ts: Option<f64>, next_ts: f64) {
+    /// A gap of `gap` missing samples: the rings skip it without writing, and windows touching
+    /// it are refused when cut (those wholly beyond the buffer's reach are not cut at all). The
+    /// filters see zeros for the gap's length (10 s of them at most, by which any filter of a
+    /// card has settled), as if the signal had been 0, so that the windows after the gap match
+    /// an offline run over the zero-filled stream.
+    fn skip_gap(&mut self, gap: u64) {
         let start = self.stream.total();
-        let (skipped, written) = self.stream.open_gap(gap);
+        self.stream.open_gap(gap);
         self.snapshot.set_gap_samples(self.stream.gap_samples);
-        if skipped > 0 {
-            // Windows that lie wholly in the part of the gap that was never buffered are skipped
-            // (the client was told about the gap); the ones that touch buffered zeros are refused
-            // one by one as usual.
-            for attachment in &mut self.attachments {
-                attachment.ring.advance(skipped);
-                attachment.cutter.skip_before(start + skipped);
-            }
-        }
-        for k in 0..written {
-            let ts = gap_timestamp(k, skipped, written, gap, last_ts, next_ts, self.stream.rate);
-            self.stream.push(&self.zeros, ts, 0);
-            for attachment in &mut self.attachments {
-                attachment.push_frame(&self.zeros);
+        let settle = gap.min(self.stream.capacity as u64).min((self.stream.rate * 10.0).ceil() as u64);
+        let unbuffered = gap.saturating_sub(self.stream.capacity as u64);
+        for attachment in &mut self.attachments {
+            attachment.skip_gap(gap, settle, &self.zeros);
+            if unbuffered > 0 {
+                attachment.cutter.skip_before(start + unbuffered);
             }
         }
         self.stream.forget_old_gaps();
     }
 
-    fn ingest_markers(&mut self, markers: Vec<pb::Marker>, warnings: &mut Vec<pb::IngestWarning>) {
+    fn ingest_markers(&mut self, markers: Vec<pb::Marker>, warnings: &mut Warnings) {
         if let Some(recorder) = &self.recorder {
             let value = |m: &pb::Marker| if m.label.is_empty() { m.code.to_string() } else { m.label.clone() };
             recorder.send(Event::Markers(markers.iter().map(|m| (m.timestamp, value(m))).collect()));
@@ -188,10 +231,11 @@ impl Worker {
 
     /// Places every waiting marker whose sample has arrived and hands it to the event-locked
     /// attachments.
-    fn place_markers(&mut self, warnings: &mut Vec<pb::IngestWarning>) {
+    fn place_markers(&mut self, warnings: &mut Warnings) {
         let view = self.stream.view();
         let attachments = &mut self.attachments;
-        self.markers.place(&self.stream.timestamps, self.stream.rate, warnings, |index, marker| {
+        let valid_from = self.stream.valid_from();
+        self.markers.place(&self.stream.timestamps, valid_from, self.stream.rate, warnings, |index, marker| {
             for attachment in attachments.iter_mut() {
                 if let Some(cut) = attachment.cutter.on_marker(index, marker) {
                     dispatch(&attachment.shared, &attachment.ring, attachment.cutter.length(), attachment.collector.as_ref(), cut, &view);
@@ -227,6 +271,11 @@ impl Worker {
             }
         }
         self.recorder = None;
+        // The session's memory goes at once; its listing stays.
+        self.snapshot.freeze();
+        self.attachments.clear();
+        self.stream = StreamRings::new(1, self.stream.n_channels, self.stream.rate, false);
+        self.memory = None;
     }
 
     fn publish_attachments(&self) {

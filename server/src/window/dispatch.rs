@@ -14,11 +14,25 @@ use crate::decode::{Attachment, WindowJob};
 use crate::ring::{FrameRing, ScalarRing};
 
 /// What a window needs to know of its stream: per-sample source timestamps and server receive
-/// times, and the gaps [start, end) still buffered.
+/// times, and the gaps [start, end) still buffered (whose samples have neither).
 pub struct StreamView<'a> {
     pub timestamps: &'a ScalarRing<f64>,
     pub received_ns: &'a ScalarRing<u64>,
     pub gaps: &'a VecDeque<(u64, u64)>,
+}
+
+impl StreamView<'_> {
+    fn gap_at(&self, index: u64) -> Option<(u64, u64)> {
+        self.gaps.iter().copied().find(|&(a, b)| a <= index && index < b)
+    }
+
+    /// Source timestamp and receive time of sample `index`, if it arrived and is buffered.
+    fn sample(&self, index: u64) -> Option<(f64, u64)> {
+        if self.gap_at(index).is_some() {
+            return None;
+        }
+        Some((self.timestamps.get(index)?, self.received_ns.get(index)?))
+    }
 }
 
 /// Sends the window `cut` of `length` samples of `filtered` to its model, or publishes why it
@@ -37,11 +51,12 @@ pub fn dispatch(
     };
     let first = start.max(0) as u64;
     let last = first + length as u64 - 1;
+    let (first_sample, last_sample) = (stream.sample(first), stream.sample(last));
     let span = pb::WindowSpan {
         first_sample_index: first,
         last_sample_index: last,
-        first_timestamp: stream.timestamps.get(first).unwrap_or(f64::NAN),
-        last_timestamp: stream.timestamps.get(last).unwrap_or(f64::NAN),
+        first_timestamp: first_sample.map_or(f64::NAN, |s| s.0),
+        last_timestamp: last_sample.map_or(f64::NAN, |s| s.0),
     };
     if refusal.is_none()
         && let Some(&(a, b)) = stream.gaps.iter().find(|&&(a, b)| a <= last && b > first)
@@ -54,7 +69,7 @@ pub fn dispatch(
         span,
         trigger,
         sequence: attachment.next_sequence(),
-        last_sample_received_ns: stream.received_ns.get(last).unwrap_or_else(clock::now_ns),
+        last_sample_received_ns: last_sample.map_or_else(clock::now_ns, |s| s.1),
         enqueued_ns: clock::now_ns(),
         in_flight: attachment.in_flight.window(),
     };

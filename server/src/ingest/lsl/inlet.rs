@@ -162,7 +162,7 @@ fn settle(answer: oneshot::Receiver<ChunkDone>, last_ts: f64, position: &mut Pos
         }
         Err(error) => tracing::warn!(session = %session.id, stream = %name, %error, "LSL chunk refused"),
     }
-    for warning in &done.warnings {
+    for warning in done.warnings.iter() {
         tracing::info!(session = %session.id, stream = %name, warning = %warning.message, "LSL source");
     }
     Some(done.chunk)

@@ -9,6 +9,9 @@ use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
+mod limits;
+pub use limits::LimitsConfig;
+
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
@@ -19,6 +22,7 @@ pub struct Config {
     pub publish: PublishConfig,
     pub lsl: LslConfig,
     pub recording: RecordingConfig,
+    pub limits: LimitsConfig,
     pub demo: DemoConfig,
 }
 
@@ -88,6 +92,11 @@ pub struct ServerConfig {
     pub http2_connection_window_bytes: u32,
     /// Log format: "pretty" or "json".
     pub log_format: String,
+    /// HTTP/2 keepalive: a ping after this many seconds of silence on a connection, and the
+    /// connection closed (its calls ended) when no answer comes within the timeout, so a peer
+    /// that lost power does not hold its calls open.
+    pub http2_keepalive_interval_s: f64,
+    pub http2_keepalive_timeout_s: f64,
     /// Seconds from SIGTERM (or Ctrl-C) to exit: calls end with UNAVAILABLE, queued windows are
     /// decoded, recordings closed, threads joined; what is still running then is cut off.
     pub shutdown_grace_s: f64,
@@ -102,6 +111,8 @@ impl Default for ServerConfig {
             http2_stream_window_bytes: 256 * 1024,
             http2_connection_window_bytes: 16 * 1024 * 1024,
             log_format: "pretty".into(),
+            http2_keepalive_interval_s: 10.0,
+            http2_keepalive_timeout_s: 20.0,
             shutdown_grace_s: 10.0,
         }
     }
@@ -156,6 +167,16 @@ pub enum NonFinitePolicy {
     ZeroFill,
 }
 
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum TimestampPolicy {
+    /// Keep the stream: timestamps that go backwards are raised to the last one (so they never
+    /// decrease), with a warning; the recording keeps the raw ones.
+    Repair,
+    /// End the ingest call with INVALID_ARGUMENT.
+    Reject,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SessionsConfig {
@@ -163,12 +184,17 @@ pub struct SessionsConfig {
     pub ring_buffer_seconds: f64,
     /// What to do with NaN / Inf samples.
     pub non_finite_policy: NonFinitePolicy,
+    /// What to do with timestamps that go backwards (clock jitter of real rigs).
+    pub timestamp_policy: TimestampPolicy,
     /// Markers waiting for their samples, per session; older ones are dropped with a warning.
     pub max_pending_markers: usize,
     /// Sessions that ended are forgotten after this many seconds.
     pub retain_ended_seconds: u64,
     /// Messages waiting for a session's worker thread; a stream waits while its queue is full.
     pub worker_queue: usize,
+    /// An Ingest call that sends nothing for this long is taken for dead: it ends with
+    /// DEADLINE_EXCEEDED and its session id is free again.
+    pub ingest_idle_timeout_s: f64,
 }
 
 impl Default for SessionsConfig {
@@ -176,9 +202,11 @@ impl Default for SessionsConfig {
         Self {
             ring_buffer_seconds: 30.0,
             non_finite_policy: NonFinitePolicy::Reject,
+            timestamp_policy: TimestampPolicy::Repair,
             max_pending_markers: 1024,
             retain_ended_seconds: 600,
             worker_queue: 16,
+            ingest_idle_timeout_s: 60.0,
         }
     }
 }
@@ -258,6 +286,13 @@ impl Config {
             anyhow::ensure!((1..=most).contains(&value), "{key} must be 1 to {most}, got {value}");
         }
         anyhow::ensure!(self.server.max_message_bytes >= 1024, "server.max_message_bytes must be >= 1024");
+        for (key, value) in [
+            ("server.http2_keepalive_interval_s", self.server.http2_keepalive_interval_s),
+            ("server.http2_keepalive_timeout_s", self.server.http2_keepalive_timeout_s),
+            ("sessions.ingest_idle_timeout_s", self.sessions.ingest_idle_timeout_s),
+        ] {
+            anyhow::ensure!(value > 0.0 && value <= 86_400.0, "{key} must be > 0 and <= 86400 s, got {value}");
+        }
         anyhow::ensure!(
             self.server.shutdown_grace_s > 0.0 && self.server.shutdown_grace_s <= 3600.0,
             "server.shutdown_grace_s must be > 0 and <= 3600, got {}",
@@ -270,6 +305,7 @@ impl Config {
         ] {
             anyhow::ensure!((65_535..=i32::MAX as u32).contains(&value), "{key} must be 65535 to 2147483647 bytes, got {value}");
         }
+        self.limits.validate()?;
         for provider in &self.models.execution_providers {
             anyhow::ensure!(
                 matches!(provider.as_str(), "cpu" | "cuda" | "tensorrt"),
