@@ -35,11 +35,12 @@ def load_stubs(out_dir: Path):
 class Server:
     """`myelin serve` on ports picked by the OS; stop() sends SIGTERM."""
 
-    def __init__(self, binary: str, env: dict[str, str] | None = None):
+    def __init__(self, binary: str, env: dict[str, str] | None = None, preexec_fn=None):
         full_env = dict(os.environ, MYELIN_SERVER__GRPC_ADDR="127.0.0.1:0", MYELIN_SERVER__HTTP_ADDR="127.0.0.1:0",
                         RUST_LOG=os.environ.get("RUST_LOG", "warn"))
         full_env.update(env or {})
-        self.proc = subprocess.Popen([binary, "serve"], cwd=ROOT, env=full_env, stdout=subprocess.PIPE, text=True)
+        self.proc = subprocess.Popen([binary, "serve"], cwd=ROOT, env=full_env, stdout=subprocess.PIPE, text=True,
+                                     preexec_fn=preexec_fn)
         line = ""
         for line in self.proc.stdout:
             if line.startswith("myelin ready "):

@@ -207,3 +207,53 @@ def test_a_client_that_stops_responding_frees_its_session_within_the_idle_timeou
         server.stop()
     print(f"\nsession freed {freed_after:.1f} s after its client froze (idle timeout 2 s)")
     assert freed_after >= 1.5
+
+
+def test_a_full_disk_stops_the_recording_cleanly_and_says_so(myelin_bin, tmp_path):
+    """The server may write 200 kB per file (RLIMIT_FSIZE; SIGXFSZ ignored, so writes fail as on a
+    full disk): the recording stops with the file cut back to its last whole chunk, the session
+    and the metrics say so, and the stream and its decoding carry on."""
+    import resource
+    import urllib.request
+
+    def small_disk():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, 200_000))
+
+    recordings = tmp_path / "recordings"
+    server = live.Server(myelin_bin, env={"MYELIN_RECORDING__ENABLED": "true", "MYELIN_RECORDING__DIR": str(recordings),
+                                          "MYELIN_RECORDING__FLUSH_INTERVAL_MS": "50"}, preexec_fn=small_disk)
+    channels = [f"E{i}" for i in range(64)]
+    try:
+        with grpc.insecure_channel(server.grpc) as channel:
+            decoding = rpc.DecodingStub(channel)
+            requests: queue.Queue = queue.Queue()
+            requests.put(pb.IngestRequest(header=pb.StreamHeader(
+                session_id="full", modality=pb.MODALITY_EEG, nominal_rate_hz=1000.0, clock=pb.CLOCK_SOURCE_UNIX,
+                channels=[pb.Channel(label=c) for c in channels])))
+            replies: list = []
+            call = rpc.IngestStub(channel).Stream(iter(requests.get, None))
+            drainer = threading.Thread(target=lambda: replies.extend(call), daemon=True)
+            drainer.start()
+            rng = np.random.default_rng(3)
+            for k in range(40):  # 4 s of 64 channels at 1 kHz: about 1 MB to record
+                x = rng.standard_normal((100, 64)).astype("<f4")
+                requests.put(pb.IngestRequest(chunk=pb.SampleChunk(
+                    first_sample_index=100 * k, n_samples=100, samples=x.tobytes(),
+                    regular=pb.RegularTimestamps(first_seconds=k / 10.0, rate_hz=1000.0))))
+                time.sleep(0.02)
+            time.sleep(0.5)
+            info = next(s for s in decoding.ListSessions(pb.ListSessionsRequest()).sessions if s.session_id == "full")
+            requests.put(None)
+            drainer.join(10)
+            metrics = urllib.request.urlopen(f"http://{server.http}/metrics", timeout=10).read().decode()
+    finally:
+        server.stop()
+    assert replies[-1].samples_accepted_until == 4000, "the stream carried on"
+    assert "failed" in info.recording_error and "whole chunk" in info.recording_error, info.recording_error
+    assert "myelin_recording_errors_total 1" in metrics
+    [path] = list(recordings.glob("full-*.xdf"))
+    assert path.stat().st_size <= 200_000
+    streams, _ = pyxdf.load_xdf(str(path))
+    data = next(s for s in streams if s["info"]["name"][0] == "full")
+    assert 0 < len(data["time_stamps"]) < 4000, "what was written before the disk filled reads back"

@@ -190,6 +190,13 @@ async fn run(
     }
     tracing::info!(attachment = %plan.attachment_id, targets, others, seconds = started.elapsed().as_secs_f64(), "calibration epochs collected; fitting");
 
+    let smallest_class = targets.min(others) as usize;
+    if plan.folds > smallest_class {
+        return Err(Status::failed_precondition(format!(
+            "{} folds need at least {} epochs of each class; collected {targets} targets and {others} non-targets",
+            plan.folds, plan.folds
+        )));
+    }
     let fit_plan = (plan.filters_per_class, plan.folds);
     let (n_channels, n_samples) = (base.channels.len(), base.window_samples());
     let fitted = tokio::task::spawn_blocking(move || {
