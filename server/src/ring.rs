@@ -8,6 +8,7 @@
 #[derive(Debug)]
 struct Pages<T> {
     width: usize,
+    slots: usize,
     pages: Vec<Option<Box<[T]>>>,
 }
 
@@ -16,7 +17,7 @@ const PAGE_SLOTS: usize = 4096;
 
 impl<T: Copy + Default> Pages<T> {
     fn new(slots: usize, width: usize) -> Self {
-        Self { width, pages: (0..slots.div_ceil(PAGE_SLOTS)).map(|_| None).collect() }
+        Self { width, slots, pages: (0..slots.div_ceil(PAGE_SLOTS)).map(|_| None).collect() }
     }
 
     /// Slot `slot`, or `None` if nothing of its page was written.
@@ -27,8 +28,10 @@ impl<T: Copy + Default> Pages<T> {
     }
 
     fn get_mut(&mut self, slot: usize) -> &mut [T] {
-        let width = self.width;
-        let page = self.pages[slot / PAGE_SLOTS].get_or_insert_with(|| vec![T::default(); PAGE_SLOTS * width].into_boxed_slice());
+        let (width, page_index) = (self.width, slot / PAGE_SLOTS);
+        // The last page only as long as the slots left: a ring never takes more than its slots.
+        let page_slots = PAGE_SLOTS.min(self.slots - page_index * PAGE_SLOTS);
+        let page = self.pages[page_index].get_or_insert_with(|| vec![T::default(); page_slots * width].into_boxed_slice());
         let at = slot % PAGE_SLOTS * width;
         &mut page[at..at + width]
     }

@@ -189,12 +189,13 @@ async fn shut_down(
     grace: Duration,
 ) {
     trigger.listener().wait().await;
-    let deadline = Instant::now() + grace.mul_f64(0.9);
+    let started = Instant::now();
     health.set_not_serving::<IngestServer<ingest::IngestService>>().await;
     health.set_not_serving::<DecodingServer<grpc::DecodingService>>().await;
     let _ = refuse_calls.send(());
     tracing::info!(grace_s = grace.as_secs_f64(), "shutting down: ending calls, draining sessions");
-    let _ = tokio::task::spawn_blocking(move || sessions.shutdown(deadline)).await;
+    // Sessions get most of the grace period, inference threads what is left before main's cut.
+    let _ = tokio::task::spawn_blocking(move || sessions.shutdown(started + grace.mul_f64(0.8))).await;
     trigger.close();
-    let _ = tokio::task::spawn_blocking(move || models.shutdown(deadline)).await;
+    let _ = tokio::task::spawn_blocking(move || models.shutdown(started + grace.mul_f64(0.95))).await;
 }

@@ -257,3 +257,29 @@ def test_a_full_disk_stops_the_recording_cleanly_and_says_so(myelin_bin, tmp_pat
     streams, _ = pyxdf.load_xdf(str(path))
     data = next(s for s in streams if s["info"]["name"][0] == "full")
     assert 0 < len(data["time_stamps"]) < 4000, "what was written before the disk filled reads back"
+
+
+def test_a_chunk_longer_than_the_ring_is_recorded_whole(myelin_bin, tmp_path):
+    """10 Hz with a 30 s ring holds 300 samples; one chunk of 1000 (with a step back to repair)
+    is still recorded with every timestamp, non-decreasing."""
+    recordings = tmp_path / "recordings"
+    server = live.Server(myelin_bin, env={"MYELIN_RECORDING__ENABLED": "true", "MYELIN_RECORDING__DIR": str(recordings)})
+    stamps = np.arange(1000) / 10.0
+    stamps[500:] -= 0.15
+    try:
+        with grpc.insecure_channel(server.grpc) as channel:
+            replies = list(rpc.IngestStub(channel).Stream(iter([
+                pb.IngestRequest(header=pb.StreamHeader(session_id="long", modality=pb.MODALITY_EEG, nominal_rate_hz=10.0,
+                                                        channels=[pb.Channel(label="X")])),
+                pb.IngestRequest(chunk=pb.SampleChunk(first_sample_index=0, n_samples=1000, samples=np.arange(1000, dtype="<f4").tobytes(),
+                                                      per_sample=pb.PerSampleTimestamps(seconds=list(stamps)))),
+            ])))
+    finally:
+        server.stop()
+    assert replies[-1].samples_accepted_until == 1000
+    assert [w.kind for w in replies[-1].warnings] == [pb.INGEST_WARNING_KIND_TIMESTAMPS_REPAIRED]
+    [path] = list(recordings.glob("long-*.xdf"))
+    streams, _ = pyxdf.load_xdf(str(path), dejitter_timestamps=False)
+    data = next(s for s in streams if s["info"]["name"][0] == "long")
+    assert len(data["time_stamps"]) == 1000 and np.all(np.isfinite(data["time_stamps"]))
+    assert np.all(np.diff(data["time_stamps"]) >= 0)

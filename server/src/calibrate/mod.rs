@@ -199,7 +199,7 @@ async fn run(
     }
     let fit_plan = (plan.filters_per_class, plan.folds);
     let (n_channels, n_samples) = (base.channels.len(), base.window_samples());
-    let fitted = tokio::task::spawn_blocking(move || {
+    let fitting = tokio::task::spawn_blocking(move || {
         let fit_started = Instant::now();
         let mut scratch = Vec::new();
         let inputs: Vec<Vec<f32>> = epochs
@@ -215,11 +215,19 @@ async fn run(
         let cv = XdawnLda::cross_validate(&refs, &labels, n_channels, n_samples, fit_plan.0, fit_plan.1)?;
         let model = XdawnLda::fit(&refs, &labels, n_channels, n_samples, fit_plan.0)?;
         Ok::<_, crate::decode::erp::ErpError>((model, cv, fit_started.elapsed().as_secs_f64()))
-    })
-    .await
-    .map_err(|e| Status::internal(format!("fitting task failed: {e}")))?
-    .map_err(|e| Status::failed_precondition(format!("cannot fit the decoder: {e}")))?;
-    let (decoder, cv, fit_seconds) = fitted;
+    });
+    // Shutdown does not wait for a fit (nor register what it fits: the models are stopping).
+    let fitted = tokio::select! {
+        biased;
+        _ = shutdown.wait() => return Err(crate::shutdown::shutting_down()),
+        fitted = fitting => fitted,
+    };
+    let (decoder, cv, fit_seconds) = fitted
+        .map_err(|e| Status::internal(format!("fitting task failed: {e}")))?
+        .map_err(|e| Status::failed_precondition(format!("cannot fit the decoder: {e}")))?;
+    if shutdown.is_triggered() {
+        return Err(crate::shutdown::shutting_down());
+    }
 
     let version = utc_stamp();
     let card = artifact::calibrated_card(&base, &plan, &session_id, &version, targets, others, &cv);

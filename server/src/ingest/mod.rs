@@ -19,7 +19,7 @@ use crate::clock;
 use crate::metrics as m;
 use crate::session::command::Chunk;
 use crate::session::warnings::Warnings;
-use crate::session::{Session, SessionManager};
+use crate::session::{Session, SessionError, SessionManager};
 use crate::shutdown::{Shutdown, shutting_down};
 use validate::{decode_chunk, reject_transport, validate_header, validate_markers};
 
@@ -67,9 +67,12 @@ async fn run(
     mut shutdown: Shutdown,
 ) -> Result<(), Status> {
     let (limits, config) = (sessions.limits(), sessions.config());
+    let idle = std::time::Duration::from_secs_f64(sessions.config().ingest_idle_timeout_s);
     let first = tokio::select! {
-        first = inbound.next() => first,
+        biased;
         _ = shutdown.wait() => return Err(shutting_down()),
+        first = inbound.next() => first,
+        _ = tokio::time::sleep(idle) => return Err(Status::deadline_exceeded("no StreamHeader within sessions.ingest_idle_timeout_s")),
     };
     let header = match first {
         None => return Ok(()),
@@ -88,11 +91,11 @@ async fn run(
     let mut markers_accepted = 0u64;
     // Travels to the worker and back with every chunk: no allocation per chunk once grown.
     let mut chunk = Chunk::default();
-    let idle = std::time::Duration::from_secs_f64(config.ingest_idle_timeout_s);
     loop {
         let next = tokio::select! {
-            next = inbound.next() => next,
+            biased;
             _ = shutdown.wait() => return Err(shutting_down()),
+            next = inbound.next() => next,
             _ = tokio::time::sleep(idle) => {
                 metrics::counter!(m::INGEST_IDLE_TIMEOUTS).increment(1);
                 tracing::warn!(session = %session.id, samples = session.info().samples_received, "ingest stream silent for sessions.ingest_idle_timeout_s: taken for dead, session ended");
@@ -114,16 +117,16 @@ async fn run(
             Some(Message::Chunk(message)) => {
                 decode_chunk(&message, n_channels, rate, config.non_finite_policy, config.timestamp_policy, &mut chunk, &mut warnings)?;
                 chunk.received_ns = received_ns;
-                let done = session.ingest(std::mem::take(&mut chunk)).await?;
+                let done = session.ingest(std::mem::take(&mut chunk)).await.map_err(|e| ended(e, &shutdown))?;
                 chunk = done.chunk;
                 warnings.extend(done.warnings);
-                done.accepted?;
+                done.accepted.map_err(|e| ended(e, &shutdown))?;
                 done.accepted_until
             }
             Some(Message::Markers(markers)) => {
                 validate_markers(&markers.markers, limits)?;
                 markers_accepted += markers.markers.len() as u64;
-                let done = session.ingest_markers(markers.markers).await?;
+                let done = session.ingest_markers(markers.markers).await.map_err(|e| ended(e, &shutdown))?;
                 warnings.extend(done.warnings);
                 done.accepted_until
             }
@@ -134,12 +137,19 @@ async fn run(
         };
         let reply = pb::IngestReply { samples_accepted_until: accepted_until, markers_accepted, warnings: warnings.into_vec() };
         let sent = tokio::select! {
-            sent = replies.send(Ok(reply)) => sent,
+            biased;
             _ = shutdown.wait() => return Err(shutting_down()),
+            sent = replies.send(Ok(reply)) => sent,
         };
         if sent.is_err() {
             break; // the client went away
         }
     }
     Ok(())
+}
+
+/// A session's refusal as the call's status: while the server shuts down (sessions are ended
+/// under their streams), "shutting down".
+fn ended(error: SessionError, shutdown: &Shutdown) -> Status {
+    if shutdown.is_triggered() { shutting_down() } else { error.into() }
 }

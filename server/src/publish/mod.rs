@@ -236,7 +236,9 @@ impl Subscription {
         futures::stream::unfold(state, |state| async move {
             let (mut subscription, mut shutdown, gauge) = state?;
             let shut = || Some((Err(crate::shutdown::shutting_down()), None));
+            // Predictions already published come first: the stream ends after the last of them.
             let next = tokio::select! {
+                biased;
                 next = subscription.next() => match next {
                     Some(next) => next,
                     // Routes also go when the server shuts its sessions down.

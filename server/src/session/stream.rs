@@ -27,8 +27,10 @@ pub struct StreamRings {
     /// Gaps [start, end) still inside the buffer: spans the rings skipped without writing.
     pub gaps: VecDeque<(u64, u64)>,
     pub gap_samples: u64,
-    /// Timestamp of the last sample received (gaps have none).
+    /// Timestamp of the last sample received (gaps have none), as stored (repaired).
     pub last_ts: Option<f64>,
+    /// The same as its source sent it: what a clock jump is measured against.
+    last_raw_ts: Option<f64>,
     /// Timestamps that go backwards are repaired (made non-decreasing) rather than refused.
     repair: bool,
 }
@@ -52,6 +54,7 @@ impl StreamRings {
             gaps: VecDeque::new(),
             gap_samples: 0,
             last_ts: None,
+            last_raw_ts: None,
             repair,
         }
     }
@@ -107,7 +110,7 @@ impl StreamRings {
             warnings.add(IngestWarningKind::Gap, "gap", total, gap, || {
                 format!("samples [{total}, {first_index}) never arrived; windows touching them are not decoded")
             });
-        } else if let Some(last_ts) = self.last_ts {
+        } else if let Some(last_ts) = self.last_raw_ts {
             let expected = last_ts + 1.0 / self.rate;
             let tolerance = 10.0 / self.rate + 0.05;
             if (first_ts - expected).abs() > tolerance {
@@ -130,9 +133,10 @@ impl StreamRings {
         self.last_ts = Some(timestamp);
     }
 
-    /// `raw` made non-decreasing against the last timestamp (the repair policy), and whether it
-    /// had to be.
-    pub fn repaired(&self, raw: f64) -> (f64, bool) {
+    /// `raw`, the next sample's timestamp, made non-decreasing against the last one (the repair
+    /// policy), and whether it had to be.
+    pub fn repaired(&mut self, raw: f64) -> (f64, bool) {
+        self.last_raw_ts = Some(raw);
         match self.last_ts {
             Some(last) if raw < last => (last, true),
             _ => (raw, false),

@@ -154,20 +154,24 @@ impl Worker {
             self.skip_gap(admission.gap);
         }
         let new = &chunk.samples[admission.skip * c..n * c];
-        let (mut repaired, mut first_repaired) = (0u64, 0);
+        // The timestamps as stored (repaired), kept for the recording: a chunk may be longer than
+        // the ring, whose first samples are then gone by the time it is recorded.
+        let mut stored = Vec::with_capacity(if self.recorder.is_some() { n - admission.skip } else { 0 });
+        let mut repaired: Option<(usize, f64, u64)> = None;
         for (i, frame) in new.chunks_exact(c).enumerate() {
             let (timestamp, was_repaired) = self.stream.repaired(chunk.timestamp(admission.skip + i));
             if was_repaired {
-                first_repaired = if repaired == 0 { i } else { first_repaired };
-                repaired += 1;
+                repaired.get_or_insert((i, timestamp, 0)).2 += 1;
+            }
+            if self.recorder.is_some() {
+                stored.push(timestamp);
             }
             self.stream.push(frame, timestamp, chunk.received_ns);
         }
-        if repaired > 0 {
-            let index = chunk.first_index + (admission.skip + first_repaired) as u64;
-            let to = self.stream.timestamps.get(index).unwrap_or(f64::NAN);
-            warnings.add(pb::IngestWarningKind::ClockJump, "timestamps_repaired", index, repaired, || {
-                format!("timestamps went backwards at sample {index}: {repaired} raised to {to} s and on, so they never decrease (sessions.timestamp_policy = \"repair\"; the recording keeps the raw ones)")
+        if let Some((first, to, count)) = repaired {
+            let index = chunk.first_index + (admission.skip + first) as u64;
+            warnings.add(pb::IngestWarningKind::TimestampsRepaired, "timestamps_repaired", index, count, || {
+                format!("timestamps went backwards at sample {index}: {count} raised to {to} s and on, so they never decrease (sessions.timestamp_policy = \"repair\"; the recording keeps the raw ones)")
             });
         }
         // Attachment by attachment: each filter's state stays in cache for the whole chunk.
@@ -178,11 +182,9 @@ impl Worker {
         }
         if let Some(recorder) = &self.recorder {
             let first = chunk.first_index + admission.skip as u64;
-            let timestamps =
-                (first..first + (n - admission.skip) as u64).map(|i| self.stream.timestamps.get(i).unwrap_or(f64::NAN)).collect();
-            let timestamp = self.stream.timestamps.get(first).unwrap_or(f64::NAN);
-            recorder.send(Event::Samples { timestamps, values: new.to_vec() });
-            if repaired > 0 {
+            let timestamp = stored.first().copied().unwrap_or(f64::NAN);
+            recorder.send(Event::Samples { timestamps: stored, values: new.to_vec() });
+            if repaired.is_some() {
                 let raw: Vec<f64> = (admission.skip..n).map(|i| chunk.timestamp(i)).collect();
                 recorder.send(Event::RawTimestamps { first_sample: first, timestamp, raw });
             }
@@ -258,17 +260,17 @@ impl Worker {
 
     /// The stream ended: a calibration collecting from it fits on what it has (no more epochs
     /// come); once the windows already cut are published (their attachments' largest budget at
-    /// most, 5 s at the very most), the recording is closed: its thread writes the footers.
+    /// most, 5 s at the very most), the recording is closed (its thread writes the footers) and
+    /// the session's memory goes.
     fn end(&mut self) {
         for attachment in &mut self.attachments {
             attachment.collector = None;
         }
-        if self.recorder.is_some() {
-            let budget_ms = self.attachments.iter().map(|a| u64::from(a.shared.budget_ms)).max().unwrap_or(0);
-            let deadline = Instant::now() + Duration::from_millis(budget_ms.min(5_000) + 100);
-            while self.in_flight.count() > 0 && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(1));
-            }
+        // Subscribers (at shutdown, before their streams end) and the recording get them all.
+        let budget_ms = self.attachments.iter().map(|a| u64::from(a.shared.budget_ms)).max().unwrap_or(0);
+        let deadline = Instant::now() + Duration::from_millis(budget_ms.min(5_000) + 100);
+        while self.in_flight.count() > 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(1));
         }
         self.recorder = None;
         // The session's memory goes at once; its listing stays.
