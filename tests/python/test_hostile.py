@@ -114,10 +114,14 @@ def hostile(myelin_bin):
                                           "MYELIN_LIMITS__ATTACHMENTS_PER_SESSION": "4"})
     channel = grpc.insecure_channel(server.grpc, options=[("grpc.max_send_message_length", 8 * MiB)])
     healthy = Healthy(channel)
+    baseline = rss_mib(server)
     yield server, channel, healthy
+    # Whatever the case sent, the server's resident memory stays within a stated bound.
+    grown = rss_mib(server) - baseline
     healthy.stopped.set()
     channel.close()
     server.stop()
+    assert grown < 64, f"resident memory grew by {grown:.0f} MiB"
 
 
 def test_a_100_byte_request_cannot_commit_gigabytes_even_40_times_in_parallel(hostile):
