@@ -55,6 +55,14 @@ def drain(call):
     threading.Thread(target=run, daemon=True).start()
 
 
+def held_open(channel, session: str) -> queue.Queue:
+    """An Ingest call for `session` that stays open (put None to end it); its replies drained."""
+    requests: queue.Queue = queue.Queue()
+    requests.put(header(session))
+    drain(rpc.IngestStub(channel).Stream(iter(requests.get, None)))
+    return requests
+
+
 def rss_mib(server) -> float:
     for line in open(f"/proc/{server.proc.pid}/status"):
         if line.startswith("VmRSS:"):
@@ -194,10 +202,7 @@ def test_10000_markers_ahead_of_their_samples_get_one_small_warning(hostile):
 def test_calibrate_numbers_out_of_range_are_refused_and_leave_the_attachment_free(hostile):
     server, channel, healthy = hostile
     decoding = rpc.DecodingStub(channel)
-    requests: queue.Queue = queue.Queue()
-    requests.put(header("cal"))
-    call = rpc.IngestStub(channel).Stream(iter(requests.get, None))
-    drain(call)
+    requests = held_open(channel, "cal")
     attached = live.attach(decoding, pb.AttachRequest(
         session_id="cal", model_id="fixture-linear",
         window=pb.WindowPolicy(event_locked=pb.EventLockedWindow(marker_codes=[1, 2]))))
@@ -222,10 +227,7 @@ def test_calibrate_numbers_out_of_range_are_refused_and_leave_the_attachment_fre
 def test_windows_connect_lsl_and_attach_counts_out_of_range_are_refused(hostile):
     server, channel, healthy = hostile
     decoding = rpc.DecodingStub(channel)
-    requests: queue.Queue = queue.Queue()
-    requests.put(header("windows"))
-    call = rpc.IngestStub(channel).Stream(iter(requests.get, None))
-    drain(call)
+    requests = held_open(channel, "windows")
     live.attach(decoding, pb.AttachRequest(session_id="windows", model_id="fixture-linear",
                                            window=pb.WindowPolicy(event_locked=pb.EventLockedWindow(marker_codes=[1]))))
     for window in [pb.WindowPolicy(event_locked=pb.EventLockedWindow(marker_codes=[1], tmin_s=-1e300, tmax_s=1e300)),
