@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Set up (idempotent), then run the whole test suite: formatting and lints (cargo fmt, clippy
 # with warnings as errors), Rust unit tests, the floor-plan check (server/tests/house.rs), the
-# Rust end-to-end suite (it starts the real `myelin` binary), and the Python real-peer tests (a
-# grpcio-tools client generated from proto/, scipy for DSP parity).
+# Rust end-to-end suite (it starts the real `myelin` binary), and the Python real-peer tests
+# (the myelin-client package, built as a wheel here, and a grpcio-tools client generated from
+# proto/ for the raw wire contract; scipy for DSP parity).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./deploy/setup.sh
@@ -12,6 +13,9 @@ echo "[test] cargo clippy" >&2
 cargo clippy --locked --workspace --all-targets -- -D warnings
 echo "[test] building" >&2
 cargo build --locked --workspace --bins
+echo "[test] building the Python client wheel (myelin-client) and installing it into .venv" >&2
+./client/python/build_wheel.sh >/dev/null
+.venv/bin/python -m pip install --quiet --force-reinstall --no-deps target/python/myelin_client-*.whl
 echo "[test] cargo test" >&2
 cargo test --locked --workspace
 echo "[test] python real-peer tests" >&2

@@ -24,8 +24,11 @@ def load_stubs(out_dir: Path):
                       f"--grpc_python_out={out_dir}", str(ROOT / "proto/myelin/v1/myelin.proto")])
     if rc != 0:
         raise RuntimeError("grpc_tools.protoc failed")
-    for d in (out_dir / "myelin", out_dir / "myelin" / "v1"):
-        (d / "__init__.py").touch()
+    # `myelin` stays a namespace portion (no __init__.py): an installed myelin-client package
+    # (a regular package, which extends its path to portions like this one) keeps its import
+    # name, and `myelin.v1` is found here either way.
+    (out_dir / "myelin" / "__init__.py").unlink(missing_ok=True)
+    (out_dir / "myelin" / "v1" / "__init__.py").touch()
     if str(out_dir) not in sys.path:
         sys.path.insert(0, str(out_dir))
     from myelin.v1 import myelin_pb2, myelin_pb2_grpc

@@ -4,17 +4,16 @@ top-1 accuracy must match the offline evaluation of the same ONNX model on the s
 from __future__ import annotations
 
 import sys
+import threading
 import time
 from pathlib import Path
 
-import grpc
 import numpy as np
 import onnxruntime as ort
 import pytest
-from myelin.v1 import myelin_pb2 as pb
-from myelin.v1 import myelin_pb2_grpc as rpc
 
-from common import cards, live, preprocess
+import myelin
+from common import cards, preprocess
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "models/duin"))
@@ -45,32 +44,35 @@ def test_served_du_in_matches_its_offline_evaluation(server):
         offline[onset + offset] = (word, session.run(None, {"window": window[None]})[0][0])
     offline_top1 = np.mean([np.argmax(scores) == word for word, scores in offline.values()])
 
-    with grpc.insecure_channel(server.grpc) as channel:
-        decoding = rpc.DecodingStub(channel)
-        ingest = live.Ingest(pb, rpc, channel, live.header(pb, "seeg", synthetic.CHANNELS, rate))
-        attached = live.attach(decoding, pb.AttachRequest(
-            session_id="seeg", model_id=card["id"], subject="s01", top_k=5, latency_budget_ms=2000,
-            window=pb.WindowPolicy(event_locked=pb.EventLockedWindow(marker_codes=list(range(1, 62))))))
+    # Through the public client (myelin-client), as a lab would stream it.
+    with myelin.Client(server.grpc) as client:
+        stream = client.open_session("seeg", synthetic.CHANNELS, rate=rate, modality="seeg")
+        attached = client.attach("seeg", card["id"], subject="s01", top_k=5, latency_budget_ms=2000, marker_codes=list(range(1, 62)))
         got = []
-        stream = live.subscribe_into(decoding, pb, got, attachment_id=attached.attachment_id)
+        subscription = client.subscribe(attachment=attached.attachment_id)
+        threading.Thread(target=lambda: got.extend(subscription), daemon=True).start()
         time.sleep(0.2)
-        live.stream_recording(ingest, x, ts, codes, chunk=250)
-        ingest.wait_acknowledged()
+        for begin in range(0, len(x), 250):
+            end = min(begin + 250, len(x))
+            stream.push(x[begin:end], ts[begin:end])
+            onsets = np.flatnonzero(codes[begin:end]) + begin
+            stream.markers([(ts[i], codes[i]) for i in onsets])
+        stream.wait_acknowledged()
         deadline = time.time() + 60
         while len(got) < len(events) and time.time() < deadline:
             time.sleep(0.1)
-        stream.cancel()
-        ingest.close()
+        subscription.cancel()
+        stream.close()
 
     assert len(got) == len(events)
-    served_top1 = np.mean([p.classification.top_labels[0] == synthetic.WORDS[p.trigger.code - 1] for p in got])
+    served_top1 = np.mean([p.top_labels[0] == synthetic.WORDS[p.trigger.code - 1] for p in got])
     agree = 0
     for p in got:
-        word, scores = offline[p.window.first_sample_index]
-        np.testing.assert_allclose(p.classification.probabilities, scores, atol=1e-4)
-        assert list(p.classification.top_labels) == [synthetic.WORDS[i] for i in np.argsort(-scores)[:5]] or \
-            np.allclose(sorted(p.classification.top_probabilities, reverse=True), np.sort(scores)[::-1][:5], atol=1e-4)
-        agree += int(np.argmax(p.classification.probabilities) == np.argmax(scores))
+        word, scores = offline[p.window.first_index]
+        np.testing.assert_allclose(p.probabilities, scores, atol=1e-4)
+        assert p.top_labels == [synthetic.WORDS[i] for i in np.argsort(-scores)[:5]] or \
+            np.allclose(sorted(p.top_probabilities, reverse=True), np.sort(scores)[::-1][:5], atol=1e-4)
+        agree += int(np.argmax(p.probabilities) == np.argmax(scores))
     print(f"Du-IN on unseen synthetic stream: served top-1 {served_top1:.3f}, offline top-1 {offline_top1:.3f}, "
           f"chance {1 / 61:.3f}; top-1 agreement {agree}/{len(got)}")
     # Tolerance: the served and offline windows are the same samples through the same float32

@@ -7,6 +7,7 @@ evaluation of the same ONNX model (ONNX Runtime for Python, the offline preproce
 from __future__ import annotations
 
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -17,6 +18,7 @@ import pytest
 from myelin.v1 import myelin_pb2 as pb
 from myelin.v1 import myelin_pb2_grpc as rpc
 
+import myelin
 from common import cards, live, preprocess
 from conftest import myelin_bin
 
@@ -89,33 +91,35 @@ def top5_accuracy(ranked_ids, truth_ids) -> float:
 
 
 def serve(server, session, x, keep, events, expected=None, **attach):
-    """Streams the recording (channels `keep`) with onset markers and waits for `expected`
-    predictions (one per event by default); returns (reply, predictions)."""
+    """Streams the recording (channels `keep`, with their layout positions) with onset markers
+    through the public client, and waits for `expected` predictions (one per event by default);
+    returns (attachment, predictions)."""
     expected = len(events) if expected is None else expected
     ts = 1000.0 + np.arange(len(x)) / sim.RATE
-    codes = np.zeros(len(x), dtype=int)
-    for onset, _ in events:
-        codes[onset] = ONSET
-    with grpc.insecure_channel(server.grpc) as channel:
-        decoding = rpc.DecodingStub(channel)
-        ingest = live.Ingest(pb, rpc, channel, header(session, keep))
-        reply = live.attach(decoding, pb.AttachRequest(session_id=session, latency_budget_ms=5000, **attach))
+    onsets = {onset for onset, _ in events}
+    with myelin.Client(server.grpc) as client:
+        stream = client.open_session(session, [sim.CHANNELS[i] for i in keep], rate=sim.RATE, modality="meg", units="femtotesla",
+                                     stream_name="simulated-meg", layouts=sim.POSITIONS[keep])
+        attachment = client.attach(session, latency_budget_ms=5000, **attach)
         got = []
-        stream = live.subscribe_into(decoding, pb, got, attachment_id=reply.attachment_id)
+        subscription = client.subscribe(attachment=attachment.attachment_id)
+        threading.Thread(target=lambda: got.extend(subscription), daemon=True).start()
         time.sleep(0.2)
-        live.stream_recording(ingest, x[:, keep], ts, codes, chunk=60)
-        ingest.wait_acknowledged()
+        for begin in range(0, len(x), 60):
+            end = min(begin + 60, len(x))
+            stream.push(x[begin:end, keep], ts[begin:end])
+            stream.markers([(ts[i], ONSET) for i in range(begin, end) if i in onsets])
+        stream.wait_acknowledged()
         deadline = time.time() + 120
         while len(got) < expected and time.time() < deadline:
             time.sleep(0.1)
-        stream.cancel()
-        ingest.close()
-    return reply, got
+        subscription.cancel()
+        stream.close()
+    return attachment, got
 
 
 def event_locked(**extra):
-    return dict(model_id="meg-brain-synthetic", gallery=pb.GallerySpec(path="test200.npy"), top_k=5,
-                window=pb.WindowPolicy(event_locked=pb.EventLockedWindow(marker_codes=[ONSET])), **extra)
+    return dict(model_id="meg-brain-synthetic", gallery="test200.npy", top_k=5, marker_codes=[ONSET], **extra)
 
 
 def check_against_offline(card, x, events, got, present, world):
@@ -123,19 +127,19 @@ def check_against_offline(card, x, events, got, present, world):
     offset = int(round(card["window"]["tmin_s"] * sim.RATE))
     image_of = {onset + offset: image for onset, image in events}
     assert len(got) == len(events)
-    assert all(p.status == pb.PREDICTION_STATUS_OK for p in got)
+    assert all(p.status == "ok" for p in got)
     expected = offline(card, x, sorted(image_of), present, gallery_matrix(world))
     ids = np.array([world.ids[i] for i in IMAGES])
     served_ranked, offline_ranked, truth = [], [], []
     for p in got:
-        start = p.window.first_sample_index
+        start = p.window.first_index
         _, scores = expected[start]
         order = np.argsort(-scores)[:5]
         # Same ids in the same order, unless two scores tie within float error.
-        if list(p.retrieval.ids) != list(ids[order]):
-            np.testing.assert_allclose(sorted(p.retrieval.scores, reverse=True), scores[order], atol=1e-4)
-        np.testing.assert_allclose(p.retrieval.scores, [scores[list(ids).index(i)] for i in p.retrieval.ids], atol=1e-4)
-        served_ranked.append(list(p.retrieval.ids))
+        if p.ids != list(ids[order]):
+            np.testing.assert_allclose(sorted(p.scores, reverse=True), scores[order], atol=1e-4)
+        np.testing.assert_allclose(p.scores, [scores[list(ids).index(i)] for i in p.ids], atol=1e-4)
+        served_ranked.append(p.ids)
         offline_ranked.append(list(ids[order]))
         truth.append(world.ids[image_of[start]])
     return top5_accuracy(served_ranked, truth), top5_accuracy(offline_ranked, truth)
@@ -189,22 +193,29 @@ def test_sliding_windows_decode_continuously_with_embeddings(meg_server, recordi
     part = x[:int(seconds * sim.RATE)]
     hop = 6  # 50 ms at 120 Hz
     expected_windows = (len(part) - sim.WINDOW) // hop + 1
-    attach = dict(model_id="meg-brain-synthetic", gallery=pb.GallerySpec(path="test200.npy", index=pb.GALLERY_INDEX_HNSW),
-                  top_k=3, include_embedding=True, window=pb.WindowPolicy(sliding=pb.SlidingWindow(hop_s=0.05)))
+    attach = dict(model_id="meg-brain-synthetic", gallery="test200.npy", gallery_index="hnsw", top_k=3, include_embedding=True, hop_s=0.05)
     _, got = serve(meg_server, "meg-sliding", part, np.arange(len(sim.CHANNELS)), [], expected=expected_windows, **attach)
     assert len(got) == expected_windows
-    starts = [p.window.first_sample_index for p in got]
+    starts = [p.window.first_index for p in got]
     assert starts == list(range(0, hop * expected_windows, hop))
     for p in got:
-        assert p.status == pb.PREDICTION_STATUS_OK
-        assert len(p.retrieval.ids) == 3 and len(p.embedding) == sim.EMBED_DIM
+        assert p.status == "ok"
+        assert len(p.ids) == 3 and len(p.embedding) == sim.EMBED_DIM
     # Spot-check embeddings against offline (every 10th window).
     expected = offline(card, part, starts[::10], np.ones(len(sim.CHANNELS), bool), gallery_matrix(world))
     for p in got[::10]:
-        np.testing.assert_allclose(p.embedding, expected[p.window.first_sample_index][0], atol=1e-4)
+        np.testing.assert_allclose(p.embedding, expected[p.window.first_index][0], atol=1e-4)
+
+
+def wire_event_locked():
+    """event_locked() as the wire's AttachRequest fields (this test speaks the raw contract)."""
+    return dict(model_id="meg-brain-synthetic", gallery=pb.GallerySpec(path="test200.npy"), top_k=5,
+                window=pb.WindowPolicy(event_locked=pb.EventLockedWindow(marker_codes=[ONSET])))
 
 
 def test_bad_galleries_and_montages_are_refused_with_clear_errors(meg_server, recording):
+    """The raw wire contract (stubs generated from proto/): gallery values the typed client cannot
+    even express (an index of 7) are refused by the server."""
     _, x, _ = recording
     with grpc.insecure_channel(meg_server.grpc) as channel:
         decoding = rpc.DecodingStub(channel)
@@ -224,7 +235,7 @@ def test_bad_galleries_and_montages_are_refused_with_clear_errors(meg_server, re
             ("meg-too-few", {}, grpc.StatusCode.INVALID_ARGUMENT, "has 100 of model meg-brain-synthetic's 275 sensors"),
         ]
         for session, extra, code, words in cases:
-            request = dict(event_locked(), **extra)
+            request = dict(wire_event_locked(), **extra)
             with pytest.raises(grpc.RpcError) as error:
                 decoding.Attach(pb.AttachRequest(session_id=session, **request))
             assert error.value.code() == code, (extra, error.value.details())
@@ -239,6 +250,6 @@ def test_bad_galleries_and_montages_are_refused_with_clear_errors(meg_server, re
         assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert "does not output an embedding" in error.value.details()
         # The server is unharmed: the good request attaches on the same session.
-        assert decoding.Attach(pb.AttachRequest(session_id="meg-bad", **event_locked())).gallery_items == 200
+        assert decoding.Attach(pb.AttachRequest(session_id="meg-bad", **wire_event_locked())).gallery_items == 200
         for call in (ingest, small, eeg):
             call.close()

@@ -1,0 +1,303 @@
+"""The client: one connection to a Myelin server, and the calls an experiment makes."""
+from __future__ import annotations
+
+import time
+from typing import AsyncIterator, Callable, Dict, Iterator, List, Optional, Sequence, Union
+
+import grpc
+import grpc.aio
+
+from ._wire import myelin_pb2 as pb
+from ._wire import myelin_pb2_grpc as rpc
+from .errors import MyelinError
+from .stream import SessionStream
+from .types import Attachment, Calibration, Prediction, Progress
+
+_MODALITIES = {"eeg": pb.MODALITY_EEG, "meg": pb.MODALITY_MEG, "seeg": pb.MODALITY_SEEG, "ecog": pb.MODALITY_ECOG}
+_LATE = {"deliver": pb.LATE_POLICY_DELIVER, "drop": pb.LATE_POLICY_DROP}
+
+
+def _calls(function):
+    """Server refusals as MyelinError."""
+
+    def wrapped(*args, **kwargs):
+        try:
+            return function(*args, **kwargs)
+        except grpc.RpcError as error:
+            raise MyelinError.from_rpc(error) from None
+
+    wrapped.__doc__, wrapped.__name__ = function.__doc__, function.__name__
+    return wrapped
+
+
+class Subscription:
+    """A blocking iterator of :class:`Prediction` s; ``cancel()`` (or leaving a ``with`` block)
+    ends it. An error the server ends it with is raised as :class:`MyelinError`."""
+
+    def __init__(self, call):
+        self._call = call
+
+    def __iter__(self) -> Iterator[Prediction]:
+        try:
+            for p in self._call:
+                yield Prediction.from_wire(p)
+        except grpc.RpcError as error:
+            if error.code() != grpc.StatusCode.CANCELLED:
+                raise MyelinError.from_rpc(error) from None
+
+    def cancel(self):
+        self._call.cancel()
+
+    def __enter__(self) -> "Subscription":
+        return self
+
+    def __exit__(self, *_):
+        self.cancel()
+
+
+class Client:
+    """A connection to a Myelin server at `address` (``host:port``).
+
+    `ca`: a CA certificate (PEM path or bytes) to connect over TLS; `token`: a bearer token sent
+    with every call. `max_message_bytes` must not exceed the server's ``server.max_message_bytes``
+    (pushes are cut into messages under it)."""
+
+    def __init__(self, address: str, token: Optional[str] = None, ca: Union[str, bytes, None] = None, *, max_message_bytes: int = 4 << 20):
+        self.address = address
+        self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
+        self._root = None
+        if ca is not None:
+            self._root = ca if isinstance(ca, bytes) else open(ca, "rb").read()
+            self._channel = grpc.secure_channel(address, grpc.ssl_channel_credentials(root_certificates=self._root))
+        else:
+            self._channel = grpc.insecure_channel(address)
+        self._max_message_bytes = max_message_bytes
+        self._decoding = rpc.DecodingStub(self._channel)
+        self._ingest = rpc.IngestStub(self._channel)
+
+    def close(self):
+        self._channel.close()
+
+    def __enter__(self) -> "Client":
+        return self
+
+    def __exit__(self, *_):
+        self.close()
+
+    # -- streaming in -----------------------------------------------------------------------
+
+    def open_session(
+        self,
+        session_id: str,
+        channels: Sequence[str],
+        rate: float,
+        modality: str = "eeg",
+        *,
+        stream_name: str = "",
+        non_finite: str = "reject",
+        units: str = "microvolts",
+        layouts: Optional[Sequence[Sequence[float]]] = None,
+        ready_timeout: float = 10.0,
+    ) -> SessionStream:
+        """Opens a session and returns its :class:`SessionStream` once the server has it (so a
+        following :meth:`attach` finds it), or raises the server's refusal. `modality`: eeg,
+        meg, seeg or ecog. `non_finite`: "reject" raises on NaN/inf before sending; "send" leaves
+        it to the server's policy. `layouts`: each channel's 2-D layout position (x, y), for
+        spatial-attention models."""
+        if modality.lower() not in _MODALITIES:
+            raise ValueError(f"modality must be one of {sorted(_MODALITIES)}, got {modality!r}")
+        if layouts is not None and len(layouts) != len(channels):
+            raise ValueError(f"{len(layouts)} layout positions for {len(channels)} channels")
+        header = pb.StreamHeader(
+            session_id=session_id,
+            stream_name=stream_name or session_id,
+            modality=_MODALITIES[modality.lower()],
+            channels=[pb.Channel(label=str(c), type=modality.upper(), unit=units) for c in channels],
+            nominal_rate_hz=float(rate),
+            clock=pb.CLOCK_SOURCE_UNIX,
+        )
+        for channel, position in zip(header.channels, layouts if layouts is not None else ()):
+            channel.layout.x, channel.layout.y = float(position[0]), float(position[1])
+        # A session already live here is another stream's: ours will be refused, and that
+        # refusal is what to wait for.
+        taken = self._live(session_id)
+        stream = SessionStream(self._ingest, header, max_message_bytes=self._max_message_bytes, non_finite=non_finite, metadata=self._metadata)
+        deadline = time.monotonic() + ready_timeout
+        while taken or not self._live(session_id):
+            stream._check()
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the server did not open session {session_id!r} within {ready_timeout} s")
+            time.sleep(0.01)
+        return stream
+
+    def _live(self, session_id: str) -> bool:
+        return any(s.session_id == session_id and s.live for s in self._list_sessions())
+
+    # -- decoding ---------------------------------------------------------------------------
+
+    @_calls
+    def attach(
+        self,
+        session_id: str,
+        model_id: str,
+        *,
+        marker_codes: Optional[Sequence[int]] = None,
+        tmin_s: float = 0.0,
+        tmax_s: float = 0.0,
+        hop_s: Optional[float] = None,
+        length_s: float = 0.0,
+        model_version: str = "",
+        latency_budget_ms: int = 0,
+        late_policy: str = "deliver",
+        channel_map: Optional[Dict[str, str]] = None,
+        lsl_outlet: bool = False,
+        subject: str = "",
+        top_k: int = 0,
+        gallery: Optional[str] = None,
+        gallery_index: str = "exact",
+        include_embedding: bool = False,
+    ) -> Attachment:
+        """Binds `model_id` to a session. Windows are locked to `marker_codes` ([tmin_s, tmax_s)
+        around each marker; both 0: the model card's window) or sliding every `hop_s` seconds
+        (`length_s` 0: the card's length). `channel_map`: model channel -> stream channel.
+        `gallery`: a file under the server's galleries directory (retrieval models)."""
+        if (marker_codes is None) == (hop_s is None):
+            raise ValueError("give marker_codes (event-locked windows) or hop_s (sliding windows), one of them")
+        if marker_codes is not None:
+            window = pb.WindowPolicy(event_locked=pb.EventLockedWindow(marker_codes=list(marker_codes), tmin_s=tmin_s, tmax_s=tmax_s))
+        else:
+            window = pb.WindowPolicy(sliding=pb.SlidingWindow(hop_s=float(hop_s), length_s=length_s))
+        if late_policy not in _LATE:
+            raise ValueError(f"late_policy must be one of {sorted(_LATE)}")
+        request = pb.AttachRequest(
+            session_id=session_id,
+            model_id=model_id,
+            model_version=model_version,
+            window=window,
+            latency_budget_ms=latency_budget_ms,
+            late_policy=_LATE[late_policy],
+            channel_map=[pb.ChannelMapping(model_channel=m, stream_channel=s) for m, s in (channel_map or {}).items()],
+            lsl_outlet=lsl_outlet,
+            subject=subject,
+            top_k=top_k,
+            include_embedding=include_embedding,
+        )
+        if gallery:
+            index = {"exact": pb.GALLERY_INDEX_EXACT, "hnsw": pb.GALLERY_INDEX_HNSW}[gallery_index]
+            request.gallery.CopyFrom(pb.GallerySpec(path=gallery, index=index))
+        reply = self._decoding.Attach(request, metadata=self._metadata)
+        return Attachment(
+            attachment_id=reply.attachment_id,
+            window_stream_samples=reply.window_stream_samples,
+            window_model_samples=reply.window_model_samples,
+            latency_budget=reply.latency_budget_ms * 1e-3,
+            lsl_outlets=list(reply.lsl_outlets),
+            gallery_items=reply.gallery_items,
+            missing_channels=list(reply.missing_channels),
+        )
+
+    @_calls
+    def detach(self, attachment_id: str):
+        self._decoding.Detach(pb.DetachRequest(attachment_id=attachment_id), metadata=self._metadata)
+
+    @_calls
+    def subscribe(self, session: str = "", attachment: str = "") -> Subscription:
+        """Predictions of a session, of one attachment, or (both empty) of everything, from now
+        on, as a blocking iterator. The first prediction waits for the server; a session or
+        attachment that does not exist raises :class:`MyelinError` (NOT_FOUND) when iterated."""
+        call = self._decoding.Subscribe(pb.SubscribeRequest(session_id=session, attachment_id=attachment), metadata=self._metadata)
+        return Subscription(call)
+
+    async def subscribe_async(self, session: str = "", attachment: str = "") -> AsyncIterator[Prediction]:
+        """:meth:`subscribe` for asyncio: ``async for p in client.subscribe_async(...)``."""
+        if self._root is not None:
+            channel = grpc.aio.secure_channel(self.address, grpc.ssl_channel_credentials(root_certificates=self._root))
+        else:
+            channel = grpc.aio.insecure_channel(self.address)
+        async with channel:
+            call = rpc.DecodingStub(channel).Subscribe(pb.SubscribeRequest(session_id=session, attachment_id=attachment), metadata=self._metadata)
+            try:
+                async for p in call:
+                    yield Prediction.from_wire(p)
+            except grpc.RpcError as error:
+                if error.code() != grpc.StatusCode.CANCELLED:
+                    raise MyelinError.from_rpc(error) from None
+
+    @_calls
+    def calibrate(
+        self,
+        attachment_id: str,
+        target_codes: Sequence[int],
+        non_target_codes: Sequence[int],
+        *,
+        max_epochs: int = 0,
+        max_seconds: float = 0.0,
+        model_id: str = "",
+        filters_per_class: int = 0,
+        folds: int = 0,
+        keep_current_model: bool = False,
+        on_progress: Optional[Callable[[Progress], None]] = None,
+    ) -> Calibration:
+        """Calibrates the native xDAWN + LDA decoder live on an event-locked attachment: collects
+        epochs until `max_epochs` or `max_seconds`, calling `on_progress` for each, then fits,
+        saves and (unless `keep_current_model`) swaps it in. Returns the result."""
+        request = pb.CalibrateRequest(
+            attachment_id=attachment_id,
+            target_codes=list(target_codes),
+            non_target_codes=list(non_target_codes),
+            max_epochs=max_epochs,
+            max_seconds=max_seconds,
+            model_id=model_id,
+            filters_per_class=filters_per_class,
+            folds=folds,
+            keep_current_model=keep_current_model,
+        )
+        for update in self._decoding.Calibrate(request, metadata=self._metadata):
+            if update.HasField("result"):
+                r = update.result
+                return Calibration(r.model_id, r.model_version, r.epochs, r.target_epochs, r.cv_auc, r.cv_balanced_accuracy, r.folds, r.fit_seconds, r.artifact, r.swapped)
+            if on_progress is not None:
+                on_progress(Progress(update.target_epochs, update.non_target_epochs))
+        raise MyelinError(grpc.StatusCode.UNKNOWN, "the calibration ended without a result")
+
+    # -- listings ---------------------------------------------------------------------------
+
+    def _list_sessions(self):
+        try:
+            return self._decoding.ListSessions(pb.ListSessionsRequest(), metadata=self._metadata).sessions
+        except grpc.RpcError as error:
+            raise MyelinError.from_rpc(error) from None
+
+    def sessions(self) -> List[dict]:
+        """Every session the server knows: id, live, samples and markers received, attachments."""
+        return [
+            {
+                "session_id": s.session_id,
+                "live": s.live,
+                "samples_received": s.samples_received,
+                "markers_received": s.markers_received,
+                "gap_samples": s.gap_samples,
+                "attachments": [{"attachment_id": a.attachment_id, "model_id": a.model_id, "predictions": a.predictions} for a in s.attachments],
+                "recording_path": s.recording_path,
+            }
+            for s in self._list_sessions()
+        ]
+
+    @_calls
+    def models(self) -> List[dict]:
+        """Every model the server loaded: id, version, task, channels, rate, window, labels, ready."""
+        return [
+            {
+                "id": m.id,
+                "version": m.version,
+                "task": m.task,
+                "channels": list(m.channels),
+                "sample_rate_hz": m.sample_rate_hz,
+                "window_s": (m.window_tmin_s, m.window_tmax_s),
+                "labels": list(m.labels),
+                "ready": m.ready,
+                "error": m.error,
+            }
+            for m in self._decoding.ListModels(pb.ListModelsRequest(), metadata=self._metadata).models
+        ]
+

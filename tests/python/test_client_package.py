@@ -1,0 +1,234 @@
+"""The public Python client (client/python, `pip install myelin-client`, import name `myelin`),
+against the real server: installed from its wheel into a fresh virtual environment for the
+example a lab would run, and imported here for the rest of its API."""
+from __future__ import annotations
+
+import asyncio
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+
+import myelin
+from common import live, p300
+
+ROOT = Path(__file__).resolve().parents[2]
+RUNS = p300.runs(ROOT / "models/data/p300", "subject1_session2")
+CHANNELS = p300.CHANNELS
+RATE = p300.RATE
+
+
+def recording(n_runs: int):
+    """Bundled runs back to back on one clock: (samples [n, 4], timestamps [n], codes [n])."""
+    parts, stamps, codes, next_start = [], [], [], 0.0
+    for path in RUNS[:n_runs]:
+        data, c, ts, _ = p300.read_run(path, CHANNELS)
+        ts = ts - ts[0] + next_start
+        next_start = ts[-1] + 1.0
+        parts.append(data)
+        stamps.append(ts)
+        codes.append(c)
+    return np.concatenate(parts), np.concatenate(stamps), np.concatenate(codes)
+
+
+def stream(session: myelin.SessionStream, data, stamps, codes, speed: float, chunk: int = 16):
+    """Pushes a recording with its markers at `speed` x real time (0: as fast as it goes)."""
+    started = time.monotonic()
+    for begin in range(0, len(data), chunk):
+        end = min(begin + chunk, len(data))
+        if speed:
+            time.sleep(max(0.0, started + (stamps[end - 1] - stamps[0]) / speed - time.monotonic()))
+        session.push(data[begin:end], stamps[begin:end])
+        onsets = np.flatnonzero(codes[begin:end]) + begin
+        session.markers([(stamps[i], codes[i]) for i in onsets])
+
+
+def collect(subscription, n: int, timeout: float = 60.0):
+    got: list = []
+
+    def read():
+        for p in subscription:
+            got.append(p)
+            if len(got) >= n:
+                return
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    return got, reader
+
+
+def test_the_wheel_installs_into_a_fresh_environment_and_runs_the_oddball_example(server, tmp_path):
+    wheels = sorted((ROOT / "target/python").glob("myelin_client-*.whl"))
+    assert wheels, "build the wheel first: client/python/build_wheel.sh (deploy/test.sh does)"
+    venv = tmp_path / "lab"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    python = venv / "bin/python"
+    subprocess.run([str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", str(wheels[-1])], check=True)
+    tools = subprocess.run([str(python), "-m", "pip", "show", "grpcio-tools"], capture_output=True)
+    assert tools.returncode != 0, "the client needs no grpcio-tools"
+    example = tmp_path / "oddball.py"
+    shutil.copy(ROOT / "client/python/examples/oddball.py", example)
+    run = subprocess.run([str(python), str(example), "--server", server.grpc, "--recording", str(RUNS[1]), "--speed", "10", "--trials", "40"],
+                         cwd=tmp_path, capture_output=True, text=True, timeout=180, env={"PATH": "/usr/bin:/bin"})
+    print(run.stdout[-400:], run.stderr[-2000:])
+    assert run.returncode == 0, run.stderr
+    assert "40 stimuli, 40 predictions, 0 missing" in run.stdout
+
+
+def test_a_ten_minute_recording_at_x50_and_twenty_seconds_in_real_time(server):
+    data, stamps, codes = recording(5)
+    assert stamps[-1] - stamps[0] > 540, "about ten minutes of real EEG"
+    with myelin.Client(server.grpc) as client:
+        session = client.open_session("long", CHANNELS, rate=RATE)
+        erp = client.attach("long", "erp-linear-muse", marker_codes=[1, 2], latency_budget_ms=2000)
+        expected = int(np.count_nonzero(codes[: len(codes) - int(RATE)]))
+        got, reader = collect(client.subscribe(attachment=erp.attachment_id), expected)
+        time.sleep(0.2)
+        started = time.monotonic()
+        stream(session, data, stamps, codes, speed=50)
+        took = time.monotonic() - started
+        ack = session.wait_acknowledged()
+        reader.join(60)
+        session.close()
+        assert ack.samples_accepted_until == len(data) and ack.markers_accepted == np.count_nonzero(codes)
+        assert len(got) >= expected and all(p.status == "ok" for p in got)
+        assert (stamps[-1] - stamps[0]) / 50 * 0.9 < took < (stamps[-1] - stamps[0]) / 50 + 10, f"x50 took {took:.1f} s"
+
+        live = client.open_session("live", CHANNELS, rate=RATE)
+        twenty = int(20 * RATE)
+        started = time.monotonic()
+        stream(live, data[:twenty], stamps[:twenty], codes[:twenty], speed=1)
+        took = time.monotonic() - started
+        assert live.wait_acknowledged().samples_accepted_until == twenty
+        live.close()
+        assert 19.5 < took < 22, f"real time took {took:.1f} s for 20 s"
+
+
+def test_default_timestamps_markers_and_chunking_under_the_message_limit(server):
+    with myelin.Client(server.grpc, max_message_bytes=64 * 1024) as client:
+        session = client.open_session("grid", CHANNELS, rate=RATE)
+        first = session.push(np.ones((5000, 4), np.float64))  # 80 kB of float32: several messages
+        session.marker(2, label="target")
+        assert first == 0 and session.next_index == 5000
+        ack = session.close()
+        assert ack.samples_accepted_until == 5000 and ack.markers_accepted == 1
+        info = next(s for s in client.sessions() if s["session_id"] == "grid")
+        assert info["samples_received"] == 5000 and info["markers_received"] == 1
+
+
+def test_subscribe_sync_and_async_yield_the_same_predictions(server):
+    data, stamps, codes = recording(1)
+    with myelin.Client(server.grpc) as client:
+        session = client.open_session("both", CHANNELS, rate=RATE)
+        erp = client.attach("both", "erp-linear-muse", marker_codes=[1, 2], latency_budget_ms=2000)
+        n = 20
+        sync, reader = collect(client.subscribe(attachment=erp.attachment_id), n)
+
+        async def read_async():
+            out = []
+            async for p in client.subscribe_async(attachment=erp.attachment_id):
+                out.append(p)
+                if len(out) >= n:
+                    return out
+
+        result: dict = {}
+        loop_thread = threading.Thread(target=lambda: result.setdefault("async", asyncio.run(read_async())), daemon=True)
+        loop_thread.start()
+        time.sleep(0.5)
+        stream(session, data, stamps, codes, speed=0)
+        reader.join(30)
+        loop_thread.join(30)
+        session.close()
+    asynchronous = result["async"]
+    assert len(sync) == len(asynchronous) == n
+    for a, b in zip(sync, asynchronous):
+        assert (a.sequence, a.trigger, a.label) == (b.sequence, b.trigger, b.label)
+        np.testing.assert_array_equal(a.probabilities, b.probabilities)
+        assert a.status == "ok" and a.labels == ["non-target", "target"] and 0 < a.timing.server_latency < 2
+
+
+def test_calibrate_reports_progress_and_swaps_the_fitted_decoder_in(myelin_bin, tmp_path):
+    data, stamps, codes = recording(2)
+    # Its own calibrations directory: a fitted model left in the repository's would be loaded
+    # by every later server.
+    server = live.Server(myelin_bin, env={"MYELIN_MODELS__CALIBRATIONS_DIR": str(tmp_path / "calibrations")})
+    with myelin.Client(server.grpc) as client:
+        session = client.open_session("cal", CHANNELS, rate=RATE)
+        erp = client.attach("cal", "erp-linear-muse", marker_codes=[1, 2])
+        progress: list = []
+        result: dict = {}
+
+        def calibrate():
+            result["calibration"] = client.calibrate(erp.attachment_id, [2], [1], max_epochs=200, model_id="py-calibrated",
+                                                     on_progress=progress.append)
+
+        calibrating = threading.Thread(target=calibrate, daemon=True)
+        calibrating.start()
+        time.sleep(0.5)
+        stream(session, data, stamps, codes, speed=0)
+        calibrating.join(60)
+        session.close()
+    server.stop()
+    calibration = result["calibration"]
+    assert calibration.epochs == 200 and calibration.swapped and 0.5 < calibration.cv_auc <= 1.0
+    assert len(progress) >= 199 and progress[-1].target_epochs + progress[-1].non_target_epochs >= 199
+    assert Path(calibration.artifact).exists()
+
+
+def test_every_refusal_is_an_exception_with_its_status(server):
+    with myelin.Client(server.grpc, token="not-checked-yet") as client:
+        with pytest.raises(myelin.MyelinError) as e:
+            client.attach("nobody", "erp-linear-muse", marker_codes=[1])
+        assert e.value.code == grpc.StatusCode.NOT_FOUND and "nobody" in e.value.details
+        session = client.open_session("errors", CHANNELS, rate=RATE)
+        with pytest.raises(myelin.MyelinError) as e:
+            client.attach("errors", "no-such-model", marker_codes=[1])
+        assert e.value.code == grpc.StatusCode.NOT_FOUND
+        with pytest.raises(myelin.MyelinError) as e:
+            client.open_session("errors", CHANNELS, rate=RATE)
+        assert e.value.code == grpc.StatusCode.ALREADY_EXISTS
+        with pytest.raises(myelin.MyelinError) as e:
+            client.open_session("bad-rate", CHANNELS, rate=1e9)
+        assert e.value.code == grpc.StatusCode.INVALID_ARGUMENT and "rate" in e.value.details
+        sliding = client.attach("errors", "erp-linear-muse", hop_s=0.5)
+        with pytest.raises(myelin.MyelinError) as e:
+            client.calibrate(sliding.attachment_id, [2], [1], max_epochs=10)
+        assert e.value.code == grpc.StatusCode.INVALID_ARGUMENT and "event-locked" in e.value.details
+        with pytest.raises(myelin.MyelinError) as e:
+            list(client.subscribe(attachment="att-999999"))
+        assert e.value.code == grpc.StatusCode.NOT_FOUND
+        with pytest.raises(myelin.MyelinError) as e:
+            client.detach("att-999999")
+        assert e.value.code == grpc.StatusCode.NOT_FOUND
+        with pytest.raises(ValueError):
+            client.attach("errors", "erp-linear-muse")  # neither marker codes nor a hop
+
+        # Bad input from this side: refused before anything is sent.
+        for bad in [np.array([["a", "b", "c", "d"]]), np.zeros((10, 3)), np.zeros((2, 10, 4)), np.array([[np.nan, 0, 0, 0]]),
+                    np.array([[np.inf, 0, 0, 0]], np.float32), np.zeros((10, 4), complex)]:
+            with pytest.raises(myelin.InvalidSamples):
+                session.push(bad)
+        with pytest.raises(myelin.InvalidSamples):
+            session.push(np.zeros((10, 4)), timestamps=np.zeros(9))
+        with pytest.raises(myelin.InvalidSamples):
+            session.push(np.zeros((2, 4)), timestamps=[0.0, float("nan")])
+        with pytest.raises(myelin.InvalidSamples):
+            session.marker(1, timestamp=float("inf"))
+        time.sleep(0.2)
+        info = next(s for s in client.sessions() if s["session_id"] == "errors")
+        assert info["samples_received"] == 0 and info["markers_received"] == 0, "nothing was sent"
+        # The server's refusal of a stream surfaces at the next call.
+        session.push(np.zeros((4, 4)), timestamps=[5.0, 5.1, 5.2, 5.3])
+        session.push(np.zeros((4, 4)), timestamps=[5.4, 5.5, 5.6, 5.7])
+        strict = client.open_session("nan", CHANNELS, rate=RATE, non_finite="send")
+        strict.push(np.array([[np.nan, 0, 0, 0]]))
+        with pytest.raises(myelin.MyelinError) as e:
+            strict.close()
+        assert e.value.code == grpc.StatusCode.INVALID_ARGUMENT and "non-finite" in e.value.details
+        assert session.close().samples_accepted_until == 8
