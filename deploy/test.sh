@@ -16,7 +16,21 @@ cargo build --locked --workspace --bins
 echo "[test] building the Python client wheel (myelin-client) and installing it into .venv" >&2
 ./client/python/build_wheel.sh >/dev/null
 .venv/bin/python -m pip install --quiet --force-reinstall --no-deps target/python/myelin_client-*.whl
+export MYELIN_BIN="$PWD/target/debug/myelin"
+# The real-time test pushes ten minutes of EEG at the pace of a live rig; it runs in its own
+# pytest process alongside everything below, so it adds only what outlasts them.
+echo "[test] python real-time test started in the background (pytest -m realtime)" >&2
+realtime_log=target/realtime-test.log
+setsid .venv/bin/python -m pytest -q -m realtime tests/python >"$realtime_log" 2>&1 &
+realtime_pid=$!
+trap 'kill -- -"$realtime_pid" 2>/dev/null || true' EXIT
 echo "[test] cargo test" >&2
 cargo test --locked --workspace
 echo "[test] python real-peer tests" >&2
-MYELIN_BIN="$PWD/target/debug/myelin" .venv/bin/python -m pytest -q tests/python
+.venv/bin/python -m pytest -q -m "not realtime" tests/python
+echo "[test] waiting for the python real-time test" >&2
+realtime_rc=0
+wait "$realtime_pid" || realtime_rc=$?
+trap - EXIT
+cat "$realtime_log"
+exit "$realtime_rc"

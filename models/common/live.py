@@ -19,11 +19,18 @@ def load_stubs(out_dir: Path):
     """Generates myelin.v1 Python stubs into out_dir (once) and returns (pb, rpc) modules."""
     from grpc_tools import protoc
 
-    out_dir.mkdir(parents=True, exist_ok=True)
-    rc = protoc.main(["grpc_tools.protoc", f"-I{ROOT / 'proto'}", f"--python_out={out_dir}",
-                      f"--grpc_python_out={out_dir}", str(ROOT / "proto/myelin/v1/myelin.proto")])
-    if rc != 0:
-        raise RuntimeError("grpc_tools.protoc failed")
+    import tempfile
+
+    # Generated beside out_dir and moved in file by file (os.replace is atomic), because the
+    # suite's real-time test runs in a second pytest process that may be importing these.
+    (out_dir / "myelin" / "v1").mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out_dir) as scratch:
+        rc = protoc.main(["grpc_tools.protoc", f"-I{ROOT / 'proto'}", f"--python_out={scratch}",
+                          f"--grpc_python_out={scratch}", str(ROOT / "proto/myelin/v1/myelin.proto")])
+        if rc != 0:
+            raise RuntimeError("grpc_tools.protoc failed")
+        for generated in (Path(scratch) / "myelin" / "v1").iterdir():
+            os.replace(generated, out_dir / "myelin" / "v1" / generated.name)
     # `myelin` stays a namespace portion (no __init__.py): an installed myelin-client package
     # (a regular package, which extends its path to portions like this one) keeps its import
     # name, and `myelin.v1` is found here either way.

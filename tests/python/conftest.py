@@ -16,6 +16,10 @@ from common import live  # noqa: E402
 live.load_stubs(Path(__file__).resolve().parent / "_gen")
 
 
+def pytest_configure(config):
+    config.addinivalue_line("markers", "realtime: takes minutes of wall time (a recording pushed in real time)")
+
+
 def myelin_bin() -> str:
     path = os.environ.get("MYELIN_BIN", str(ROOT / "target/debug/myelin"))
     assert Path(path).exists(), f"{path} missing: run `cargo build --bins` (deploy/test.sh does)"

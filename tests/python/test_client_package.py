@@ -17,6 +17,7 @@ import pytest
 
 import myelin
 from common import live, p300
+from feed import push_recording
 
 ROOT = Path(__file__).resolve().parents[2]
 RUNS = p300.runs(ROOT / "models/data/p300", "subject1_session2")
@@ -35,18 +36,6 @@ def recording(n_runs: int):
         stamps.append(ts)
         codes.append(c)
     return np.concatenate(parts), np.concatenate(stamps), np.concatenate(codes)
-
-
-def stream(session: myelin.SessionStream, data, stamps, codes, speed: float, chunk: int = 16):
-    """Pushes a recording with its markers at `speed` x real time (0: as fast as it goes)."""
-    started = time.monotonic()
-    for begin in range(0, len(data), chunk):
-        end = min(begin + chunk, len(data))
-        if speed:
-            time.sleep(max(0.0, started + (stamps[end - 1] - stamps[0]) / speed - time.monotonic()))
-        session.push(data[begin:end], stamps[begin:end])
-        onsets = np.flatnonzero(codes[begin:end]) + begin
-        session.markers([(stamps[i], codes[i]) for i in onsets])
 
 
 def collect(subscription, n: int, timeout: float = 60.0):
@@ -81,33 +70,40 @@ def test_the_wheel_installs_into_a_fresh_environment_and_runs_the_oddball_exampl
     assert "40 stimuli, 40 predictions, 0 missing" in run.stdout
 
 
-def test_a_ten_minute_recording_at_x50_and_twenty_seconds_in_real_time(server):
+def push_ten_minutes(server_address: str, speed: float):
+    """Streams five bundled runs (about ten minutes of real EEG) with their markers at `speed` x
+    real time into an ERP attachment, and checks every sample, marker and prediction arrived."""
     data, stamps, codes = recording(5)
-    assert stamps[-1] - stamps[0] > 540, "about ten minutes of real EEG"
-    with myelin.Client(server.grpc) as client:
+    duration = stamps[-1] - stamps[0]
+    assert duration > 540, "about ten minutes of real EEG"
+    with myelin.Client(server_address) as client:
         session = client.open_session("long", CHANNELS, rate=RATE)
         erp = client.attach("long", "erp-linear-muse", marker_codes=[1, 2], latency_budget_ms=2000)
+        # A marker in the last second has no complete epoch when the stream ends.
         expected = int(np.count_nonzero(codes[: len(codes) - int(RATE)]))
         got, reader = collect(client.subscribe(attachment=erp.attachment_id), expected)
         time.sleep(0.2)
         started = time.monotonic()
-        stream(session, data, stamps, codes, speed=50)
+        push_recording(session, data, stamps, codes, speed=speed)
         took = time.monotonic() - started
         ack = session.wait_acknowledged()
         reader.join(60)
         session.close()
-        assert ack.samples_accepted_until == len(data) and ack.markers_accepted == np.count_nonzero(codes)
-        assert len(got) >= expected and all(p.status == "ok" for p in got)
-        assert (stamps[-1] - stamps[0]) / 50 * 0.9 < took < (stamps[-1] - stamps[0]) / 50 + 10, f"x50 took {took:.1f} s"
+    assert ack.samples_accepted_until == len(data) and ack.markers_accepted == np.count_nonzero(codes)
+    assert len(got) >= expected, f"{len(got)} predictions for {expected} markers"
+    assert all(p.status == "ok" for p in got), {p.status for p in got}
+    assert duration / speed * 0.98 < took < duration / speed + 15, f"x{speed} took {took:.1f} s for {duration:.0f} s"
 
-        live = client.open_session("live", CHANNELS, rate=RATE)
-        twenty = int(20 * RATE)
-        started = time.monotonic()
-        stream(live, data[:twenty], stamps[:twenty], codes[:twenty], speed=1)
-        took = time.monotonic() - started
-        assert live.wait_acknowledged().samples_accepted_until == twenty
-        live.close()
-        assert 19.5 < took < 22, f"real time took {took:.1f} s for 20 s"
+
+def test_a_ten_minute_recording_at_x50(server):
+    push_ten_minutes(server.grpc, speed=50)
+
+
+@pytest.mark.realtime
+def test_a_ten_minute_recording_in_real_time(server):
+    # Ten minutes of wall time: deploy/test.sh runs this one (`-m realtime`) in the background
+    # alongside the rest of the suite, so it costs no extra time there.
+    push_ten_minutes(server.grpc, speed=1)
 
 
 def test_default_timestamps_markers_and_chunking_under_the_message_limit(server):
@@ -141,7 +137,7 @@ def test_subscribe_sync_and_async_yield_the_same_predictions(server):
         loop_thread = threading.Thread(target=lambda: result.setdefault("async", asyncio.run(read_async())), daemon=True)
         loop_thread.start()
         time.sleep(0.5)
-        stream(session, data, stamps, codes, speed=0)
+        push_recording(session, data, stamps, codes)
         reader.join(30)
         loop_thread.join(30)
         session.close()
@@ -171,7 +167,7 @@ def test_calibrate_reports_progress_and_swaps_the_fitted_decoder_in(myelin_bin, 
         calibrating = threading.Thread(target=calibrate, daemon=True)
         calibrating.start()
         time.sleep(0.5)
-        stream(session, data, stamps, codes, speed=0)
+        push_recording(session, data, stamps, codes)
         calibrating.join(60)
         session.close()
     server.stop()
