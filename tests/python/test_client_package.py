@@ -114,8 +114,16 @@ def test_default_timestamps_markers_and_chunking_under_the_message_limit(server)
         assert first == 0 and session.next_index == 5000
         ack = session.close()
         assert ack.samples_accepted_until == 5000 and ack.markers_accepted == 1
-        info = next(s for s in client.sessions() if s["session_id"] == "grid")
-        assert info["samples_received"] == 5000 and info["markers_received"] == 1
+        # A rig clock that steps back 10 ms: the server's default policy repairs it and says so.
+        jittery = client.open_session("jittery", CHANNELS, rate=RATE)
+        jittery.push(np.zeros((32, 4)), 100.0 + np.arange(32) / RATE)
+        jittery.push(np.zeros((32, 4)), 100.0 + np.arange(32, 64) / RATE - 0.010)
+        repaired = jittery.close()
+        assert repaired.samples_accepted_until == 64
+        assert any("timestamps went backwards at sample 32" in w for w in repaired.warnings), repaired.warnings
+        info = client.session("grid")
+        assert info.samples_received == 5000 and info.markers_received == 1
+        assert info.channels == CHANNELS and info.rate == RATE and info.source == "grpc" and info.modality == "eeg"
 
 
 def test_subscribe_sync_and_async_yield_the_same_predictions(server):
@@ -204,6 +212,15 @@ def test_every_refusal_is_an_exception_with_its_status(server):
         assert e.value.code == grpc.StatusCode.NOT_FOUND
         with pytest.raises(ValueError):
             client.attach("errors", "erp-linear-muse")  # neither marker codes nor a hop
+        with pytest.raises(myelin.MyelinError) as e:
+            client.connect_lsl("from-lsl", name=f"no-such-stream-{time.time_ns()}", timeout=0.5)
+        assert e.value.code == grpc.StatusCode.NOT_FOUND and "no LSL" in e.value.details
+        with pytest.raises(myelin.MyelinError) as e:
+            client.connect_lsl("from-lsl")
+        assert e.value.code == grpc.StatusCode.INVALID_ARGUMENT and "name the data stream" in e.value.details
+        with pytest.raises(myelin.MyelinError) as e:
+            client.session("nobody")
+        assert e.value.code == grpc.StatusCode.NOT_FOUND
 
         # Bad input from this side: refused before anything is sent.
         for bad in [np.array([["a", "b", "c", "d"]]), np.zeros((10, 3)), np.zeros((2, 10, 4)), np.array([[np.nan, 0, 0, 0]]),
@@ -217,8 +234,8 @@ def test_every_refusal_is_an_exception_with_its_status(server):
         with pytest.raises(myelin.InvalidSamples):
             session.marker(1, timestamp=float("inf"))
         time.sleep(0.2)
-        info = next(s for s in client.sessions() if s["session_id"] == "errors")
-        assert info["samples_received"] == 0 and info["markers_received"] == 0, "nothing was sent"
+        info = client.session("errors")
+        assert info.samples_received == 0 and info.markers_received == 0, "nothing was sent"
         # The server's refusal of a stream surfaces at the next call.
         session.push(np.zeros((4, 4)), timestamps=[5.0, 5.1, 5.2, 5.3])
         session.push(np.zeros((4, 4)), timestamps=[5.4, 5.5, 5.6, 5.7])

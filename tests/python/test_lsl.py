@@ -1,5 +1,6 @@
 """LabStreamingLayer and XDF with real peers: pylsl outlets feed the server, pylsl inlets read
-its prediction outlets, pyxdf reads its recordings."""
+its prediction outlets, pyxdf reads its recordings. The gRPC side is the public Python client
+(myelin-client)."""
 from __future__ import annotations
 
 import json
@@ -11,14 +12,13 @@ import time
 import uuid
 from pathlib import Path
 
-import grpc
 import numpy as np
 import pylsl
 import pyxdf
-from myelin.v1 import myelin_pb2 as pb
-from myelin.v1 import myelin_pb2_grpc as rpc
 
+import myelin
 from common import live, p300
+from feed import push_recording
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -52,14 +52,11 @@ def test_lsl_source_decoded_and_published_as_lsl_streams(server):
     eeg = make_outlet(f"eeg-{tag}", "EEG", len(channels), 256.0, pylsl.cf_float32, f"eeg-{tag}", channels)
     markers = make_outlet(f"markers-{tag}", "Markers", 1, 0, pylsl.cf_string, f"markers-{tag}")
 
-    with grpc.insecure_channel(server.grpc) as channel:
-        decoding = rpc.DecodingStub(channel)
-        reply = decoding.ConnectLsl(pb.ConnectLslRequest(session_id="lsl1", data_name=f"eeg-{tag}", marker_predicate=f"name='markers-{tag}'", timeout_s=10))
-        assert reply.header.nominal_rate_hz == 256.0
-        assert [c.label for c in reply.header.channels] == channels
-        attached = decoding.Attach(pb.AttachRequest(
-            session_id="lsl1", model_id="erp-linear-muse", latency_budget_ms=500, lsl_outlet=True,
-            window=pb.WindowPolicy(event_locked=pb.EventLockedWindow(marker_codes=[1, 2]))))
+    with myelin.Client(server.grpc) as client:
+        source = client.connect_lsl("lsl1", name=f"eeg-{tag}", marker_predicate=f"name='markers-{tag}'", timeout=10)
+        assert source.rate == 256.0 and source.channels == channels
+        assert source.source_id == f"eeg-{tag}" and source.marker_stream == f"markers-{tag}"
+        attached = client.attach("lsl1", "erp-linear-muse", marker_codes=[1, 2], latency_budget_ms=500, lsl_outlet=True)
         numeric_name, json_name = attached.lsl_outlets
         numeric_in, json_in = resolve_inlet(numeric_name), resolve_inlet(json_name)
         info = numeric_in.info()
@@ -96,7 +93,7 @@ def test_lsl_source_decoded_and_published_as_lsl_streams(server):
                 got_json.append((json.loads(s[0]), ts))
         pusher.join()
         # Detaching removes the attachment's outlets from the network.
-        decoding.Detach(pb.DetachRequest(attachment_id=attached.attachment_id))
+        client.detach(attached.attachment_id)
         deadline = time.time() + 5
         while pylsl.resolve_byprop("name", numeric_name, timeout=0.5) and time.time() < deadline:
             time.sleep(0.2)
@@ -134,27 +131,27 @@ def test_lsl_source_restart_is_reconnected_with_the_gap_reported(server):
             time.sleep(max(0.0, start + sent / rate - pylsl.local_clock()))
 
     outlet = make_outlet(f"gappy-{tag}", "EEG", len(channels), rate, pylsl.cf_float32, f"gappy-{tag}", channels)
-    with grpc.insecure_channel(server.grpc) as channel:
-        decoding = rpc.DecodingStub(channel)
-        decoding.ConnectLsl(pb.ConnectLslRequest(session_id="gappy", data_source_id=f"gappy-{tag}", timeout_s=10))
-        attached = decoding.Attach(pb.AttachRequest(session_id="gappy", model_id="fixture-linear", latency_budget_ms=1000,
-                                                    window=pb.WindowPolicy(sliding=pb.SlidingWindow(hop_s=0.25))))
+    with myelin.Client(server.grpc) as client:
+        client.connect_lsl("gappy", source_id=f"gappy-{tag}", timeout=10)
+        attached = client.attach("gappy", "fixture-linear", hop_s=0.25, latency_budget_ms=1000)
         got = []
-        stream = live.subscribe_into(decoding, pb, got, attachment_id=attached.attachment_id)
+        subscription = client.subscribe(attachment=attached.attachment_id)
+        threading.Thread(target=lambda: got.extend(subscription), daemon=True).start()
         run(outlet, 3.0)
         del outlet  # the source goes away
         time.sleep(2.0)
         outlet = make_outlet(f"gappy-{tag}", "EEG", len(channels), rate, pylsl.cf_float32, f"gappy-{tag}", channels)
         run(outlet, 6.0)
         time.sleep(1.0)
-        stream.cancel()
-        session = next(s for s in decoding.ListSessions(pb.ListSessionsRequest()).sessions if s.session_id == "gappy")
+        subscription.cancel()
+        session = client.session("gappy")
+    assert session.source == "lsl"
     # About 2 s (plus liblsl's reconnection time) at 128 Hz went missing.
     assert 200 <= session.gap_samples <= 1200, session.gap_samples
-    errors = [p for p in got if p.status == pb.PREDICTION_STATUS_ERROR]
+    errors = [p for p in got if p.status == "error"]
     assert errors and all("missing samples" in p.error_reason for p in errors)
-    last_error = max(p.window.last_sample_index for p in errors)
-    after = [p for p in got if p.status == pb.PREDICTION_STATUS_OK and p.window.first_sample_index > last_error]
+    last_error = max(p.window.last_index for p in errors)
+    after = [p for p in got if p.status == "ok" and p.window.first_index > last_error]
     assert len(after) >= 8, f"decoding goes on after the source came back ({len(after)} windows after the gap)"
 
 
@@ -175,30 +172,29 @@ def test_a_recorded_session_reads_back_value_for_value_in_pyxdf():
     with tempfile.TemporaryDirectory() as tmp:
         server = _record_server(tmp)
         try:
-            with grpc.insecure_channel(server.grpc) as channel:
-                decoding = rpc.DecodingStub(channel)
-                ingest = live.Ingest(pb, rpc, channel, live.header(pb, "rec", channels, rate))
-                attached = live.attach(decoding, pb.AttachRequest(session_id="rec", model_id="fixture-linear", latency_budget_ms=1000,
-                                                                  window=pb.WindowPolicy(event_locked=pb.EventLockedWindow(marker_codes=[1, 2]))))
+            with myelin.Client(server.grpc) as client:
+                stream = client.open_session("rec", channels, rate=rate, stream_name="rig rec")
+                attached = client.attach("rec", "fixture-linear", marker_codes=[1, 2], latency_budget_ms=1000)
                 got = []
-                stream = live.subscribe_into(decoding, pb, got, attachment_id=attached.attachment_id)
+                subscription = client.subscribe(attachment=attached.attachment_id)
+                threading.Thread(target=lambda: got.extend(subscription), daemon=True).start()
                 time.sleep(0.2)
-                live.stream_recording(ingest, x, ts, codes, chunk=32)
-                ingest.wait_acknowledged()
+                push_recording(stream, x, ts, codes, chunk=32)
+                stream.wait_acknowledged()
                 deadline = time.time() + 10
                 while len(got) < len(golden["expected"]) and time.time() < deadline:
                     time.sleep(0.05)
                 time.sleep(0.3)
-                session = next(s for s in decoding.ListSessions(pb.ListSessionsRequest()).sessions if s.session_id == "rec")
-                ingest.close()
-                stream.cancel()
+                session = client.session("rec")
+                stream.close()
+                subscription.cancel()
                 time.sleep(0.5)  # the recorder writes its footers when the session ends
         finally:
             server.stop()
         path = Path(session.recording_path)
         assert path.exists() and path.parent == Path(tmp)
         streams = _streams_by_name(path)
-        data = streams["test stream rec"] if "test stream rec" in streams else streams["python"]
+        data = streams["rig rec"]
         np.testing.assert_array_equal(np.asarray(data["time_series"], dtype=np.float32), x)
         np.testing.assert_array_equal(data["time_stamps"], ts)
         assert [c["label"][0] for c in data["info"]["desc"][0]["channels"][0]["channel"]] == channels
@@ -210,9 +206,9 @@ def test_a_recorded_session_reads_back_value_for_value_in_pyxdf():
         assert len(recorded) == len(got) == len(golden["expected"])
         for r, p in zip(recorded, got):
             assert r["sequence"] == p.sequence
-            assert r["probabilities"] == list(p.classification.probabilities)
-            assert r["window"]["last_sample"] == p.window.last_sample_index
-        np.testing.assert_array_equal(preds["time_stamps"], [p.window.last_timestamp for p in got])
+            assert r["probabilities"] == p.probabilities.tolist()
+            assert r["window"]["last_sample"] == p.window.last_index
+        np.testing.assert_array_equal(preds["time_stamps"], [p.window.last_time for p in got])
 
 
 def test_a_recording_survives_sigkill_losing_at_most_the_last_second():
@@ -221,21 +217,21 @@ def test_a_recording_survives_sigkill_losing_at_most_the_last_second():
     x = np.asarray(golden["samples"], dtype=np.float32).reshape(-1, len(channels))
     with tempfile.TemporaryDirectory() as tmp:
         server = _record_server(tmp)
-        with grpc.insecure_channel(server.grpc) as channel:
-            ingest = live.Ingest(pb, rpc, channel, live.header(pb, "crash", channels, rate))
+        with myelin.Client(server.grpc) as client:
+            stream = client.open_session("crash", channels, rate=rate)
             start = time.time()
             sent = 0
             while time.time() - start < 4.0:  # real time: 4 s of samples
-                ingest.chunk(x[sent:sent + 16], 1000.0 + np.arange(sent, sent + 16) / rate)
+                stream.push(x[sent:sent + 16], 1000.0 + np.arange(sent, sent + 16) / rate)
                 sent += 16
                 time.sleep(max(0.0, start + sent / rate - time.time()))
-            ingest.wait_acknowledged()
+            stream.wait_acknowledged()
             server.proc.send_signal(signal.SIGKILL)
             server.proc.wait()
         files = list(Path(tmp).glob("crash-*.xdf"))
         assert len(files) == 1
         streams = _streams_by_name(files[0])
-        data = streams["python"]
+        data = streams["crash"]
         kept = len(data["time_series"])
         assert kept >= sent - rate, f"kept {kept} of {sent} samples: more than 1 s lost"
         np.testing.assert_array_equal(np.asarray(data["time_series"], dtype=np.float32), x[:kept])
@@ -255,11 +251,10 @@ def test_replay_publishes_an_xdf_recording_on_lsl_value_for_value():
     with tempfile.TemporaryDirectory() as tmp:
         server = _record_server(tmp)
         try:
-            with grpc.insecure_channel(server.grpc) as channel:
-                ingest = live.Ingest(pb, rpc, channel, live.header(pb, "torep", channels, rate))
-                live.stream_recording(ingest, x, ts, codes, chunk=64)
-                ingest.wait_acknowledged()
-                ingest.close()
+            with myelin.Client(server.grpc) as client:
+                stream = client.open_session("torep", channels, rate=rate)
+                push_recording(stream, x, ts, codes, chunk=64)
+                stream.close()
                 time.sleep(0.6)
         finally:
             server.stop()
@@ -294,9 +289,8 @@ def test_replay_sends_a_csv_recording_into_a_server(server):
     done = subprocess.run([_myelin(), "replay", str(path), "--server", f"http://{server.grpc}", "--session", "replayed", "--speed", "60"],
                           cwd=ROOT, timeout=60)
     assert done.returncode == 0
-    with grpc.insecure_channel(server.grpc) as channel:
-        sessions = rpc.DecodingStub(channel).ListSessions(pb.ListSessionsRequest()).sessions
-    s = next(s for s in sessions if s.session_id == "replayed")
+    with myelin.Client(server.grpc) as client:
+        s = client.session("replayed")
     assert s.samples_received == len(data)
     assert s.markers_received == int((codes != 0).sum())
 
@@ -318,18 +312,16 @@ def test_lsl_sources_from_the_config_file_connect_when_their_stream_appears():
             outlet = make_outlet(f"cfg-{tag}", "EEG", 4, 128.0, pylsl.cf_float32, f"cfg-{tag}", ["C3", "Cz", "C4", "Pz"])
             deadline = time.time() + 20
             session = None
-            with grpc.insecure_channel(grpc_addr) as channel:
-                decoding = rpc.DecodingStub(channel)
+            with myelin.Client(grpc_addr) as client:
                 while time.time() < deadline:
                     outlet.push_chunk([[1.0, 2.0, 3.0, 4.0]] * 16)
                     time.sleep(0.1)
-                    sessions = decoding.ListSessions(pb.ListSessionsRequest()).sessions
-                    session = next((s for s in sessions if s.session_id == "configured"), None)
+                    session = next((s for s in client.sessions() if s.session_id == "configured"), None)
                     if session is not None and session.samples_received > 0:
                         break
             assert session is not None and session.live and session.source == "lsl", session
             assert session.samples_received > 0
-            assert [c.label for c in session.header.channels] == ["C3", "Cz", "C4", "Pz"]
+            assert session.channels == ["C3", "Cz", "C4", "Pz"] and session.rate == 128.0
         finally:
             proc.terminate()
             proc.wait(timeout=10)

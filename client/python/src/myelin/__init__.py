@@ -15,20 +15,37 @@ __path__ = __import__("pkgutil").extend_path(__path__, __name__)
 from .client import Client, Subscription  # noqa: E402
 from .errors import InvalidSamples, MyelinError  # noqa: E402
 from .stream import SessionStream  # noqa: E402
-from .types import Acknowledgement, Attachment, Calibration, Marker, Prediction, Progress, Timing, Window  # noqa: E402
+from .types import (  # noqa: E402
+    Acknowledgement,
+    Attachment,
+    AttachmentInfo,
+    Calibration,
+    LslSource,
+    Marker,
+    ModelInfo,
+    Prediction,
+    Progress,
+    SessionInfo,
+    Timing,
+    Window,
+)
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Acknowledgement",
     "Attachment",
+    "AttachmentInfo",
     "Calibration",
     "Client",
     "InvalidSamples",
+    "LslSource",
     "Marker",
+    "ModelInfo",
     "MyelinError",
     "Prediction",
     "Progress",
+    "SessionInfo",
     "SessionStream",
     "Subscription",
     "Timing",

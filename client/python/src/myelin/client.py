@@ -11,7 +11,7 @@ from ._wire import myelin_pb2 as pb
 from ._wire import myelin_pb2_grpc as rpc
 from .errors import MyelinError
 from .stream import SessionStream
-from .types import Attachment, Calibration, Prediction, Progress
+from .types import Attachment, Calibration, LslSource, ModelInfo, Prediction, Progress, SessionInfo
 
 _MODALITIES = {"eeg": pb.MODALITY_EEG, "meg": pb.MODALITY_MEG, "seeg": pb.MODALITY_SEEG, "ecog": pb.MODALITY_ECOG}
 _LATE = {"deliver": pb.LATE_POLICY_DELIVER, "drop": pb.LATE_POLICY_DROP}
@@ -132,6 +132,39 @@ class Client:
 
     def _live(self, session_id: str) -> bool:
         return any(s.session_id == session_id and s.live for s in self._list_sessions())
+
+    @_calls
+    def connect_lsl(
+        self,
+        session_id: str,
+        *,
+        predicate: str = "",
+        name: str = "",
+        type: str = "",
+        source_id: str = "",
+        marker_predicate: str = "",
+        timeout: float = 0.0,
+        modality: Optional[str] = None,
+    ) -> LslSource:
+        """Has the server open session `session_id` from an LSL stream on its network: found by
+        an LSL `predicate` (XPath, e.g. ``"name='EEG'"``) or by `name` / `type` / `source_id`
+        (all given must match), with markers from the stream `marker_predicate` finds, if any.
+        Waits up to `timeout` seconds (0: the server's default) for the streams to appear."""
+        if modality is not None and modality.lower() not in _MODALITIES:
+            raise ValueError(f"modality must be one of {sorted(_MODALITIES)}, got {modality!r}")
+        request = pb.ConnectLslRequest(
+            session_id=session_id,
+            data_predicate=predicate,
+            data_name=name,
+            data_type=type,
+            data_source_id=source_id,
+            marker_predicate=marker_predicate,
+            timeout_s=float(timeout),
+            modality=_MODALITIES[modality.lower()] if modality else pb.MODALITY_UNSPECIFIED,
+        )
+        reply = self._decoding.ConnectLsl(request, metadata=self._metadata)
+        h = reply.header
+        return LslSource(session_id, h.stream_name, [c.label for c in h.channels], h.nominal_rate_hz, reply.source_id, reply.hostname, reply.marker_stream)
 
     # -- decoding ---------------------------------------------------------------------------
 
@@ -268,36 +301,18 @@ class Client:
         except grpc.RpcError as error:
             raise MyelinError.from_rpc(error) from None
 
-    def sessions(self) -> List[dict]:
-        """Every session the server knows: id, live, samples and markers received, attachments."""
-        return [
-            {
-                "session_id": s.session_id,
-                "live": s.live,
-                "samples_received": s.samples_received,
-                "markers_received": s.markers_received,
-                "gap_samples": s.gap_samples,
-                "attachments": [{"attachment_id": a.attachment_id, "model_id": a.model_id, "predictions": a.predictions} for a in s.attachments],
-                "recording_path": s.recording_path,
-            }
-            for s in self._list_sessions()
-        ]
+    def sessions(self) -> List[SessionInfo]:
+        """Every session the server knows: live ones, and ended ones for a short while."""
+        return [SessionInfo.from_wire(s) for s in self._list_sessions()]
+
+    def session(self, session_id: str) -> SessionInfo:
+        """One session, or :class:`MyelinError` (NOT_FOUND)."""
+        for s in self._list_sessions():
+            if s.session_id == session_id:
+                return SessionInfo.from_wire(s)
+        raise MyelinError(grpc.StatusCode.NOT_FOUND, f"no session {session_id!r}")
 
     @_calls
-    def models(self) -> List[dict]:
-        """Every model the server loaded: id, version, task, channels, rate, window, labels, ready."""
-        return [
-            {
-                "id": m.id,
-                "version": m.version,
-                "task": m.task,
-                "channels": list(m.channels),
-                "sample_rate_hz": m.sample_rate_hz,
-                "window_s": (m.window_tmin_s, m.window_tmax_s),
-                "labels": list(m.labels),
-                "ready": m.ready,
-                "error": m.error,
-            }
-            for m in self._decoding.ListModels(pb.ListModelsRequest(), metadata=self._metadata).models
-        ]
-
+    def models(self) -> List[ModelInfo]:
+        """Every model the server loaded, with its card's provenance."""
+        return [ModelInfo.from_wire(m) for m in self._decoding.ListModels(pb.ListModelsRequest(), metadata=self._metadata).models]

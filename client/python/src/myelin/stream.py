@@ -96,8 +96,10 @@ class SessionStream:
 
     def push(self, samples, timestamps: Optional[Sequence[float]] = None) -> int:
         """Sends samples `[n, channels]` (any real dtype; sent as float32). `timestamps`: one per
-        sample, non-decreasing, in seconds; by default a regular grid at the stream's rate, the
-        first pushed sample at the time of the first push. Returns the index of the first
+        sample, in seconds, as the rig stamped them (a step back, as jittery rig clocks make, is
+        the server's ``sessions.timestamp_policy`` to repair or refuse); by default a regular
+        grid at the stream's rate, the first pushed sample at the time of the first push.
+        Returns the index of the first
         sample sent. Raises :class:`InvalidSamples` (nothing sent) for a wrong shape or dtype,
         non-finite values under ``non_finite="reject"``, or bad timestamps."""
         data = np.asarray(samples)

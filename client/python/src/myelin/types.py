@@ -3,7 +3,7 @@ the wire messages."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 import numpy as np
 
@@ -163,3 +163,116 @@ class Acknowledgement:
     samples_accepted_until: int
     markers_accepted: int
     warnings: List[str]
+
+
+_MODALITY_NAMES = {pb.MODALITY_EEG: "eeg", pb.MODALITY_MEG: "meg", pb.MODALITY_SEEG: "seeg", pb.MODALITY_ECOG: "ecog"}
+
+
+def modality_name(value: int) -> str:
+    return _MODALITY_NAMES.get(value, "unspecified")
+
+
+@dataclass(frozen=True)
+class AttachmentInfo:
+    attachment_id: str
+    model_id: str
+    model_version: str
+    latency_budget: float
+    #: Predictions published so far.
+    predictions: int
+
+
+@dataclass(frozen=True)
+class SessionInfo:
+    """A session the server knows (ListSessions): ended sessions stay listed a short while."""
+
+    session_id: str
+    live: bool
+    #: "grpc" or "lsl".
+    source: str
+    stream_name: str
+    modality: str
+    channels: List[str]
+    rate: float
+    samples_received: int
+    markers_received: int
+    #: Samples the stream skipped (recorded as gaps).
+    gap_samples: int
+    attachments: List[AttachmentInfo]
+    #: The XDF file this session is recorded to, else "".
+    recording_path: str
+    #: Why the recording stopped early (a full disk), else "".
+    recording_error: str
+
+    @classmethod
+    def from_wire(cls, s: pb.SessionInfo) -> "SessionInfo":
+        return cls(
+            session_id=s.session_id,
+            live=s.live,
+            source=s.source,
+            stream_name=s.header.stream_name,
+            modality=modality_name(s.header.modality),
+            channels=[c.label for c in s.header.channels],
+            rate=s.header.nominal_rate_hz,
+            samples_received=s.samples_received,
+            markers_received=s.markers_received,
+            gap_samples=s.gap_samples,
+            attachments=[AttachmentInfo(a.attachment_id, a.model_id, a.model_version, a.latency_budget_ms * 1e-3, a.predictions) for a in s.attachments],
+            recording_path=s.recording_path,
+            recording_error=s.recording_error,
+        )
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """A model the server loaded (ListModels), with what its card says trained it."""
+
+    id: str
+    version: str
+    task: str
+    modality: str
+    channels: List[str]
+    rate: float
+    #: The window around its marker, seconds: (tmin, tmax).
+    window: Tuple[float, float]
+    labels: List[str]
+    ready: bool
+    error: str
+    execution_provider: str
+    #: What trained it, from its card: "real", "proxy", "synthetic" or "fixture", and what it was.
+    data_kind: str
+    training_data: str
+    subject: str
+
+    @classmethod
+    def from_wire(cls, m: pb.ModelInfo) -> "ModelInfo":
+        return cls(
+            id=m.id,
+            version=m.version,
+            task=m.task,
+            modality=modality_name(m.modality),
+            channels=list(m.channels),
+            rate=m.sample_rate_hz,
+            window=(m.window_tmin_s, m.window_tmax_s),
+            labels=list(m.labels),
+            ready=m.ready,
+            error=m.error,
+            execution_provider=m.execution_provider,
+            data_kind=m.data_kind,
+            training_data=m.training_data,
+            subject=m.subject,
+        )
+
+
+@dataclass(frozen=True)
+class LslSource:
+    """An LSL stream the server connected as a session (ConnectLsl's reply)."""
+
+    session_id: str
+    stream_name: str
+    channels: List[str]
+    rate: float
+    source_id: str
+    hostname: str
+    #: The marker stream's name, when one was connected, else "".
+    marker_stream: str
