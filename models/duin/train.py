@@ -227,7 +227,7 @@ def main():
                 **({"filter": {"design": "Butterworth band-pass 0.5-200 Hz order 2 + notch 50 Hz Q 30 (scipy.signal), causal, at 1 kHz",
                                "design_rate_hz": float(meta["rate_hz"]), "sos": sos.tolist()}} if len(sos) else {}),
             },
-            "input": {"name": "window", "shape": [-1, window, x_train.shape[2]], "layout": "time_channels"},
+            "input": {"name": "window", "shape": [-1, window, x_train.shape[2]], "layout": "time_channels", "max_batch": 8},
             "output": {"name": "scores", "shape": [-1, n_words], "kind": "probabilities"},
             "provenance": {
                 "data_kind": data_kind,

@@ -100,7 +100,7 @@ def card_for(arch: str, session: str, n_t: int, sos) -> dict:
                        "design_rate_hz": STREAM_RATE, "sos": sos.tolist()},
             "scaling": {"kind": "window_zscore", "epsilon": 1e-6},
         },
-        "input": {"name": "window", "shape": [-1, len(CHANNELS), n_t], "layout": "channels_time"},
+        "input": {"name": "window", "shape": [-1, len(CHANNELS), n_t], "layout": "channels_time", "max_batch": 32},
         "output": {"name": "logits", "shape": [-1, 2], "kind": "logits"},
     }
 

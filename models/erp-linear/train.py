@@ -100,7 +100,7 @@ def main():
             # Per-window, per-channel z-score, as the ERP benchmark's data loader does.
             "scaling": {"kind": "window_zscore", "epsilon": 1e-6},
         },
-        "input": {"name": "window", "shape": [-1, len(CHANNELS), n_t], "layout": "channels_time"},
+        "input": {"name": "window", "shape": [-1, len(CHANNELS), n_t], "layout": "channels_time", "max_batch": 32},
         "output": {"name": "probs", "shape": [-1, 2], "kind": "probabilities"},
     }
     x_train, y_train, n_train_runs = load(args.data, TRAIN[0], card)

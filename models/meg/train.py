@@ -43,7 +43,7 @@ def base_card(sos, center, scale) -> dict:
     return {
         "channels": sim.CHANNELS,
         "sample_rate_hz": sim.RATE,
-        "input": {"name": "meg", "shape": [-1, len(sim.CHANNELS), sim.WINDOW], "layout": "channels_time"},
+        "input": {"name": "meg", "shape": [-1, len(sim.CHANNELS), sim.WINDOW], "layout": "channels_time", "max_batch": 8},
         "window": {"tmin_s": sim.TMIN, "tmax_s": sim.TMAX},
         "preprocessing": {
             "baseline_s": BASELINE,

@@ -117,6 +117,14 @@ pub struct InputSpec {
     /// -1 marks a dynamic dimension (only the batch dimension may be dynamic).
     pub shape: Vec<i64>,
     pub layout: Layout,
+    /// Most windows run through the graph at once (dynamic batching across sessions); above 1
+    /// only for graphs exported with a dynamic batch dimension.
+    #[serde(default = "one")]
+    pub max_batch: usize,
+}
+
+fn one() -> usize {
+    1
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, serde::Serialize, PartialEq, Eq, Default)]
@@ -303,6 +311,9 @@ impl ModelCard {
                     self.input.shape, c, t, self.window.tmin_s, self.window.tmax_s, self.sample_rate_hz, self.input.layout
                 ),
             ));
+        }
+        if !(1..=1024).contains(&self.input.max_batch) || (self.input.max_batch > 1 && self.input.shape[0] >= 0) {
+            return Err(self.field("input.max_batch", "must be 1 to 1024, and above 1 only with a dynamic batch dimension (-1)"));
         }
         if self.task == Task::Classification {
             let classes = *self.output.shape.last().unwrap_or(&0);

@@ -3,7 +3,7 @@
 //! reason, warning kind; never session or attachment ids.
 
 use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 pub const SERVER_LATENCY: &str = "myelin_server_latency_seconds";
 pub const QUEUE_WAIT: &str = "myelin_queue_wait_seconds";
@@ -22,16 +22,26 @@ pub const SUBSCRIBERS: &str = "myelin_subscribers";
 pub const MODEL_QUEUE_DEPTH: &str = "myelin_model_queue_depth";
 pub const BUFFER_BYTES: &str = "myelin_buffer_bytes";
 pub const INGEST_IDLE_TIMEOUTS: &str = "myelin_ingest_idle_timeouts_total";
+pub const SHED: &str = "myelin_predictions_shed_total";
+pub const BATCH_SIZE: &str = "myelin_batch_size";
+pub const BATCH_FORMATION: &str = "myelin_batch_formation_seconds";
+pub const INFERENCE_ESTIMATE: &str = "myelin_model_inference_estimate_seconds";
+pub const STAGE: &str = "myelin_stage_seconds";
 
-/// Latency buckets from 50 us to 2.5 s: decoding budgets are typically 10-500 ms, and the
-/// server's own share is sub-millisecond.
-const LATENCY_BUCKETS: &[f64] =
-    &[0.00005, 0.0001, 0.00025, 0.0005, 0.00075, 0.001, 0.0025, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5];
+/// Latency buckets from 10 us to 2.5 s: decoding budgets are typically 10-500 ms, and the
+/// server's own share (and each of its stages) is sub-millisecond.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.00075, 0.001, 0.0025, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+];
+
+/// Windows per model run: 1 to the largest `input.max_batch` (1024).
+const BATCH_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 1024.0];
 
 /// Installs the global Prometheus recorder and describes every metric.
 pub fn install() -> anyhow::Result<PrometheusHandle> {
     let handle = PrometheusBuilder::new()
         .set_buckets(LATENCY_BUCKETS)
+        .and_then(|b| b.set_buckets_for_metric(Matcher::Full(BATCH_SIZE.into()), BATCH_BUCKETS))
         .map_err(|e| anyhow::anyhow!("prometheus buckets: {e}"))?
         .install_recorder()
         .map_err(|e| anyhow::anyhow!("installing the metrics recorder: {e}"))?;
@@ -40,11 +50,24 @@ pub fn install() -> anyhow::Result<PrometheusHandle> {
         metrics::Unit::Seconds,
         "Receipt of a window's last sample to publication of its prediction, per model."
     );
-    describe_histogram!(QUEUE_WAIT, metrics::Unit::Seconds, "Time a window waited in its model's queue.");
+    describe_histogram!(QUEUE_WAIT, metrics::Unit::Seconds, "Time a window waited in its model's queue until its batch was taken.");
     describe_histogram!(
         INFERENCE,
         metrics::Unit::Seconds,
-        "Preprocessing plus ONNX Runtime inference time per window (gallery search included)."
+        "Preprocessing plus model run time per batch (one run of the model on one or more windows)."
+    );
+    describe_counter!(SHED, "Windows not decoded (SHED), by model and reason: deadline unreachable, model queue full, shutdown.");
+    describe_histogram!(BATCH_SIZE, "Windows per model run (dynamic batching across sessions).");
+    describe_histogram!(BATCH_FORMATION, metrics::Unit::Seconds, "From a batch's first window taken off the queue to its run's start.");
+    describe_gauge!(
+        INFERENCE_ESTIMATE,
+        metrics::Unit::Seconds,
+        "Estimated run time by batch size (warm-up measurement, then moving average), which the scheduler plans with."
+    );
+    describe_histogram!(
+        STAGE,
+        metrics::Unit::Seconds,
+        "Server-side stages of a sample's way to a prediction: handoff (chunk receipt to its session worker), dsp (filtering and cutting a chunk), publish (end of inference to the subscribers' queues)."
     );
     describe_histogram!(GALLERY_SEARCH, metrics::Unit::Seconds, "Gallery search time per retrieval prediction (exact or approximate).");
     describe_counter!(SAMPLES_INGESTED, "Samples accepted from ingest streams.");
@@ -88,9 +111,43 @@ pub fn observe_latency(model: &str, server_latency_ns: u64) {
     histogram!(SERVER_LATENCY, "model" => model.to_string()).record(seconds(server_latency_ns));
 }
 
-pub fn observe_decode(model: &str, queue_wait_ns: u64, inference_ns: u64) {
-    histogram!(QUEUE_WAIT, "model" => model.to_string()).record(seconds(queue_wait_ns));
-    histogram!(INFERENCE, "model" => model.to_string()).record(seconds(inference_ns));
+/// A model's metric handles, registered once (not looked up per window).
+#[derive(Clone)]
+pub struct ModelMetrics {
+    pub queue_wait: metrics::Histogram,
+    pub queue_depth: metrics::Gauge,
+    inference: metrics::Histogram,
+    batch_size: metrics::Histogram,
+    batch_formation: metrics::Histogram,
+}
+
+impl ModelMetrics {
+    pub fn new(model: &str) -> Self {
+        let label = || [("model", model.to_string())];
+        Self {
+            queue_wait: histogram!(QUEUE_WAIT, &label()),
+            queue_depth: gauge!(MODEL_QUEUE_DEPTH, &label()),
+            inference: histogram!(INFERENCE, &label()),
+            batch_size: histogram!(BATCH_SIZE, &label()),
+            batch_formation: histogram!(BATCH_FORMATION, &label()),
+        }
+    }
+
+    /// One model run of `n` windows, taken off the queue at `formed_from`, run from `start` to `end`.
+    pub fn observe_batch(&self, n: usize, formed_from: u64, start: u64, end: u64) {
+        self.batch_size.record(n as f64);
+        self.batch_formation.record(seconds(start.saturating_sub(formed_from)));
+        self.inference.record(seconds(end.saturating_sub(start)));
+    }
+}
+
+pub fn inference_estimate(model: &str, batch: usize, ns: u64) {
+    gauge!(INFERENCE_ESTIMATE, "model" => model.to_string(), "batch" => batch.to_string()).set(seconds(ns));
+}
+
+/// A server-side stage (`handoff`, `dsp`, `publish`) that took `ns`.
+pub fn stage(stage: &'static str, ns: u64) {
+    histogram!(STAGE, "stage" => stage).record(seconds(ns));
 }
 
 pub fn observe_gallery_search(search_ns: u64) {

@@ -63,6 +63,11 @@ impl FrameRing {
         self.total.saturating_sub(self.capacity as u64)
     }
 
+    /// Values per frame.
+    pub fn width(&self) -> usize {
+        self.width
+    }
+
     fn slot(&self, index: u64) -> usize {
         (index % self.capacity as u64) as usize
     }

@@ -93,6 +93,11 @@ impl TestServer {
         Client::connect(&format!("http://{}", self.grpc)).await.expect("connecting to myelin")
     }
 
+    /// The server's process id (for reading its CPU time from /proc).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
     /// True while the server process is alive.
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))

@@ -110,9 +110,20 @@ async fn a_budget_too_small_to_meet_is_reported_late_or_dropped() {
         assert!(t.server_latency_us >= 1_000_000, "the last sample arrived 1.5 s before: {t:?}");
         assert!(p.result.is_some(), "late predictions are still decoded");
     }
-    let none = collect(&mut dropped, 1, Duration::from_millis(700)).await;
-    assert!(none.is_empty(), "late_policy DROP must not publish late predictions: {none:?}");
+    // DROP: the scheduler knows before decoding that these windows cannot make 1 ms, so they
+    // never reach the model; each is published SHED with the reason, nothing LATE.
+    let shed = collect(&mut dropped, golden.expected.len() + 1, Duration::from_millis(1500)).await;
+    assert_eq!(shed.len(), golden.expected.len(), "one SHED per window, and nothing else: {shed:?}");
+    for (i, p) in shed.iter().enumerate() {
+        assert_eq!(p.status, pb::PredictionStatus::Shed as i32, "{p:?}");
+        assert_eq!(p.error_reason, "deadline unreachable");
+        assert_eq!(p.sequence, i as u64);
+        assert!(p.result.is_none(), "a shed window is not decoded");
+        assert_eq!(p.timing.unwrap().decode_start_ns, 0);
+    }
     let (_, metrics) = server.http_get("/metrics").await;
-    assert!(metrics.contains("myelin_late_predictions_dropped_total"), "{metrics}");
+    let shed_line =
+        format!("myelin_predictions_shed_total{{model=\"fixture-linear\",reason=\"deadline unreachable\"}} {}", golden.expected.len());
+    assert!(metrics.contains(&shed_line), "{shed_line} not in {metrics}");
     ingest.finish().await.unwrap();
 }

@@ -116,8 +116,9 @@ impl Attacher {
             gallery: gallery.clone(),
             include_embedding: spec.include_embedding,
             route,
-            buffers: Arc::new(WindowBuffers::new(channels.index.len() * plan.length)),
+            buffers: Arc::new(WindowBuffers::new(card.channels.len() * card.window_samples())),
             in_flight: session.in_flight().clone(),
+            fairness: Default::default(),
         });
         let sos = card.preprocessing.filter.as_ref().map(|f| f.sos.clone()).unwrap_or_default();
         let filter = SosFilter::new(&sos, channels.index.len());

@@ -91,8 +91,9 @@ pub async fn start(
     }
     // The epochs (each a window at the stream rate, then its model input) are counted against
     // the server's buffer memory before any is kept.
-    let epoch_bytes =
-        (attachment.buffers.values() + attachment.model.card.channels.len() * attachment.model.card.window_samples()) as u64 * 4;
+    let epoch_bytes = (attachment.preprocessor.stream_values()
+        + attachment.model.card.channels.len() * attachment.model.card.window_samples()) as u64
+        * 4;
     let reserved = resources.memory.reserve(max_epochs as u64 * epoch_bytes, || format!("a calibration of {max_epochs} epochs"))?;
     // Bounded: at most max_epochs epochs are ever wanted, and a few thousand waiting is plenty;
     // beyond that the collector drops (the count says so).

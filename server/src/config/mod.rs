@@ -134,13 +134,33 @@ pub struct ModelsConfig {
     pub execution_providers: Vec<String>,
     /// ONNX Runtime intra-op threads per model session.
     pub intra_op_threads: usize,
-    /// Dedicated inference threads per model (each owns one ONNX Runtime session).
+    /// Dedicated inference threads per model (each owns one ONNX Runtime session); 0 = sized to
+    /// the machine (half its cores, 1 to 4).
     pub workers_per_model: usize,
-    /// Bounded queue of windows waiting for each model; a full queue sheds windows (status SHED).
+    /// Windows waiting for each model, ordered by deadline; a full queue sheds the window with
+    /// the least slack (status SHED).
     pub queue_depth: usize,
+    /// How long a batch may wait for more windows after its first (microseconds; never past
+    /// what the earliest deadline in it allows). 0: a batch takes only the windows already
+    /// waiting, so that no window waits for company.
+    pub max_batch_delay_us: u64,
+    /// Models whose single-window run is measured below this (microseconds) also decode on the
+    /// session's own thread when nothing waits for them: a hand-off to an inference thread would
+    /// cost more than the decode. 0 = never.
+    pub inline_below_us: u64,
     /// Path of libonnxruntime; empty = $ORT_DYLIB_PATH, then next to the executable, then
     /// runtime/libonnxruntime.so.1.31.1 under the working directory, then the system search path.
     pub onnxruntime_library: PathBuf,
+}
+
+impl ModelsConfig {
+    /// Inference threads per model: `workers_per_model`, or half the machine's cores (1 to 4).
+    pub fn workers(&self) -> usize {
+        match self.workers_per_model {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get() / 2).clamp(1, 4),
+            n => n,
+        }
+    }
 }
 
 impl Default for ModelsConfig {
@@ -151,8 +171,10 @@ impl Default for ModelsConfig {
             galleries_dir: PathBuf::from("galleries"),
             execution_providers: vec!["cpu".into()],
             intra_op_threads: 1,
-            workers_per_model: 1,
-            queue_depth: 64,
+            workers_per_model: 0,
+            queue_depth: 512,
+            max_batch_delay_us: 0,
+            inline_below_us: 100,
             onnxruntime_library: PathBuf::new(),
         }
     }
@@ -276,7 +298,8 @@ impl Config {
     fn validate(&self) -> anyhow::Result<()> {
         anyhow::ensure!(self.sessions.ring_buffer_seconds > 0.0, "sessions.ring_buffer_seconds must be > 0");
         anyhow::ensure!(self.models.queue_depth > 0, "models.queue_depth must be > 0");
-        anyhow::ensure!(self.models.workers_per_model > 0, "models.workers_per_model must be > 0");
+        anyhow::ensure!(self.models.workers_per_model <= 64, "models.workers_per_model must be 0 (sized to the machine) to 64");
+        anyhow::ensure!(self.models.max_batch_delay_us <= 1_000_000, "models.max_batch_delay_us must be at most 1000000 (1 s)");
         // Queues made per session and per route: bounded, so that a typo cannot ask for more than
         // the machine has (a route's ring is allocated whole, a slot per prediction).
         for (key, value, most) in [

@@ -1,5 +1,6 @@
 //! A model's input from a cut window: the per-window steps of its card's preprocessing, run on
-//! the inference thread just before the model (decimation to the model rate, re-referencing,
+//! the session's thread as the window is cut, so that the model's threads only run the model
+//! (decimation to the model rate, re-referencing,
 //! baseline correction, per-channel scaling, clamping, the layout the graph expects), and the
 //! sensor positions and mask that spatial-attention models take beside the window.
 //!
@@ -56,6 +57,11 @@ impl WindowPreprocessor {
             clamp: pre.clamp,
             channels_first,
         }
+    }
+
+    /// Values of one window at the stream rate (the input of [`Self::run`]).
+    pub fn stream_values(&self) -> usize {
+        self.n_channels * self.model_samples * self.decimation
     }
 
     /// `window`: channel-major [n_channels x (model_samples * decimation)] filtered samples.

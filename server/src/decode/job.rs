@@ -5,11 +5,12 @@
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
-use crossbeam_channel::{Receiver, Sender, TrySendError};
+use crossbeam_channel::{Receiver, Sender};
 use myelin_proto::v1::{self as pb, LatePolicy, PredictionStatus};
 
 use super::gallery::Gallery;
 use super::input::{SensorInputs, WindowPreprocessor};
+use super::schedule::{self, Deadline, FairnessCount, ModelQueue};
 use crate::card::ModelCard;
 use crate::metrics as m;
 use crate::publish::AttachmentRoute;
@@ -42,6 +43,8 @@ pub struct Attachment {
     pub buffers: Arc<WindowBuffers>,
     /// The session's windows between their cut and their publication.
     pub in_flight: Arc<InFlight>,
+    /// Its windows per deadline slice in its model's queue (fairness between attachments).
+    pub fairness: FairnessCount,
 }
 
 impl Attachment {
@@ -69,6 +72,7 @@ impl Attachment {
             route: self.route.clone(),
             buffers: self.buffers.clone(),
             in_flight: self.in_flight.clone(),
+            fairness: FairnessCount::default(),
         }
     }
 }
@@ -98,7 +102,7 @@ impl Drop for InFlightWindow {
     }
 }
 
-/// A few window-sized buffers in circulation between an attachment's cutter and its model's
+/// A few model-input-sized buffers in circulation between an attachment's cutter and its model's
 /// inference thread; more in flight than it keeps are allocated and freed as needed.
 pub struct WindowBuffers {
     len: usize,
@@ -136,16 +140,31 @@ impl WindowBuffers {
 /// One window waiting for inference.
 pub struct WindowJob {
     pub attachment: Arc<Attachment>,
-    /// Filtered samples at the stream rate, channel-major [model channels x window length],
-    /// from `attachment.buffers`.
+    /// The model's input for this window (filtered, cut and preprocessed: one model input in the
+    /// card's layout), from `attachment.buffers`.
     pub data: Vec<f32>,
     pub span: pb::WindowSpan,
     pub trigger: Option<pb::Marker>,
     pub sequence: u64,
     pub last_sample_received_ns: u64,
+    /// When it was cut and handed to its model.
     pub enqueued_ns: u64,
+    /// `last_sample_received_ns` + the attachment's budget.
+    pub deadline_ns: u64,
     /// Counted until its prediction is published.
     pub in_flight: InFlightWindow,
+}
+
+impl Deadline for WindowJob {
+    fn deadline_ns(&self) -> u64 {
+        self.deadline_ns
+    }
+    fn wants_late(&self) -> bool {
+        self.attachment.late_policy != LatePolicy::Drop
+    }
+    fn fairness(&self) -> &FairnessCount {
+        &self.attachment.fairness
+    }
 }
 
 impl WindowJob {
@@ -167,6 +186,8 @@ impl WindowJob {
             timing: Some(pb::Timing {
                 last_sample_received_ns: self.last_sample_received_ns,
                 budget_ms: attachment.budget_ms,
+                enqueued_ns: self.enqueued_ns,
+                deadline_ns: self.deadline_ns,
                 ..Default::default()
             }),
             subscriber_dropped_total: 0,
@@ -182,19 +203,30 @@ impl WindowJob {
     }
 }
 
-/// A model that loaded and passed its checks, with the queue of its inference threads.
+/// Decodes a window at once on the caller's thread, if the decoder is free (a model whose run
+/// costs less than a hand-off to its inference thread).
+pub trait InlineDecoder: Send + Sync {
+    // The job comes back so that it can be queued instead; boxing it to shrink the error would
+    // allocate once per window.
+    #[allow(clippy::result_large_err)]
+    fn try_decode(&self, job: WindowJob) -> Result<(), WindowJob>;
+}
+
+/// A model that loaded and passed its checks, with the deadline-ordered queue of its inference
+/// threads.
 pub struct LoadedModel {
     pub card: ModelCard,
     pub provider: String,
-    queue: Sender<WindowJob>,
-    /// Dropped to stop the inference threads (shutdown), which are then joined.
-    stop: Mutex<Option<Sender<()>>>,
+    pub queue: Arc<ModelQueue<WindowJob>>,
+    /// For models cheaper than `models.inline_below_us`: decodes windows on the session worker
+    /// when the queue is empty.
+    inline: Option<Box<dyn InlineDecoder>>,
     threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
 }
 
 impl LoadedModel {
-    pub fn new(card: ModelCard, provider: String, queue: Sender<WindowJob>, stop: Sender<()>) -> Self {
-        Self { card, provider, queue, stop: Mutex::new(Some(stop)), threads: Mutex::default() }
+    pub fn new(card: ModelCard, provider: String, queue: Arc<ModelQueue<WindowJob>>, inline: Option<Box<dyn InlineDecoder>>) -> Self {
+        Self { card, provider, queue, inline, threads: Mutex::default() }
     }
 
     pub fn add_thread(&self, thread: std::thread::JoinHandle<()>) {
@@ -204,21 +236,28 @@ impl LoadedModel {
     /// Tells the inference threads to stop (windows still queued are published as SHED) and
     /// hands back their threads to join.
     pub fn stop(&self) -> Vec<std::thread::JoinHandle<()>> {
-        self.stop.lock().unwrap_or_else(PoisonError::into_inner).take();
+        self.queue.stop();
         std::mem::take(&mut *self.threads.lock().unwrap_or_else(PoisonError::into_inner))
     }
 
-    /// Queues a window without waiting; gives it back when the queue is full (load shedding).
-    // The job comes back so that its SHED prediction can be published; boxing it to shrink the
-    // error would allocate once per window.
-    #[allow(clippy::result_large_err)]
-    pub fn submit(&self, job: WindowJob) -> Result<(), WindowJob> {
-        match self.queue.try_send(job) {
-            Ok(()) => {
-                m::queue_depth(&self.card.id, self.queue.len());
-                Ok(())
-            }
-            Err(TrySendError::Full(job) | TrySendError::Disconnected(job)) => Err(job),
+    /// Decodes a window inline when nothing waits for the model and its inline decoder is free;
+    /// otherwise queues it. Never waits. A window the full queue sheds is published SHED here.
+    pub fn submit(&self, job: WindowJob) {
+        let job = match &self.inline {
+            Some(inline) if self.queue.is_empty() => match inline.try_decode(job) {
+                Ok(()) => return,
+                Err(job) => job,
+            },
+            _ => job,
+        };
+        if let Some(shed) = self.queue.push(job) {
+            shed.publish_undecoded(PredictionStatus::Shed, schedule::QUEUE_FULL.into());
         }
+        m::queue_depth(&self.card.id, self.queue.len());
     }
+}
+
+/// When a window must be published by: its last sample's receipt plus its budget.
+pub fn deadline_of(last_sample_received_ns: u64, budget_ms: u32) -> u64 {
+    last_sample_received_ns.saturating_add(u64::from(budget_ms) * 1_000_000)
 }

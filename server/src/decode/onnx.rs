@@ -109,6 +109,13 @@ pub fn check_against_card(session: &Session, card: &ModelCard) -> Result<(), Mod
         mismatch("input.name", format!("graph has no input {:?} (inputs: {names:?})", card.input.name))
     })?;
     check_shape(input.dtype(), &card.input.shape).map_err(|m| mismatch("input.shape", m))?;
+    let graph_batch = input.dtype().tensor_shape().and_then(|shape| shape.first().copied());
+    if card.input.max_batch > 1 && graph_batch.is_some_and(|b| b >= 0) {
+        return Err(mismatch(
+            "input.max_batch",
+            format!("{} windows per run, but the graph's batch dimension is fixed", card.input.max_batch),
+        ));
+    }
     let mut fed = vec![card.input.name.as_str()];
     if let Some(sensors) = &card.sensors {
         let c = card.channels.len() as i64;
@@ -154,67 +161,79 @@ fn check_shape(dtype: &ort::value::ValueType, expected: &[i64]) -> Result<(), St
 
 /// The inputs a spatial-attention model gets when the stream says nothing: the card's layout,
 /// every sensor present.
-fn default_sensor_inputs(card: &ModelCard) -> Option<SensorInputs> {
+pub fn default_sensor_inputs(card: &ModelCard) -> Option<SensorInputs> {
     card.sensors.as_ref().map(|s| SensorInputs {
         positions: s.positions.iter().flat_map(|p| [p[0] as f32, p[1] as f32]).collect(),
         mask: vec![1.0; card.channels.len()],
     })
 }
 
-/// Runs the model once on `input` (batch 1, card layout) and returns the main output and the
-/// optional embedding. Spatial-attention models also get `sensors` (the card's defaults when
-/// `None`).
+/// A batch's outputs, one row per window, back to back.
+#[derive(Debug, Default)]
+pub struct Outputs {
+    pub main: Vec<f32>,
+    /// Empty unless the card declares an embedding output.
+    pub embedding: Vec<f32>,
+}
+
+/// Sensor inputs of a batch, gathered row by row; kept by the backend so that batches reuse them.
+#[derive(Default)]
+pub struct SensorBatch {
+    positions: Vec<f32>,
+    mask: Vec<f32>,
+}
+
+/// Runs the model once on `batch` windows (`input`: each in the card's layout, back to back).
+/// Spatial-attention models also get each window's `sensors` (`defaults` where `None`).
 pub fn infer(
     session: &mut Session,
     card: &ModelCard,
     input: &[f32],
-    sensors: Option<&SensorInputs>,
-) -> Result<(Vec<f32>, Vec<f32>), String> {
-    let (c, t) = (card.channels.len() as i64, card.window_samples() as i64);
+    batch: usize,
+    sensors: &[Option<&SensorInputs>],
+    defaults: Option<&SensorInputs>,
+    gathered: &mut SensorBatch,
+) -> Result<Outputs, String> {
+    let (c, t, n) = (card.channels.len() as i64, card.window_samples() as i64, batch as i64);
     let shape = match card.input.layout {
-        Layout::ChannelsTime => [1, c, t],
-        Layout::TimeChannels => [1, t, c],
+        Layout::ChannelsTime => [n, c, t],
+        Layout::TimeChannels => [n, t, c],
     };
     let tensor = TensorRef::from_array_view((shape, input)).map_err(|e| e.to_string())?;
-    let outputs = match &card.sensors {
-        None => session.run(ort::inputs![card.input.name.as_str() => tensor]),
-        Some(spec) => {
-            let defaults;
-            let sensors = match sensors {
-                Some(s) => s,
-                None => {
-                    defaults = default_sensor_inputs(card).expect("card has sensors");
-                    &defaults
-                }
-            };
-            let positions = TensorRef::from_array_view(([1, c, 2], &sensors.positions[..])).map_err(|e| e.to_string())?;
-            let mask = TensorRef::from_array_view(([1, c], &sensors.mask[..])).map_err(|e| e.to_string())?;
+    let outputs = match (&card.sensors, defaults) {
+        (Some(spec), Some(defaults)) => {
+            gathered.positions.clear();
+            gathered.mask.clear();
+            for row in 0..batch {
+                let row = sensors.get(row).copied().flatten().unwrap_or(defaults);
+                gathered.positions.extend_from_slice(&row.positions);
+                gathered.mask.extend_from_slice(&row.mask);
+            }
+            let positions = TensorRef::from_array_view(([n, c, 2], &gathered.positions[..])).map_err(|e| e.to_string())?;
+            let mask = TensorRef::from_array_view(([n, c], &gathered.mask[..])).map_err(|e| e.to_string())?;
             session.run(ort::inputs![
                 card.input.name.as_str() => tensor,
                 spec.positions_input.as_str() => positions,
                 spec.mask_input.as_str() => mask
             ])
         }
+        _ => session.run(ort::inputs![card.input.name.as_str() => tensor]),
     }
     .map_err(|e| e.to_string())?;
-    let main = outputs
-        .get(&card.output.name)
-        .ok_or_else(|| format!("output {} missing", card.output.name))?
-        .try_extract_tensor::<f32>()
-        .map_err(|e| e.to_string())?
-        .1
-        .to_vec();
+    let extract = |name: &str| -> Result<Vec<f32>, String> {
+        let (shape, values) =
+            outputs.get(name).ok_or_else(|| format!("output {name} missing"))?.try_extract_tensor::<f32>().map_err(|e| e.to_string())?;
+        if shape.first() != Some(&n) {
+            return Err(format!("output {name} has shape {shape:?} for a batch of {batch}"));
+        }
+        Ok(values.to_vec())
+    };
+    let main = extract(&card.output.name)?;
     let embedding = match &card.output.embedding {
-        Some(name) => outputs
-            .get(name)
-            .ok_or_else(|| format!("output {name} missing"))?
-            .try_extract_tensor::<f32>()
-            .map_err(|e| e.to_string())?
-            .1
-            .to_vec(),
+        Some(name) => extract(name)?,
         None => Vec::new(),
     };
-    Ok((main, embedding))
+    Ok(Outputs { main, embedding })
 }
 
 /// Opens, checks and warms up a model (the first run allocates ONNX Runtime's buffers).
@@ -227,12 +246,12 @@ pub fn load(
     let (mut session, provider) = open_session(env, card, providers, intra_op_threads)?;
     check_against_card(&session, card)?;
     let zeros = vec![0.0f32; card.channels.len() * card.window_samples()];
+    let defaults = default_sensor_inputs(card);
     for _ in 0..3 {
-        let (output, _) = infer(&mut session, card, &zeros, None).map_err(|message| ModelError::Onnx {
-            card: card.card_path.clone(),
-            onnx: card.onnx_path(),
-            message: format!("warm-up run failed: {message}"),
-        })?;
+        let Outputs { main: output, .. } =
+            infer(&mut session, card, &zeros, 1, &[], defaults.as_ref(), &mut SensorBatch::default()).map_err(|message| {
+                ModelError::Onnx { card: card.card_path.clone(), onnx: card.onnx_path(), message: format!("warm-up run failed: {message}") }
+            })?;
         if let Some(dim) = card.embedding_dim().filter(|&dim| output.len() != dim) {
             return Err(ModelError::Mismatch {
                 card: card.card_path.clone(),

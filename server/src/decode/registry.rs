@@ -4,9 +4,11 @@
 use std::sync::{Arc, PoisonError, RwLock};
 
 use super::backend::{Backend, OnnxBackend, XdawnBackend};
+use super::cost::{self, CostModel};
 use super::erp;
 use super::job::LoadedModel;
 use super::onnx;
+use super::schedule::{ModelQueue, QueueSettings};
 use super::worker;
 use crate::card::{self, ModelCard};
 use crate::config::ModelsConfig;
@@ -49,7 +51,8 @@ pub enum Lookup {
 
 impl ModelRegistry {
     /// Loads every card under `config.dir` and `config.calibrations_dir`, starting
-    /// `workers_per_model` inference threads for each model that passes. A bad card does not
+    /// `workers_per_model` inference threads for each model that passes (and measuring what its
+    /// runs cost per batch size). A bad card does not
     /// stop the others.
     pub fn load(config: &ModelsConfig) -> anyhow::Result<Self> {
         let env = onnx::init_runtime(&config.onnxruntime_library)?;
@@ -90,29 +93,52 @@ impl ModelRegistry {
 
     fn start_model(&self, card: ModelCard) -> anyhow::Result<Arc<LoadedModel>> {
         let config = &self.config;
-        let mut backends: Vec<Box<dyn Backend>> = Vec::new();
-        let mut provider = String::from("native");
+        let workers = config.workers();
         if card.native.is_some() {
             let decoder = Arc::new(load_native(&card)?);
-            for _ in 0..config.workers_per_model {
-                backends.push(Box::new(XdawnBackend(decoder.clone())));
-            }
-        } else {
-            for _ in 0..config.workers_per_model {
-                let (session, used) = onnx::load(&self.env, &card, &config.execution_providers, config.intra_op_threads)?;
-                provider = used;
-                backends.push(Box::new(OnnxBackend { session, card: card.clone() }));
-            }
+            return Ok(self.start_native(card, decoder));
         }
-        Ok(worker::start(card, provider, backends, config.queue_depth))
+        let mut backends: Vec<Box<dyn Backend>> = Vec::new();
+        let mut provider = String::new();
+        for _ in 0..workers {
+            let (session, used) = onnx::load(&self.env, &card, &config.execution_providers, config.intra_op_threads)?;
+            provider = used;
+            backends.push(Box::new(OnnxBackend::new(session, card.clone())));
+        }
+        let cost = cost::measure(backends[0].as_mut(), &card)?;
+        let inline = if cost.estimate_ns(1) <= config.inline_below_us * 1000 {
+            let (session, _) = onnx::load(&self.env, &card, &config.execution_providers, config.intra_op_threads)?;
+            Some(Box::new(OnnxBackend::new(session, card.clone())) as Box<dyn Backend>)
+        } else {
+            None
+        };
+        let queue = ModelQueue::new(self.queue_settings(&card), cost);
+        Ok(worker::start(card, provider, backends, inline, queue))
+    }
+
+    /// A native decoder's threads: its decode is cheap, so it also runs inline.
+    fn start_native(&self, card: ModelCard, decoder: Arc<erp::XdawnLda>) -> Arc<LoadedModel> {
+        let backend = || Box::new(XdawnBackend(decoder.clone())) as Box<dyn Backend>;
+        let backends = (0..self.config.workers()).map(|_| backend()).collect();
+        let mut probe = backend();
+        let cost = cost::measure(probe.as_mut(), &card).unwrap_or_else(|_| CostModel::from_measured(&card.id, card.input.max_batch, &[]));
+        let inline = (cost.estimate_ns(1) <= self.config.inline_below_us * 1000).then_some(probe);
+        let queue = ModelQueue::new(self.queue_settings(&card), cost);
+        worker::start(card, "native".into(), backends, inline, queue)
+    }
+
+    fn queue_settings(&self, card: &ModelCard) -> QueueSettings {
+        QueueSettings {
+            capacity: self.config.queue_depth,
+            max_batch: card.input.max_batch,
+            max_delay_ns: self.config.max_batch_delay_us * 1000,
+        }
     }
 
     /// Adds a model fitted while running (it becomes attachable by id at once).
     pub fn register_native(&self, card: ModelCard, decoder: Arc<erp::XdawnLda>) -> anyhow::Result<Arc<LoadedModel>> {
         check_native(&card, &decoder)?;
-        let backends: Vec<Box<dyn Backend>> =
-            (0..self.config.workers_per_model).map(|_| Box::new(XdawnBackend(decoder.clone())) as Box<dyn Backend>).collect();
-        let model = worker::start(card, "native".into(), backends, self.config.queue_depth);
+        let model = self.start_native(card, decoder);
         self.entries.write().unwrap_or_else(PoisonError::into_inner).push(ModelEntry::Ready(model.clone()));
         Ok(model)
     }

@@ -179,6 +179,9 @@ impl AttachmentRoute {
         let latency = now.saturating_sub(timing.last_sample_received_ns);
         timing.server_latency_us = latency / 1_000;
         timing.budget_met = latency <= u64::from(timing.budget_ms) * 1_000_000;
+        if timing.decode_end_ns > 0 {
+            m::stage("publish", now.saturating_sub(timing.decode_end_ns));
+        }
         let decoded = prediction.status == PredictionStatus::Ok as i32;
         if decoded && !timing.budget_met {
             prediction.status = PredictionStatus::Late as i32;
@@ -188,6 +191,10 @@ impl AttachmentRoute {
         }
         m::observe_latency(&prediction.model_id, latency);
         m::prediction(&prediction.model_id, json::status_label(prediction.status));
+        if prediction.status == PredictionStatus::Shed as i32 {
+            // SHED reasons are the scheduler's few constants: a low-cardinality label.
+            metrics::counter!(m::SHED, "model" => prediction.model_id.clone(), "reason" => prediction.error_reason.clone()).increment(1);
+        }
         if prediction.status == PredictionStatus::Late as i32 && late_policy == LatePolicy::Drop {
             metrics::counter!(m::LATE_DROPPED, "model" => prediction.model_id.clone()).increment(1);
             return;

@@ -8,8 +8,9 @@ use crate::budget::Reservation;
 use crate::decode::Attachment;
 use crate::dsp::SosFilter;
 use crate::ring::FrameRing;
-use crate::window::Cutter;
 use crate::window::collector::Collector;
+use crate::window::dispatch::{StreamView, WindowScratch, dispatch};
+use crate::window::{Cut, Cutter};
 
 /// `AttachmentState::channel_index` entry of a model channel the stream does not have
 /// (spatial-attention models only): fed as zeros, masked out in the model.
@@ -29,6 +30,7 @@ pub struct AttachmentState {
     /// The session's memory its ring takes.
     _memory: Reservation,
     frame: Vec<f32>,
+    scratch: WindowScratch,
 }
 
 impl AttachmentState {
@@ -52,7 +54,14 @@ impl AttachmentState {
             keep_alive: None,
             _memory: memory,
             frame: vec![0.0; width],
+            scratch: WindowScratch::default(),
         }
+    }
+
+    /// Sends the window `cut` to the model (or publishes why it cannot be decoded).
+    pub fn dispatch(&mut self, cut: Cut, stream: &StreamView<'_>) {
+        let length = self.cutter.length();
+        dispatch(&self.shared, &self.ring, length, self.collector.as_ref(), &mut self.scratch, cut, stream);
     }
 
     /// Bytes the ring of an attachment of `width` model channels takes.

@@ -19,11 +19,11 @@ use super::snapshot::Snapshot;
 use super::stream::StreamRings;
 use super::warnings::Warnings;
 use crate::budget::Reservation;
+use crate::clock;
 use crate::decode::job::InFlight;
 use crate::metrics as m;
 use crate::record::{Event, Recorder};
 use crate::window::Cut;
-use crate::window::dispatch::dispatch;
 
 /// What the worker is built from (its rings are allocated on its own thread).
 pub struct WorkerSpec {
@@ -147,6 +147,8 @@ impl Worker {
         if self.memory.is_none() {
             return Err(SessionError::FailedPrecondition(format!("session {:?} has ended", self.session_id)));
         }
+        let started = clock::now_ns();
+        m::stage("handoff", started.saturating_sub(chunk.received_ns));
         let c = self.stream.n_channels;
         let n = chunk.samples.len() / c;
         let Some(admission) = self.stream.admit(chunk, n, warnings)? else { return Ok(0) };
@@ -193,6 +195,7 @@ impl Worker {
         self.snapshot.add_samples(accepted);
         metrics::counter!(m::SAMPLES_INGESTED).increment(accepted);
         self.place_markers(warnings);
+        m::stage("dsp", clock::now_ns().saturating_sub(started));
         self.dispatch_windows();
         Ok(accepted)
     }
@@ -240,7 +243,7 @@ impl Worker {
         self.markers.place(&self.stream.timestamps, valid_from, self.stream.rate, warnings, |index, marker| {
             for attachment in attachments.iter_mut() {
                 if let Some(cut) = attachment.cutter.on_marker(index, marker) {
-                    dispatch(&attachment.shared, &attachment.ring, attachment.cutter.length(), attachment.collector.as_ref(), cut, &view);
+                    attachment.dispatch(cut, &view);
                 }
             }
         });
@@ -253,7 +256,7 @@ impl Worker {
         for attachment in &mut self.attachments {
             attachment.cutter.ready_windows(total, &mut self.cuts);
             for cut in self.cuts.drain(..) {
-                dispatch(&attachment.shared, &attachment.ring, attachment.cutter.length(), attachment.collector.as_ref(), cut, &view);
+                attachment.dispatch(cut, &view);
             }
         }
     }

@@ -1,6 +1,6 @@
 //! A cut window on its way: copied out of the attachment's filtered ring into a pooled buffer and
-//! queued for its model, or published at once with the reason it cannot be decoded (ERROR: it
-//! touches missing samples, or is no longer buffered; SHED: the model's queue is full).
+//! handed to its model with its deadline, or published at once with the reason it cannot be
+//! decoded (ERROR: it touches missing samples, or is no longer buffered).
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -10,7 +10,7 @@ use myelin_proto::v1::{self as pb, PredictionStatus};
 use super::Cut;
 use super::collector::Collector;
 use crate::clock;
-use crate::decode::{Attachment, WindowJob};
+use crate::decode::{Attachment, WindowJob, deadline_of};
 use crate::ring::{FrameRing, ScalarRing};
 
 /// What a window needs to know of its stream: per-sample source timestamps and server receive
@@ -35,13 +35,24 @@ impl StreamView<'_> {
     }
 }
 
-/// Sends the window `cut` of `length` samples of `filtered` to its model, or publishes why it
-/// could not be decoded. Offers decodable event-locked windows to a calibration's `collector`.
+/// An attachment's buffers for cutting: the window at the stream rate, and the preprocessing's
+/// scratch space. Reused window after window.
+#[derive(Default)]
+pub struct WindowScratch {
+    window: Vec<f32>,
+    preprocessing: Vec<f32>,
+}
+
+/// Sends the window `cut` of `length` samples of `filtered` to its model as the model's input
+/// (preprocessed here, on the session's thread, so that the model's threads only run the model),
+/// or publishes why it could not be decoded. Offers decodable event-locked windows, at the
+/// stream rate, to a calibration's `collector`.
 pub fn dispatch(
     attachment: &Arc<Attachment>,
     filtered: &FrameRing,
     length: usize,
     collector: Option<&Collector>,
+    scratch: &mut WindowScratch,
     cut: Cut,
     stream: &StreamView<'_>,
 ) {
@@ -63,19 +74,22 @@ pub fn dispatch(
     {
         refusal = Some(format!("window [{first}, {}] touches missing samples [{a}, {b})", last + 1));
     }
+    let now = clock::now_ns();
+    let last_sample_received_ns = last_sample.map_or(now, |s| s.1);
     let mut job = WindowJob {
         attachment: attachment.clone(),
         data: Vec::new(),
         span,
         trigger,
         sequence: attachment.next_sequence(),
-        last_sample_received_ns: last_sample.map_or_else(clock::now_ns, |s| s.1),
-        enqueued_ns: clock::now_ns(),
+        last_sample_received_ns,
+        enqueued_ns: now,
+        deadline_ns: deadline_of(last_sample_received_ns, attachment.budget_ms),
         in_flight: attachment.in_flight.window(),
     };
     if refusal.is_none() {
-        job.data = attachment.buffers.take();
-        if !filtered.copy_channel_major(first, length, &mut job.data) {
+        scratch.window.resize(filtered.width() * length, 0.0);
+        if !filtered.copy_channel_major(first, length, &mut scratch.window) {
             refusal = Some(format!("window [{first}, {}] is no longer buffered", last + 1));
         }
     }
@@ -84,9 +98,9 @@ pub fn dispatch(
         return;
     }
     if let (Some(collector), Some(trigger)) = (collector, &job.trigger) {
-        collector.offer(&job.data, trigger);
+        collector.offer(&scratch.window, trigger);
     }
-    if let Err(job) = attachment.model.submit(job) {
-        job.publish_undecoded(PredictionStatus::Shed, "model queue full".into());
-    }
+    job.data = attachment.buffers.take();
+    attachment.preprocessor.run(&scratch.window, &mut scratch.preprocessing, &mut job.data);
+    attachment.model.submit(job);
 }

@@ -7,12 +7,14 @@
 //!     receiving its prediction (one process, one clock, over loopback).
 //!
 //!     cargo build --release --bins && target/release/myelin-bench stream --seconds 60
+//!     target/release/myelin-bench capacity
 //!     target/release/myelin-bench erp
 //!     target/release/myelin-bench lsl --seconds 30
 //!     target/release/myelin-bench gallery
 
 #![forbid(unsafe_code)]
 
+mod capacity;
 mod erp;
 mod gallery;
 mod lsl;
@@ -32,6 +34,8 @@ use tokio::time::Instant;
 enum Bench {
     /// Latency of the streaming path: 64 channels at 1 kHz into a small model.
     Stream(Args),
+    /// How many real-time sessions one server decodes with zero misses (ramps N until the first).
+    Capacity(capacity::CapacityArgs),
     /// LabStreamingLayer end to end: LSL push -> server -> prediction on an LSL inlet.
     Lsl(LslArgs),
     /// Retrieval gallery search: exact (GB/s against measured bandwidth) and HNSW (recall@5).
@@ -100,6 +104,7 @@ const RATE: f64 = 1000.0;
 async fn main() -> anyhow::Result<()> {
     match Bench::parse() {
         Bench::Stream(args) => stream(args).await,
+        Bench::Capacity(args) => capacity::run(args).await,
         Bench::Erp(args) => erp::run(args.server, args.repetitions).await,
         Bench::Lsl(args) => lsl::run(args.server, args.seconds).await,
         Bench::Meg(args) => meg::run(args.server, args.seconds).await,
