@@ -67,7 +67,7 @@ pub fn install() -> anyhow::Result<PrometheusHandle> {
     describe_histogram!(
         STAGE,
         metrics::Unit::Seconds,
-        "Server-side stages of a sample's way to a prediction: handoff (chunk receipt to its session worker), dsp (filtering and cutting a chunk), publish (end of inference to the subscribers' queues)."
+        "Server-side stages of a sample's way to a prediction: handoff (chunk receipt to its session worker), dsp (filtering a chunk and placing markers), cut (copying a window out of the ring and preprocessing it into the model's input), publish (end of inference to the subscribers' queues)."
     );
     describe_histogram!(GALLERY_SEARCH, metrics::Unit::Seconds, "Gallery search time per retrieval prediction (exact or approximate).");
     describe_counter!(SAMPLES_INGESTED, "Samples accepted from ingest streams.");

@@ -91,13 +91,21 @@ impl FrameRing {
     /// Copies frames [start, start + len) channel-major into `out` (width * len values).
     /// Returns false when part of the range is no longer (or not yet) held.
     pub fn copy_channel_major(&self, start: u64, len: usize, out: &mut [f32]) -> bool {
+        self.copy_channel_major_every(start, len, 1, out)
+    }
+
+    /// Copies every `step`-th frame of [start, start + len), from the first, channel-major into
+    /// `out` (width * ceil(len / step) values). Returns false when part of the range is no
+    /// longer (or not yet) held.
+    pub fn copy_channel_major_every(&self, start: u64, len: usize, step: usize, out: &mut [f32]) -> bool {
         if start < self.oldest() || start + len as u64 > self.total {
             return false;
         }
-        for i in 0..len {
-            let frame = self.frame(start + i as u64);
+        let kept = len.div_ceil(step.max(1));
+        for (i, offset) in (0..len).step_by(step.max(1)).enumerate() {
+            let frame = self.frame(start + offset as u64);
             for (ch, &v) in frame.iter().enumerate() {
-                out[ch * len + i] = v;
+                out[ch * kept + i] = v;
             }
         }
         true
@@ -192,6 +200,9 @@ mod tests {
         assert_eq!(out, vec![2.0, 3.0, 4.0, -2.0, -3.0, -4.0]);
         assert!(!ring.copy_channel_major(1, 2, &mut out[..4]));
         assert!(!ring.copy_channel_major(4, 2, &mut out[..4]));
+        let mut every_other = vec![0.0; 4];
+        assert!(ring.copy_channel_major_every(2, 3, 2, &mut every_other));
+        assert_eq!(every_other, vec![2.0, 4.0, -2.0, -4.0]);
     }
 
     #[test]

@@ -64,6 +64,12 @@ impl WindowPreprocessor {
         self.n_channels * self.model_samples * self.decimation
     }
 
+    /// Stream samples per model sample: a window's samples at the stream rate that the model
+    /// keeps are every `decimation()`-th, from the first.
+    pub fn decimation(&self) -> usize {
+        self.decimation
+    }
+
     /// `window`: channel-major [n_channels x (model_samples * decimation)] filtered samples.
     /// `out`: the model input, [n_channels x model_samples] or [model_samples x n_channels].
     /// `scratch`: reusable buffer of n_channels * model_samples values.
@@ -77,10 +83,19 @@ impl WindowPreprocessor {
         for ch in 0..c {
             let src = &window[ch * stream_len..(ch + 1) * stream_len];
             let dst = &mut scratch[ch * t..(ch + 1) * t];
-            for (i, v) in dst.iter_mut().enumerate() {
-                *v = src[i * self.decimation];
+            for (v, &s) in dst.iter_mut().zip(src.iter().step_by(self.decimation)) {
+                *v = s;
             }
         }
+        self.run_decimated(scratch, out);
+    }
+
+    /// The same from a window already at the model rate ([n_channels x model_samples], only the
+    /// samples decimation keeps), which it changes in place: what a cut copies out of the ring,
+    /// so that the samples decimation drops are never copied.
+    pub fn run_decimated(&self, scratch: &mut [f32], out: &mut [f32]) {
+        let (c, t) = (self.n_channels, self.model_samples);
+        debug_assert_eq!(scratch.len(), c * t);
         if self.reference == Reference::Average && c > 1 {
             for i in 0..t {
                 let mean = (0..c).map(|ch| f64::from(scratch[ch * t + i])).sum::<f64>() / c as f64;

@@ -255,6 +255,21 @@ impl LoadedModel {
         }
         m::queue_depth(&self.card.id, self.queue.len());
     }
+
+    /// Queues windows cut together (`jobs`, drained) at once, so that the queue orders them all
+    /// by deadline before its threads take any; a single window may decode inline.
+    pub fn submit_all(&self, jobs: &mut Vec<WindowJob>) {
+        if jobs.len() <= 1 {
+            if let Some(job) = jobs.pop() {
+                self.submit(job);
+            }
+            return;
+        }
+        for shed in self.queue.push_all(jobs) {
+            shed.publish_undecoded(PredictionStatus::Shed, schedule::QUEUE_FULL.into());
+        }
+        m::queue_depth(&self.card.id, self.queue.len());
+    }
 }
 
 /// When a window must be published by: its last sample's receipt plus its budget.

@@ -5,11 +5,11 @@
 use std::sync::Arc;
 
 use crate::budget::Reservation;
-use crate::decode::Attachment;
+use crate::decode::{Attachment, WindowJob};
 use crate::dsp::SosFilter;
 use crate::ring::FrameRing;
 use crate::window::collector::Collector;
-use crate::window::dispatch::{StreamView, WindowScratch, dispatch};
+use crate::window::dispatch::{CutFrom, StreamView, WindowScratch, dispatch};
 use crate::window::{Cut, Cutter};
 
 /// `AttachmentState::channel_index` entry of a model channel the stream does not have
@@ -58,10 +58,11 @@ impl AttachmentState {
         }
     }
 
-    /// Sends the window `cut` to the model (or publishes why it cannot be decoded).
-    pub fn dispatch(&mut self, cut: Cut, stream: &StreamView<'_>) {
-        let length = self.cutter.length();
-        dispatch(&self.shared, &self.ring, length, self.collector.as_ref(), &mut self.scratch, cut, stream);
+    /// Cuts the window `cut` into `cut_windows` (or publishes why it cannot be decoded).
+    pub fn dispatch(&mut self, cut: Cut, stream: &StreamView<'_>, cut_windows: &mut Vec<WindowJob>) {
+        let from =
+            CutFrom { attachment: &self.shared, filtered: &self.ring, length: self.cutter.length(), collector: self.collector.as_ref() };
+        dispatch(from, &mut self.scratch, cut, stream, cut_windows);
     }
 
     /// Bytes the ring of an attachment of `width` model channels takes.

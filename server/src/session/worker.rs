@@ -20,10 +20,12 @@ use super::stream::StreamRings;
 use super::warnings::Warnings;
 use crate::budget::Reservation;
 use crate::clock;
+use crate::decode::WindowJob;
 use crate::decode::job::InFlight;
 use crate::metrics as m;
 use crate::record::{Event, Recorder};
 use crate::window::Cut;
+use crate::window::dispatch::hand_over;
 
 /// What the worker is built from (its rings are allocated on its own thread).
 pub struct WorkerSpec {
@@ -52,9 +54,11 @@ struct Worker {
     in_flight: Arc<InFlight>,
     memory: Option<Reservation>,
     max_attachments: usize,
-    /// One frame of zeros (gap filling) and the cuts of one pass, reused.
+    /// One frame of zeros (gap filling), the cuts of one pass and its windows, reused.
     zeros: Vec<f32>,
     cuts: Vec<Cut>,
+    cut_windows: Vec<WindowJob>,
+    same_model: Vec<WindowJob>,
 }
 
 /// Starts the worker's thread; it runs until every sender of `inbox` is gone.
@@ -73,6 +77,8 @@ pub fn spawn(spec: WorkerSpec, mut inbox: mpsc::Receiver<Command>) -> std::io::R
             max_attachments: spec.max_attachments,
             zeros: vec![0.0; spec.n_channels],
             cuts: Vec::new(),
+            cut_windows: Vec::new(),
+            same_model: Vec::new(),
         };
         while let Some(command) = inbox.blocking_recv() {
             worker.handle(command);
@@ -239,26 +245,29 @@ impl Worker {
     fn place_markers(&mut self, warnings: &mut Warnings) {
         let view = self.stream.view();
         let attachments = &mut self.attachments;
+        let cut_windows = &mut self.cut_windows;
         let valid_from = self.stream.valid_from();
         self.markers.place(&self.stream.timestamps, valid_from, self.stream.rate, warnings, |index, marker| {
             for attachment in attachments.iter_mut() {
                 if let Some(cut) = attachment.cutter.on_marker(index, marker) {
-                    attachment.dispatch(cut, &view);
+                    attachment.dispatch(cut, &view, cut_windows);
                 }
             }
         });
     }
 
-    /// Cuts and dispatches every window whose samples are all in.
+    /// Cuts every window whose samples are all in, then hands this pass's windows (the
+    /// event-locked ones of `place_markers` too) to their models.
     fn dispatch_windows(&mut self) {
         let total = self.stream.total();
         let view = self.stream.view();
         for attachment in &mut self.attachments {
             attachment.cutter.ready_windows(total, &mut self.cuts);
             for cut in self.cuts.drain(..) {
-                attachment.dispatch(cut, &view);
+                attachment.dispatch(cut, &view, &mut self.cut_windows);
             }
         }
+        hand_over(&mut self.cut_windows, &mut self.same_model);
     }
 
     /// The stream ended: a calibration collecting from it fits on what it has (no more epochs

@@ -11,6 +11,7 @@ use super::Cut;
 use super::collector::Collector;
 use crate::clock;
 use crate::decode::{Attachment, WindowJob, deadline_of};
+use crate::metrics as m;
 use crate::ring::{FrameRing, ScalarRing};
 
 /// What a window needs to know of its stream: per-sample source timestamps and server receive
@@ -35,27 +36,30 @@ impl StreamView<'_> {
     }
 }
 
-/// An attachment's buffers for cutting: the window at the stream rate, and the preprocessing's
-/// scratch space. Reused window after window.
-#[derive(Default)]
-pub struct WindowScratch {
-    window: Vec<f32>,
-    preprocessing: Vec<f32>,
+/// Where an attachment's windows are cut from: its filtered ring, its window length (stream
+/// samples), and the calibration collecting its epochs, if any.
+pub struct CutFrom<'a> {
+    pub attachment: &'a Arc<Attachment>,
+    pub filtered: &'a FrameRing,
+    pub length: usize,
+    pub collector: Option<&'a Collector>,
 }
 
-/// Sends the window `cut` of `length` samples of `filtered` to its model as the model's input
-/// (preprocessed here, on the session's thread, so that the model's threads only run the model),
-/// or publishes why it could not be decoded. Offers decodable event-locked windows, at the
+/// An attachment's buffers for cutting, reused window after window.
+#[derive(Default)]
+pub struct WindowScratch {
+    /// The window's samples that decimation keeps, channel-major.
+    window: Vec<f32>,
+    /// The whole window at the stream rate, for a calibration's collector.
+    stream_rate: Vec<f32>,
+}
+
+/// Cuts the window `cut` of `length` samples of `filtered` into its model's input (preprocessed
+/// here, on the session's thread, so that the model's threads only run the model) and adds it to
+/// `cut_windows` (see [`hand_over`]), or publishes why it cannot be decoded. Offers decodable event-locked windows, at the
 /// stream rate, to a calibration's `collector`.
-pub fn dispatch(
-    attachment: &Arc<Attachment>,
-    filtered: &FrameRing,
-    length: usize,
-    collector: Option<&Collector>,
-    scratch: &mut WindowScratch,
-    cut: Cut,
-    stream: &StreamView<'_>,
-) {
+pub fn dispatch(from: CutFrom<'_>, scratch: &mut WindowScratch, cut: Cut, stream: &StreamView<'_>, cut_windows: &mut Vec<WindowJob>) {
+    let CutFrom { attachment, filtered, length, collector } = from;
     let (start, trigger, mut refusal) = match cut {
         Cut::Ready { start, trigger } => (start as i64, trigger, None),
         Cut::Refused { start, trigger, reason } => (start, trigger, Some(reason)),
@@ -87,9 +91,11 @@ pub fn dispatch(
         deadline_ns: deadline_of(last_sample_received_ns, attachment.budget_ms),
         in_flight: attachment.in_flight.window(),
     };
+    // Only the samples the model keeps after decimation are copied out of the ring.
+    let step = attachment.preprocessor.decimation();
     if refusal.is_none() {
-        scratch.window.resize(filtered.width() * length, 0.0);
-        if !filtered.copy_channel_major(first, length, &mut scratch.window) {
+        scratch.window.resize(filtered.width() * length.div_ceil(step), 0.0);
+        if !filtered.copy_channel_major_every(first, length, step, &mut scratch.window) {
             refusal = Some(format!("window [{first}, {}] is no longer buffered", last + 1));
         }
     }
@@ -98,9 +104,25 @@ pub fn dispatch(
         return;
     }
     if let (Some(collector), Some(trigger)) = (collector, &job.trigger) {
-        collector.offer(&scratch.window, trigger);
+        // A calibration keeps the whole window at the stream rate (it refits on it).
+        scratch.stream_rate.resize(filtered.width() * length, 0.0);
+        filtered.copy_channel_major(first, length, &mut scratch.stream_rate);
+        collector.offer(&scratch.stream_rate, trigger);
     }
     job.data = attachment.buffers.take();
-    attachment.preprocessor.run(&scratch.window, &mut scratch.preprocessing, &mut job.data);
-    attachment.model.submit(job);
+    attachment.preprocessor.run_decimated(&mut scratch.window, &mut job.data);
+    job.enqueued_ns = clock::now_ns();
+    m::stage("cut", job.enqueued_ns.saturating_sub(now));
+    cut_windows.push(job);
+}
+
+/// Hands the windows of one pass (`cut_windows`, drained) to their models, each model's windows
+/// together: a model's queue then orders all of them by deadline before any is taken, instead of
+/// its thread taking the first window of the pass while the others are still being cut.
+pub fn hand_over(cut_windows: &mut Vec<WindowJob>, same_model: &mut Vec<WindowJob>) {
+    while let Some(first) = cut_windows.first() {
+        let model = first.attachment.model.clone();
+        same_model.extend(cut_windows.extract_if(.., |job| Arc::ptr_eq(&job.attachment.model, &model)));
+        model.submit_all(same_model);
+    }
 }

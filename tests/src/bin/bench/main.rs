@@ -179,6 +179,7 @@ async fn stream(args: Args) -> anyhow::Result<()> {
     ingest.wait_acknowledged().await?;
     tokio::time::sleep(Duration::from_millis(300)).await;
     ingest.finish().await?;
+    let (_, metrics) = server.http_get("/metrics").await;
     drop(client);
     let status = server.stop().await;
     let (server_us, inference_us, e2e_us, missed, not_ok) = reader.await?;
@@ -196,7 +197,7 @@ async fn stream(args: Args) -> anyhow::Result<()> {
     println!("{:<44} {:>9} {:>9} {:>9} {:>9}", "latency (microseconds)", "p50", "p99", "p99.9", "max");
     for (name, h) in [
         ("server: last-sample receipt -> publish", &server_us),
-        ("  of which inference (preprocess + ONNX)", &inference_us),
+        ("  of which the model run (ONNX Runtime)", &inference_us),
         ("end to end: client send -> subscriber", &e2e_us),
     ] {
         println!(
@@ -208,7 +209,33 @@ async fn stream(args: Args) -> anyhow::Result<()> {
             h.max()
         );
     }
+    println!("where the time goes (server metrics, mean per window or chunk, microseconds):");
+    for (name, metric) in [
+        ("chunk receipt -> its session worker (handoff)", "myelin_stage_seconds{stage=\"handoff\""),
+        ("filtering a chunk (dsp)", "myelin_stage_seconds{stage=\"dsp\""),
+        ("cutting + preprocessing a window (cut)", "myelin_stage_seconds{stage=\"cut\""),
+        ("queue wait (0 when decoded inline)", "myelin_queue_wait_seconds{"),
+        ("model run (per batch)", "myelin_inference_seconds{"),
+        ("inference end -> publish", "myelin_stage_seconds{stage=\"publish\""),
+    ] {
+        match mean_of(&metrics, metric) {
+            Some((mean, count)) => println!("  {name:<46} {:>9.1}   ({count} observed)", mean * 1e6),
+            None => println!("  {name:<46} {:>9}", "-"),
+        }
+    }
     Ok(())
+}
+
+/// Mean and count of a Prometheus histogram from its `_sum` and `_count` lines (`metric`: the
+/// name and the opening of its labels, summed over the label sets that match).
+fn mean_of(text: &str, metric: &str) -> Option<(f64, u64)> {
+    let (name, labels) = metric.split_once('{')?;
+    let total = |suffix: &str| -> f64 {
+        let prefix = format!("{name}{suffix}{{{labels}");
+        text.lines().filter(|l| l.starts_with(&prefix)).filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok()).sum()
+    };
+    let count = total("_count");
+    (count > 0.0).then(|| (total("_sum") / count, count as u64))
 }
 
 async fn start_server(bin: &std::path::Path) -> TestServer {
