@@ -28,12 +28,16 @@ pub struct CapacityArgs {
     /// Server binary (default: target/release/myelin).
     #[arg(long)]
     server: Option<std::path::PathBuf>,
-    /// First number of sessions.
-    #[arg(long, default_value_t = 20)]
-    start: usize,
-    /// Sessions added per step.
-    #[arg(long, default_value_t = 20)]
-    step: usize,
+    /// First number of sessions (default 20; with --mixed, units, default 2).
+    #[arg(long)]
+    start: Option<usize>,
+    /// Sessions (units) added per step (default 20; with --mixed 2).
+    #[arg(long)]
+    step: Option<usize>,
+    /// Mixed models instead: units of an ERP EEG rig, a Du-IN sEEG rig and a MEG rig (sliding
+    /// windows and image onsets), with each attachment's p99 against its budget.
+    #[arg(long)]
+    mixed: bool,
     /// Stop after this many sessions even if still clean.
     #[arg(long, default_value_t = 400)]
     max: usize,
@@ -83,6 +87,11 @@ pub async fn run(args: CapacityArgs) -> anyhow::Result<()> {
         .iter()
         .map(|kv| kv.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())).ok_or_else(|| anyhow::anyhow!("--env {kv}: KEY=VALUE")))
         .collect::<anyhow::Result<_>>()?;
+    if args.mixed {
+        let (start, step) = (args.start.unwrap_or(2), args.step.unwrap_or(2));
+        return super::mixed::run(&bin, &env, start, step, args.max, args.seconds).await;
+    }
+    let (start, step) = (args.start.unwrap_or(20), args.step.unwrap_or(20));
     println!(
         "myelin-bench capacity: N sessions x {CHANNELS} channels at {RATE} Hz in real time, fixture-bench64 (0.5 s windows every {HOP} ms, {BUDGET_MS} ms budget), {:.0} s per N, 4 s rings",
         args.seconds
@@ -92,7 +101,7 @@ pub async fn run(args: CapacityArgs) -> anyhow::Result<()> {
         "N", "expected", "ok", "late", "shed", "error", "missing", "p50 us", "p99 us", "max us", "cpu %"
     );
     let mut best = None;
-    let mut n = args.start.max(1);
+    let mut n = start.max(1);
     while n <= args.max {
         let level = run_level(&bin, &env, n, args.seconds).await?;
         println!(
@@ -116,11 +125,11 @@ pub async fn run(args: CapacityArgs) -> anyhow::Result<()> {
             break;
         }
         best = Some(n);
-        n += args.step.max(1);
+        n += step.max(1);
     }
     match best {
         Some(n) => println!("capacity: {n} sessions with zero LATE, SHED, ERROR or missing predictions"),
-        None => println!("capacity: below {} sessions", args.start),
+        None => println!("capacity: below {start} sessions"),
     }
     Ok(())
 }

@@ -19,6 +19,7 @@ mod erp;
 mod gallery;
 mod lsl;
 mod meg;
+mod mixed;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

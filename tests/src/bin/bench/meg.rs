@@ -30,7 +30,7 @@ fn write_npy(path: &std::path::Path, n: usize, dim: usize, seed: u64) -> std::io
     writer.finish()
 }
 
-fn layout() -> anyhow::Result<(Vec<String>, Vec<[f64; 2]>)> {
+pub fn layout() -> anyhow::Result<(Vec<String>, Vec<[f64; 2]>)> {
     #[derive(serde::Deserialize)]
     struct Layout {
         names: Vec<String>,
