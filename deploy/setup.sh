@@ -4,6 +4,11 @@
 #   * runtime/libonnxruntime.so.1.31.1  ONNX Runtime, taken from the pinned onnxruntime wheel
 #     (the server loads it at run time; .cargo/config.toml points ORT_DYLIB_PATH at it)
 #   * runtime/liblsl.so.2  liblsl 1.18, taken from the pinned pylsl wheel (LabStreamingLayer)
+#   * with --gpu, or when nvidia-smi sees an NVIDIA GPU: .venv-gpu/ with onnxruntime-gpu 1.31.1
+#     (CUDA 13) and the CUDA 13 / cuDNN 9 runtime libraries from the nvidia-* wheels, the GPU
+#     build of ONNX Runtime and its provider libraries in runtime/gpu/, and runtime/gpu/library-path
+#     naming the wheels' library directories (the server puts them on its library path itself
+#     when models.execution_providers asks for "cuda" or "tensorrt"). Nothing of this otherwise.
 # Nothing is downloaded from outside the package registries; protoc comes from a crate.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -45,5 +50,31 @@ PY
 if ! cmp -s "$lsl" runtime/liblsl.so.2; then
   log "installing liblsl from the pylsl wheel into runtime/"
   cp "$lsl" runtime/liblsl.so.2
+fi
+gpu=0
+[[ ${1:-} == --gpu ]] && gpu=1
+command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1 && gpu=1
+if (( gpu )); then
+  gpu_want="onnxruntime-gpu==1.31.1 numpy onnx==1.23.2 nvidia-cuda-runtime nvidia-cublas nvidia-curand nvidia-cufft nvidia-cudnn-cu13"
+  if [[ ! -x .venv-gpu/bin/python || $(cat .venv-gpu/.requirements 2>/dev/null) != "$gpu_want" ]]; then
+    log "creating .venv-gpu: onnxruntime-gpu and the CUDA / cuDNN libraries (first run: a few minutes)"
+    "$PYTHON" -m venv .venv-gpu
+    # shellcheck disable=SC2086 # one word per requirement
+    .venv-gpu/bin/python -m pip install --quiet --progress-bar off $gpu_want
+    echo "$gpu_want" > .venv-gpu/.requirements
+  fi
+  mkdir -p runtime/gpu
+  .venv-gpu/bin/python - <<'PY'
+import pathlib, shutil, site
+import onnxruntime
+capi = pathlib.Path(onnxruntime.__file__).parent / "capi"
+out = pathlib.Path("runtime/gpu")
+shutil.copy2(next(capi.glob("libonnxruntime.so.1.*")), out / "libonnxruntime.so.1.31.1")
+for provider in capi.glob("libonnxruntime_providers_*.so"):
+    shutil.copy2(provider, out / provider.name)
+dirs = sorted({str(p.parent.resolve()) for sp in site.getsitepackages() for p in pathlib.Path(sp, "nvidia").rglob("lib*.so*")})
+(out / "library-path").write_text(":".join(dirs) + "\n")
+PY
+  log "GPU build of ONNX Runtime in runtime/gpu/ (set models.execution_providers = [\"cuda\", \"cpu\"] to use it)"
 fi
 log "ready"

@@ -94,6 +94,26 @@ fn main() -> ExitCode {
     }
 }
 
+/// With a GPU provider asked for and the GPU build of ONNX Runtime installed, the CUDA libraries
+/// from the nvidia-* wheels must be on the dynamic loader's path before ONNX Runtime loads its
+/// CUDA provider; the loader reads LD_LIBRARY_PATH only at process start, so the server starts
+/// itself again once with it set (nothing to set by hand).
+fn with_gpu_libraries(providers: &[String]) -> anyhow::Result<()> {
+    use std::os::unix::process::CommandExt;
+    const MARK: &str = "MYELIN_GPU_LIBRARIES_SET";
+    if !onnx::wants_gpu(providers) || std::env::var_os(MARK).is_some() {
+        return Ok(());
+    }
+    let Ok(dirs) = std::fs::read_to_string(onnx::GPU_LIBRARY_PATH) else { return Ok(()) };
+    let mut path = dirs.trim().to_string();
+    if let Some(old) = std::env::var_os("LD_LIBRARY_PATH").and_then(|o| o.into_string().ok()).filter(|o| !o.is_empty()) {
+        path = format!("{path}:{old}");
+    }
+    let exe = std::env::current_exe()?;
+    let error = std::process::Command::new(exe).args(std::env::args_os().skip(1)).env("LD_LIBRARY_PATH", path).env(MARK, "1").exec();
+    Err(anyhow::anyhow!("restarting with the CUDA libraries of {} on the library path: {error}", onnx::GPU_LIBRARY_PATH))
+}
+
 fn init_logging(format: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,ort=warn".into());
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
@@ -106,6 +126,7 @@ fn init_logging(format: &str) {
 
 fn serve(config_path: Option<PathBuf>, demo: bool) -> anyhow::Result<()> {
     let mut config = Config::load(config_path.as_deref())?;
+    with_gpu_libraries(&config.models.execution_providers)?;
     config.demo.enabled |= demo;
     init_logging(&config.server.log_format);
     let metrics = myelin_server::metrics::install()?;
@@ -206,7 +227,7 @@ fn replay_file(
 fn list_models(config_path: Option<PathBuf>) -> anyhow::Result<()> {
     let config = Config::load(config_path.as_deref())?;
     init_logging(&config.server.log_format);
-    let env = onnx::init_runtime(&config.models.onnxruntime_library)?;
+    let env = onnx::init_runtime(&config.models.onnxruntime_library, &config.models.execution_providers)?;
     let cards = card::model_cards(&config.models)?;
     if cards.is_empty() {
         println!("no model cards under {}", config.models.dir.display());
@@ -239,7 +260,7 @@ fn check_card(path: &std::path::Path, config_path: Option<PathBuf>) -> anyhow::R
     let config = Config::load(config_path.as_deref())?;
     init_logging(&config.server.log_format);
     let card = card::ModelCard::load(path)?;
-    let env = onnx::init_runtime(&config.models.onnxruntime_library)?;
+    let env = onnx::init_runtime(&config.models.onnxruntime_library, &config.models.execution_providers)?;
     let provider = decode::check_offline(&env, &card, &config.models.execution_providers)?;
     println!(
         "ok: {} v{} ({}) matches {} — input {} {:?}, output {} {:?}, warm-up passed on {provider}",

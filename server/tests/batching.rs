@@ -84,15 +84,18 @@ fn batch_of(card: &ModelCard, n: usize) -> (Vec<f32>, Vec<Option<SensorInputs>>)
 
 #[test]
 fn batched_outputs_equal_batch_one_for_every_bundled_onnx_model() {
-    let runtime = repo().join("runtime/libonnxruntime.so.1.31.1");
-    let env = onnx::init_runtime(&runtime).expect("ONNX Runtime (deploy/setup.sh installs it)");
+    // MYELIN_TEST_PROVIDER=cuda (deploy/gpu-bench.sh): the same on the GPU build of ONNX Runtime.
+    let provider = std::env::var("MYELIN_TEST_PROVIDER").unwrap_or_else(|_| "cpu".into());
+    let runtime = repo().join(if provider == "cpu" { "runtime/libonnxruntime.so.1.31.1" } else { onnx::GPU_RUNTIME });
+    let env = onnx::init_runtime(&runtime, &[]).expect("ONNX Runtime (deploy/setup.sh installs it; --gpu for the GPU build)");
     let mut checked = Vec::new();
     for path in card::find_cards(&repo().join("models")).expect("scanning models/") {
         let card = ModelCard::load(&path).expect("bundled card");
         if card.native.is_some() {
             continue;
         }
-        let (session, _) = onnx::load(&env, &card, &["cpu".into()], 1).expect("bundled model loads");
+        let (session, used) = onnx::load(&env, &card, std::slice::from_ref(&provider), 1).expect("bundled model loads");
+        assert_eq!(used, provider, "{}: the execution provider asked for did not load", card.id);
         let mut backend = OnnxBackend::new(session, card.clone());
         let per_window = card.channels.len() * card.window_samples();
         let max = card.input.max_batch;

@@ -155,6 +155,9 @@ def test_subscribe_sync_and_async_yield_the_same_predictions(server):
         assert (a.sequence, a.trigger, a.label) == (b.sequence, b.trigger, b.label)
         np.testing.assert_array_equal(a.probabilities, b.probabilities)
         assert a.status == "ok" and a.labels == ["non-target", "target"] and 0 < a.timing.server_latency < 2
+        # Scheduling fields: the deadline is receipt + budget, and the window ran in a batch.
+        assert abs(a.timing.deadline - (a.timing.last_sample_received + a.timing.budget)) < 1e-6
+        assert a.timing.batch_size >= 1 and a.timing.last_sample_received <= a.timing.enqueued <= a.timing.decode_start
 
 
 def test_calibrate_reports_progress_and_swaps_the_fitted_decoder_in(myelin_bin, tmp_path):

@@ -257,9 +257,13 @@ impl LoadedModel {
     }
 
     /// Queues windows cut together (`jobs`, drained) at once, so that the queue orders them all
-    /// by deadline before its threads take any; a single window may decode inline.
-    pub fn submit_all(&self, jobs: &mut Vec<WindowJob>) {
-        if jobs.len() <= 1 {
+    /// by deadline before its threads take any; a single window may decode inline if
+    /// `may_inline`.
+    pub fn submit_all(&self, jobs: &mut Vec<WindowJob>, may_inline: bool) {
+        if jobs.is_empty() {
+            return;
+        }
+        if jobs.len() == 1 && may_inline {
             if let Some(job) = jobs.pop() {
                 self.submit(job);
             }

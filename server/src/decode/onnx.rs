@@ -21,11 +21,26 @@ pub enum ModelError {
     Mismatch { card: PathBuf, field: &'static str, message: String },
 }
 
-/// Where to find libonnxruntime, in order: config, $ORT_DYLIB_PATH, next to the executable,
-/// runtime/ in the working directory, then the plain soname (system search path).
-pub fn locate_runtime(configured: &Path) -> PathBuf {
+/// The GPU build of ONNX Runtime that `deploy/setup.sh --gpu` installs (with its CUDA and
+/// TensorRT provider libraries beside it), and the file naming the directories of the CUDA
+/// libraries it needs (from the nvidia-* wheels).
+pub const GPU_RUNTIME: &str = "runtime/gpu/libonnxruntime.so.1.31.1";
+pub const GPU_LIBRARY_PATH: &str = "runtime/gpu/library-path";
+
+/// Whether `providers` ask for a GPU.
+pub fn wants_gpu(providers: &[String]) -> bool {
+    providers.iter().any(|p| p == "cuda" || p == "tensorrt")
+}
+
+/// Where to find libonnxruntime, in order: config; the GPU build when a GPU provider is asked
+/// for and `deploy/setup.sh --gpu` installed it; $ORT_DYLIB_PATH; next to the executable;
+/// runtime/ in the working directory; then the plain soname (system search path).
+pub fn locate_runtime(configured: &Path, providers: &[String]) -> PathBuf {
     if !configured.as_os_str().is_empty() {
         return configured.to_path_buf();
+    }
+    if wants_gpu(providers) && Path::new(GPU_RUNTIME).exists() {
+        return PathBuf::from(GPU_RUNTIME);
     }
     if let Some(path) = std::env::var_os("ORT_DYLIB_PATH") {
         return PathBuf::from(path);
@@ -44,8 +59,8 @@ pub fn locate_runtime(configured: &Path) -> PathBuf {
 }
 
 /// Initialise ONNX Runtime once per process.
-pub fn init_runtime(configured: &Path) -> Result<ort::environment::Environment, ModelError> {
-    let path = locate_runtime(configured);
+pub fn init_runtime(configured: &Path, providers: &[String]) -> Result<ort::environment::Environment, ModelError> {
+    let path = locate_runtime(configured, providers);
     let builder = ort::init_from(&path).map_err(|e| ModelError::Runtime { path: path.clone(), message: e.to_string() })?;
     builder.with_name("myelin").build().map_err(|e| ModelError::Runtime { path, message: e.to_string() })
 }

@@ -55,7 +55,7 @@ impl ModelRegistry {
     /// runs cost per batch size). A bad card does not
     /// stop the others.
     pub fn load(config: &ModelsConfig) -> anyhow::Result<Self> {
-        let env = onnx::init_runtime(&config.onnxruntime_library)?;
+        let env = onnx::init_runtime(&config.onnxruntime_library, &config.execution_providers)?;
         let cards = card::model_cards(config)?;
         let registry = Self { entries: RwLock::new(Vec::new()), config: config.clone(), env };
         for path in cards {

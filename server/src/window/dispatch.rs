@@ -119,10 +119,14 @@ pub fn dispatch(from: CutFrom<'_>, scratch: &mut WindowScratch, cut: Cut, stream
 /// Hands the windows of one pass (`cut_windows`, drained) to their models, each model's windows
 /// together: a model's queue then orders all of them by deadline before any is taken, instead of
 /// its thread taking the first window of the pass while the others are still being cut.
+///
+/// Only the last model of a pass may decode inline on this thread: the others are queued first,
+/// so that their threads decode in parallel instead of waiting for this thread's inline runs.
 pub fn hand_over(cut_windows: &mut Vec<WindowJob>, same_model: &mut Vec<WindowJob>) {
     while let Some(first) = cut_windows.first() {
         let model = first.attachment.model.clone();
         same_model.extend(cut_windows.extract_if(.., |job| Arc::ptr_eq(&job.attachment.model, &model)));
-        model.submit_all(same_model);
+        let last = cut_windows.is_empty();
+        model.submit_all(same_model, last);
     }
 }

@@ -37,7 +37,9 @@ class Window:
 @dataclass(frozen=True)
 class Timing:
     """Server clock, seconds since the server started. `server_latency` = published -
-    last_sample_received; `budget_met` says whether it stayed within `budget`."""
+    last_sample_received; `budget_met` says whether it stayed within `budget`. `deadline` =
+    last_sample_received + budget: each model decodes the earliest deadline first; `enqueued`
+    is when the window was handed to its model, `batch_size` how many windows ran with it."""
 
     last_sample_received: float
     decode_start: float
@@ -46,6 +48,9 @@ class Timing:
     server_latency: float
     budget: float
     budget_met: bool
+    enqueued: float = 0.0
+    deadline: float = 0.0
+    batch_size: int = 0
 
 
 @dataclass(frozen=True)
@@ -104,6 +109,9 @@ class Prediction:
                 server_latency=t.server_latency_us * 1e-6,
                 budget=t.budget_ms * 1e-3,
                 budget_met=t.budget_met,
+                enqueued=t.enqueued_ns * ns,
+                deadline=t.deadline_ns * ns,
+                batch_size=t.batch_size,
             ),
             trigger=Marker(p.trigger.code, p.trigger.timestamp, p.trigger.label) if p.HasField("trigger") else None,
             labels=list(c.labels) if result == "classification" else [],

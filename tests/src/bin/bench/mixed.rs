@@ -150,7 +150,8 @@ async fn run_level(bin: &std::path::Path, env: &[(String, String)], units: usize
                             seen.by_status[p.status.clamp(0, 4) as usize] += 1;
                             let t = p.timing.unwrap_or_default();
                             seen.latency_us.push(t.server_latency_us);
-                            if t.decode_start_ns > 0 {
+                            // (Servers before the deadline scheduler do not report enqueued_ns.)
+                            if t.decode_start_ns > 0 && t.enqueued_ns > 0 {
                                 seen.queue_wait_us.push(t.decode_start_ns.saturating_sub(t.enqueued_ns) / 1000);
                             }
                         }
@@ -237,7 +238,7 @@ async fn run_level(bin: &std::path::Path, env: &[(String, String)], units: usize
             let within = p99 <= u64::from(kind.budget_ms) * 1000 && statuses[2..].iter().all(|&n| n == 0) && statuses[1] > 0;
             clean &= within;
             println!(
-                "  {:<22} {:>5}ms {:>8} {:>6} {:>6} {:>6} {:>8} {:>8} {:>8} {:>8} {:>12}us",
+                "  {:<22} {:>5}ms {:>8} {:>6} {:>6} {:>6} {:>8} {:>8} {:>8} {:>8} {:>14}",
                 kind.label,
                 kind.budget_ms,
                 statuses[1],
@@ -248,7 +249,7 @@ async fn run_level(bin: &std::path::Path, env: &[(String, String)], units: usize
                 p99,
                 latency.max(),
                 if within { "yes" } else { "NO" },
-                wait.value_at_quantile(0.99)
+                if wait.is_empty() { "-".to_string() } else { format!("{}us", wait.value_at_quantile(0.99)) }
             );
         }
     }
