@@ -91,7 +91,8 @@ async fn overload_accounts_for_every_window_and_ok_means_on_time() {
         sequences.dedup();
         assert_eq!(sequences.len(), got.len(), "{name}: a sequence number twice");
         let last = *sequences.last().expect("predictions");
-        assert_eq!(last + 1, expected, "{name}: the last window's sequence number");
+        assert!(last < expected, "{name}: sequence {last} for {expected} windows");
+        // DROP does not publish a window decoded too late: each such gap is counted below.
         let gaps = expected - got.len() as u64;
         let mut shed_reasons = BTreeMap::new();
         for p in &got {
