@@ -154,10 +154,6 @@ pub fn observe_gallery_search(search_ns: u64) {
     histogram!(GALLERY_SEARCH).record(seconds(search_ns));
 }
 
-pub fn queue_depth(model: &str, depth: usize) {
-    gauge!(MODEL_QUEUE_DEPTH, "model" => model.to_string()).set(depth as f64);
-}
-
 pub const GALLERY_SEARCH: &str = "myelin_gallery_search_seconds";
 pub const RECORDING_DROPPED: &str = "myelin_recording_dropped_total";
 pub const RECORDING_ERRORS: &str = "myelin_recording_errors_total";

@@ -12,7 +12,6 @@ use super::gallery::Gallery;
 use super::input::{SensorInputs, WindowPreprocessor};
 use super::schedule::{self, Deadline, FairnessCount, ModelQueue};
 use crate::card::ModelCard;
-use crate::metrics as m;
 use crate::publish::AttachmentRoute;
 
 /// An attachment as its windows' decoding sees it: the model, how to turn a window into the
@@ -120,11 +119,6 @@ impl WindowBuffers {
         Self { len, give, take }
     }
 
-    /// Values of one buffer: a window's samples, channel-major.
-    pub fn values(&self) -> usize {
-        self.len
-    }
-
     /// A buffer of `len` values (contents unspecified: the caller overwrites them all).
     pub fn take(&self) -> Vec<f32> {
         self.take.try_recv().unwrap_or_else(|_| vec![0.0; self.len])
@@ -222,11 +216,19 @@ pub struct LoadedModel {
     /// when the queue is empty.
     inline: Option<Box<dyn InlineDecoder>>,
     threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
+    /// `myelin_model_queue_depth` of this model, registered once.
+    queue_depth: metrics::Gauge,
 }
 
 impl LoadedModel {
-    pub fn new(card: ModelCard, provider: String, queue: Arc<ModelQueue<WindowJob>>, inline: Option<Box<dyn InlineDecoder>>) -> Self {
-        Self { card, provider, queue, inline, threads: Mutex::default() }
+    pub fn new(
+        card: ModelCard,
+        provider: String,
+        queue: Arc<ModelQueue<WindowJob>>,
+        inline: Option<Box<dyn InlineDecoder>>,
+        queue_depth: metrics::Gauge,
+    ) -> Self {
+        Self { card, provider, queue, inline, threads: Mutex::default(), queue_depth }
     }
 
     pub fn add_thread(&self, thread: std::thread::JoinHandle<()>) {
@@ -240,39 +242,30 @@ impl LoadedModel {
         std::mem::take(&mut *self.threads.lock().unwrap_or_else(PoisonError::into_inner))
     }
 
-    /// Decodes a window inline when nothing waits for the model and its inline decoder is free;
-    /// otherwise queues it. Never waits. A window the full queue sheds is published SHED here.
-    pub fn submit(&self, job: WindowJob) {
-        let job = match &self.inline {
-            Some(inline) if self.queue.is_empty() => match inline.try_decode(job) {
-                Ok(()) => return,
-                Err(job) => job,
-            },
-            _ => job,
-        };
-        if let Some(shed) = self.queue.push(job) {
-            shed.publish_undecoded(PredictionStatus::Shed, schedule::QUEUE_FULL.into());
-        }
-        m::queue_depth(&self.card.id, self.queue.len());
-    }
-
-    /// Queues windows cut together (`jobs`, drained) at once, so that the queue orders them all
-    /// by deadline before its threads take any; a single window may decode inline if
-    /// `may_inline`.
+    /// Hands windows cut together (`jobs`, drained) to the model. A lone window with `may_inline`
+    /// decodes at once on this thread when nothing waits for the model and its inline decoder is
+    /// free; otherwise all are queued under one lock, so that the queue orders them by deadline
+    /// before its threads take any. Never waits; a window the full queue sheds is published SHED.
     pub fn submit_all(&self, jobs: &mut Vec<WindowJob>, may_inline: bool) {
-        if jobs.is_empty() {
-            return;
-        }
-        if jobs.len() == 1 && may_inline {
-            if let Some(job) = jobs.pop() {
-                self.submit(job);
+        if let (true, Some(inline), 1) = (may_inline, &self.inline, jobs.len())
+            && self.queue.is_empty()
+            && let Some(job) = jobs.pop()
+        {
+            match inline.try_decode(job) {
+                Ok(()) => return,
+                Err(job) => jobs.push(job),
             }
-            return;
         }
-        for shed in self.queue.push_all(jobs) {
-            shed.publish_undecoded(PredictionStatus::Shed, schedule::QUEUE_FULL.into());
+        let shed = match jobs.len() {
+            0 => return,
+            // One window wakes one thread.
+            1 => self.queue.push(jobs.pop().expect("one")).into_iter().collect(),
+            _ => self.queue.push_all(jobs),
+        };
+        for window in shed {
+            window.publish_undecoded(PredictionStatus::Shed, schedule::QUEUE_FULL.into());
         }
-        m::queue_depth(&self.card.id, self.queue.len());
+        self.queue_depth.set(self.queue.len() as f64);
     }
 }
 

@@ -106,7 +106,7 @@ impl ModelRegistry {
             backends.push(Box::new(OnnxBackend::new(session, card.clone())));
         }
         let cost = cost::measure(backends[0].as_mut(), &card)?;
-        let inline = if cost.estimate_ns(1) <= config.inline_below_us * 1000 {
+        let inline = if self.worth_inline(&cost) {
             let (session, _) = onnx::load(&self.env, &card, &config.execution_providers, config.intra_op_threads)?;
             Some(Box::new(OnnxBackend::new(session, card.clone())) as Box<dyn Backend>)
         } else {
@@ -122,9 +122,15 @@ impl ModelRegistry {
         let backends = (0..self.config.workers()).map(|_| backend()).collect();
         let mut probe = backend();
         let cost = cost::measure(probe.as_mut(), &card).unwrap_or_else(|_| CostModel::from_measured(&card.id, card.input.max_batch, &[]));
-        let inline = (cost.estimate_ns(1) <= self.config.inline_below_us * 1000).then_some(probe);
+        let inline = self.worth_inline(&cost).then_some(probe);
         let queue = ModelQueue::new(self.queue_settings(&card), cost);
         worker::start(card, "native".into(), backends, inline, queue)
+    }
+
+    /// Whether a model's single-window run costs less than a hand-off to its thread would
+    /// (`models.inline_below_us`).
+    fn worth_inline(&self, cost: &CostModel) -> bool {
+        cost.estimate_ns(1) <= self.config.inline_below_us * 1000
     }
 
     fn queue_settings(&self, card: &ModelCard) -> QueueSettings {

@@ -209,33 +209,39 @@ impl<J: Deadline> ModelQueue<J> {
         }
     }
 
+    /// Whether `job` can still make its deadline if decoded alone from `now`, at the model's
+    /// measured cost. One that cannot and whose attachment does not want late results is shed
+    /// (here and by an inline decoder alike).
+    pub fn reachable(&self, job: &J, now: u64) -> bool {
+        now + self.cost.estimate_ns(1) <= job.deadline_ns()
+    }
+
     /// Takes windows in deadline order as long as the batch's measured cost leaves every deadline
     /// in it that can still be met met; sheds the hopeless ones that nobody wants late.
     fn form_batch(&self, state: &mut State<J>, now: u64, batch: &mut Vec<J>, shed: &mut Vec<(J, &'static str)>) {
-        let alone = self.cost.estimate_ns(1);
+        let mut earliest = self.earliest(batch, now);
         while batch.len() < self.settings.max_batch
             && let Some(next) = state.waiting.peek()
         {
-            let deadline = next.job.deadline_ns();
-            let reachable = now + alone <= deadline;
+            let reachable = self.reachable(&next.job, now);
             if !reachable && !next.job.wants_late() {
                 let q = state.waiting.pop().expect("peeked");
                 shed.push((dequeued(q), DEADLINE_UNREACHABLE));
                 continue;
             }
             // Late windows (wanted anyway) do not hold a batch back; reachable ones must stay so.
-            let earliest = if reachable { self.earliest(batch, now).min(deadline) } else { self.earliest(batch, now) };
-            if !batch.is_empty() && now + self.cost.estimate_ns(batch.len() + 1) > earliest {
+            let with_next = if reachable { earliest.min(next.job.deadline_ns()) } else { earliest };
+            if !batch.is_empty() && now + self.cost.estimate_ns(batch.len() + 1) > with_next {
                 break;
             }
+            earliest = with_next;
             batch.push(dequeued(state.waiting.pop().expect("peeked")));
         }
     }
 
     /// The earliest deadline in `batch` that can still be met (`u64::MAX` if none).
     fn earliest(&self, batch: &[J], now: u64) -> u64 {
-        let alone = self.cost.estimate_ns(1);
-        batch.iter().map(J::deadline_ns).filter(|&d| now + alone <= d).min().unwrap_or(u64::MAX)
+        batch.iter().filter(|job| self.reachable(job, now)).map(J::deadline_ns).min().unwrap_or(u64::MAX)
     }
 
     /// With a batching delay, waits for more windows while the delay and the earliest deadline in

@@ -11,7 +11,7 @@ use super::backend::Backend;
 use super::job::{InlineDecoder, LoadedModel, WindowJob};
 use super::onnx::Outputs;
 use super::result::{fill_result, search_gallery};
-use super::schedule::{DEADLINE_UNREACHABLE, ModelQueue, Next};
+use super::schedule::{DEADLINE_UNREACHABLE, Deadline, ModelQueue, Next};
 use crate::card::{ModelCard, OutputKind};
 use crate::clock;
 use crate::metrics::{self as m, ModelMetrics};
@@ -30,7 +30,7 @@ pub fn start(
         let decoder = Decoder::new(&card, 1, metrics.clone());
         Box::new(Inline { state: Mutex::new((backend, decoder)), queue: queue.clone() }) as Box<dyn InlineDecoder>
     });
-    let loaded = Arc::new(LoadedModel::new(card, provider, queue.clone(), inline));
+    let loaded = Arc::new(LoadedModel::new(card, provider, queue.clone(), inline, metrics.queue_depth.clone()));
     for (worker, backend) in backends.into_iter().enumerate() {
         let queue = queue.clone();
         let decoder = Decoder::new(&loaded.card, queue.max_batch(), metrics.clone());
@@ -75,7 +75,7 @@ impl InlineDecoder for Inline {
         let Ok(mut state) = self.state.try_lock() else { return Err(job) };
         let (backend, decoder) = &mut *state;
         let now = clock::now_ns();
-        if now + self.queue.cost.estimate_ns(1) > job.deadline_ns && job.attachment.late_policy == pb::LatePolicy::Drop {
+        if !job.wants_late() && !self.queue.reachable(&job, now) {
             job.publish_undecoded(PredictionStatus::Shed, DEADLINE_UNREACHABLE.into());
             return Ok(());
         }

@@ -9,7 +9,7 @@
 use std::time::Duration;
 
 use hdrhistogram::Histogram;
-use myelin_client::{Client, proto as pb};
+use myelin_client::{Client, IngestStream, proto as pb};
 use myelin_e2e::{TestServer, repo_root, sliding, stream_header};
 use tokio::time::Instant;
 
@@ -134,6 +134,19 @@ pub async fn run(args: CapacityArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Ends a level: lets the last predictions out for `settle`, closes every ingest stream, then
+/// stops the server, which must exit cleanly.
+pub async fn close_level(ingests: Vec<IngestStream>, settle: Duration, clients: Vec<Client>, server: TestServer) -> anyhow::Result<()> {
+    tokio::time::sleep(settle).await;
+    for ingest in ingests {
+        ingest.finish().await?;
+    }
+    drop(clients);
+    let status = server.stop().await;
+    anyhow::ensure!(status.success(), "server exited with {status}");
+    Ok(())
+}
+
 /// CPU seconds (user + system) the process has used, from /proc/<pid>/stat.
 fn cpu_seconds(pid: u32) -> Option<f64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
@@ -224,13 +237,7 @@ async fn run_level(bin: &std::path::Path, env: &[(String, String)], sessions: us
     }
     let cpu_after = cpu_seconds(pid);
     let elapsed = start.elapsed().as_secs_f64();
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    for ingest in finished {
-        ingest.finish().await?;
-    }
-    drop(clients);
-    let status = server.stop().await;
-    anyhow::ensure!(status.success(), "server exited with {status}");
+    close_level(finished, Duration::from_millis(500), clients, server).await?;
     let expected_each = (n_samples as u64).saturating_sub(WINDOW) / HOP + 1;
     let mut level = Level {
         expected: expected_each * sessions as u64,

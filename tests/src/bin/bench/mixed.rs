@@ -194,13 +194,7 @@ async fn run_level(bin: &std::path::Path, env: &[(String, String)], units: usize
     for sender in senders {
         finished.push(sender.await??);
     }
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    for ingest in finished {
-        ingest.finish().await?;
-    }
-    drop(clients);
-    let status = server.stop().await;
-    anyhow::ensure!(status.success(), "server exited with {status}");
+    super::capacity::close_level(finished, Duration::from_millis(1500), clients, server).await?;
 
     let mut per_kind: Vec<Vec<Seen>> = rigs.iter().flat_map(|rig| rig.kinds.iter().map(|_| Vec::new())).collect();
     let index = |r: usize, k: usize| rigs[..r].iter().map(|rig| rig.kinds.len()).sum::<usize>() + k;
