@@ -300,6 +300,8 @@ impl Config {
         anyhow::ensure!(self.models.queue_depth > 0, "models.queue_depth must be > 0");
         anyhow::ensure!(self.models.workers_per_model <= 64, "models.workers_per_model must be 0 (sized to the machine) to 64");
         anyhow::ensure!(self.models.max_batch_delay_us <= 1_000_000, "models.max_batch_delay_us must be at most 1000000 (1 s)");
+        // Microseconds are turned into nanoseconds: beyond a second nothing is cheap, and u64 would overflow.
+        anyhow::ensure!(self.models.inline_below_us <= 1_000_000, "models.inline_below_us must be at most 1000000 (1 s)");
         // Queues made per session and per route: bounded, so that a typo cannot ask for more than
         // the machine has (a route's ring is allocated whole, a slot per prediction).
         for (key, value, most) in [
@@ -365,6 +367,20 @@ mod tests {
             assert!(error.contains(&format!("{section}.{key}")) && error.contains(&value.to_string()), "{error}");
         }
         assert!(Config::default().validate().is_ok());
+    }
+
+    #[test]
+    fn scheduler_settings_out_of_range_are_refused_by_name() {
+        for key in ["workers_per_model", "max_batch_delay_us", "inline_below_us"] {
+            let mut config = Config::default();
+            match key {
+                "workers_per_model" => config.models.workers_per_model = 65,
+                "max_batch_delay_us" => config.models.max_batch_delay_us = 1_000_001,
+                _ => config.models.inline_below_us = u64::MAX,
+            }
+            let error = config.validate().unwrap_err().to_string();
+            assert!(error.contains(&format!("models.{key}")), "{error}");
+        }
     }
 
     #[test]
