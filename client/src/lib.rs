@@ -6,12 +6,17 @@
 pub mod display;
 pub mod recording;
 
+mod credentials;
+
 use std::time::Duration;
 
 use myelin_proto::v1::{self as pb, decoding_client::DecodingClient, ingest_client::IngestClient};
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
+
+pub use credentials::{Bearer, CredentialArgs, Credentials};
 
 pub use myelin_proto::v1 as proto;
 
@@ -21,41 +26,60 @@ pub enum ClientError {
     Connect { address: String, source: tonic::transport::Error },
     #[error("invalid server address {0:?}")]
     Address(String),
-    #[error("server answered {}: {}", .0.code(), .0.message())]
+    #[error("server answered {:?}: {}", .0.code(), .0.message())]
     Status(#[from] tonic::Status),
     #[error("the ingest stream is closed (the server ended it; call finish() for its status)")]
     IngestClosed,
     #[error("{0}")]
     Invalid(String),
+    #[error("reading {path}: {source}")]
+    File { path: std::path::PathBuf, source: std::io::Error },
+    #[error("TLS settings for {address}: {source}")]
+    Tls { address: String, source: tonic::transport::Error },
+    #[error("the token is not valid in an authorization header (printable ASCII only)")]
+    Token,
 }
 
 pub type Result<T, E = ClientError> = std::result::Result<T, E>;
 
+/// Every call carries the bearer token (if any).
+type Transport = InterceptedService<Channel, Bearer>;
+
 /// A connection to one Myelin server.
 #[derive(Clone)]
 pub struct Client {
-    ingest: IngestClient<Channel>,
-    decoding: DecodingClient<Channel>,
+    ingest: IngestClient<Transport>,
+    decoding: DecodingClient<Transport>,
 }
 
 impl Client {
-    /// `address`: "http://host:port" or "host:port".
+    /// `address`: "http://host:port" or "host:port"; plaintext, no token.
     pub async fn connect(address: &str) -> Result<Self> {
-        let uri = if address.contains("://") { address.to_string() } else { format!("http://{address}") };
-        let endpoint = Endpoint::from_shared(uri).map_err(|_| ClientError::Address(address.into()))?;
+        Self::connect_with(address, &Credentials::default()).await
+    }
+
+    /// `address` with TLS (a CA, "https://" addresses) and a token, as `credentials` say.
+    pub async fn connect_with(address: &str, credentials: &Credentials) -> Result<Self> {
+        let tls = credentials.tls_config(address)?;
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let uri = if address.contains("://") { address.to_string() } else { format!("{scheme}://{address}") };
+        let mut endpoint = Endpoint::from_shared(uri).map_err(|_| ClientError::Address(address.into()))?;
+        if let Some(tls) = tls {
+            endpoint = endpoint.tls_config(tls).map_err(|source| ClientError::Tls { address: address.into(), source })?;
+        }
         let channel = endpoint
             .connect_timeout(Duration::from_secs(5))
             .tcp_nodelay(true)
             .connect()
             .await
             .map_err(|source| ClientError::Connect { address: address.into(), source })?;
-        Ok(Self::from_channel(channel))
+        Ok(Self::from_channel(channel, credentials.bearer()?))
     }
 
-    pub fn from_channel(channel: Channel) -> Self {
+    pub fn from_channel(channel: Channel, bearer: Bearer) -> Self {
         Self {
-            ingest: IngestClient::new(channel.clone()).max_decoding_message_size(64 << 20),
-            decoding: DecodingClient::new(channel).max_decoding_message_size(64 << 20),
+            ingest: IngestClient::with_interceptor(channel.clone(), bearer.clone()).max_decoding_message_size(64 << 20),
+            decoding: DecodingClient::with_interceptor(channel, bearer).max_decoding_message_size(64 << 20),
         }
     }
 

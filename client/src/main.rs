@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use myelin_client::recording::{Recording, ReplayOptions, replay};
-use myelin_client::{Client, display::format_prediction, proto as pb};
+use myelin_client::{Client, CredentialArgs, display::format_prediction, proto as pb};
 
 #[derive(Parser)]
 #[command(name = "myelin-cli", version, about = "Command-line client for the Myelin BCI decoding server")]
@@ -14,6 +14,8 @@ struct Cli {
     /// Server gRPC address.
     #[arg(long, global = true, default_value = "http://127.0.0.1:50051", env = "MYELIN_SERVER")]
     server: String,
+    #[command(flatten)]
+    credentials: CredentialArgs,
     #[command(subcommand)]
     command: Command,
 }
@@ -56,7 +58,7 @@ enum Command {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let client = Client::connect(&cli.server).await?;
+    let client = Client::connect_with(&cli.server, &cli.credentials.credentials()).await?;
     match cli.command {
         Command::Models => {
             for m in client.list_models().await? {

@@ -19,9 +19,12 @@ use crate::shutdown::Shutdown;
 const RECORDING: &[u8] = include_bytes!("../../models/data/p300/subject1_session2_2017-02-09-17.13.56.csv.gz");
 const RECORDING_NAME: &str = "eeg-notebooks P300 subject1 session2 (Muse, 256 Hz)";
 
-pub async fn run(config: DemoConfig, grpc: SocketAddr, mut shutdown: Shutdown) -> anyhow::Result<()> {
+/// `token`: the demo's own credential when authentication is on (the server makes it; it is
+/// never written anywhere).
+pub async fn run(config: DemoConfig, grpc: SocketAddr, token: Option<String>, mut shutdown: Shutdown) -> anyhow::Result<()> {
     let recording = Recording::from_csv(GzDecoder::new(RECORDING)).map_err(|e| anyhow::anyhow!("bundled recording: {e}"))?;
-    let client = Client::connect(&grpc.to_string()).await?;
+    let credentials = myelin_client::Credentials { token, ..Default::default() };
+    let client = Client::connect_with(&grpc.to_string(), &credentials).await?;
     let session = "demo";
     let mut stream = client.open_ingest(recording.header(session, RECORDING_NAME)).await?;
     let request = pb::AttachRequest {

@@ -1,6 +1,8 @@
 //! The Decoding gRPC service: attach, detach, subscribe, calibrate, ConnectLsl and the listings.
 //! Each handler only checks its request and hands the work to where it belongs (a session's
-//! worker, a blocking thread, the hub); none waits on a lock that decoding holds.
+//! worker, a blocking thread, the hub); none waits on a lock that decoding holds. The auth layer
+//! has checked the caller's scope; handlers check whose session or attachment it is, and leave
+//! one audit line per control action.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -10,12 +12,14 @@ use myelin_proto::v1::{self as pb, decoding_server::Decoding};
 use tonic::{Request, Response, Status};
 
 use crate::attach::{AttachSpec, Attacher};
+use crate::auth::audit::{self, Refusal};
+use crate::auth::{self, Principal};
 use crate::budget::{MemoryBudget, Slots};
 use crate::card::ModelCard;
 use crate::decode::{ModelEntry, ModelRegistry};
 use crate::id::{ID_RULE, is_valid_id, shown};
 use crate::publish::{Filter, Hub};
-use crate::session::SessionManager;
+use crate::session::{Session, SessionError, SessionManager};
 use crate::shutdown::Shutdown;
 
 pub struct DecodingService {
@@ -41,7 +45,9 @@ type PredictionStream = Pin<Box<dyn Stream<Item = Result<pb::Prediction, Status>
 #[tonic::async_trait]
 impl Decoding for DecodingService {
     async fn attach(&self, request: Request<pb::AttachRequest>) -> Result<Response<pb::AttachReply>, Status> {
+        let principal = auth::caller(&request)?;
         let r = request.into_inner();
+        let resource = format!("session {} model {}", shown(&r.session_id), shown(&r.model_id));
         let late_policy = match pb::LatePolicy::try_from(r.late_policy) {
             Ok(pb::LatePolicy::Drop) => pb::LatePolicy::Drop,
             Ok(_) => pb::LatePolicy::Deliver,
@@ -60,29 +66,44 @@ impl Decoding for DecodingService {
             top_k: r.top_k.min(1000) as usize,
             gallery: r.gallery,
             include_embedding: r.include_embedding,
+            principal: principal.clone(),
         };
         // Blocking: a gallery may load (minutes for a large one), and the session's worker primes
         // the new filter with the buffered history before the reply.
         let attacher = self.attacher.clone();
-        let reply = tokio::task::spawn_blocking(move || attacher.attach(spec))
+        let attached = tokio::task::spawn_blocking(move || attacher.attach(spec))
             .await
-            .map_err(|e| Status::internal(format!("attach task failed: {e}")))??;
-        Ok(Response::new(reply))
+            .map_err(|e| Status::internal(format!("attach task failed: {e}")))?;
+        if !matches!(attached, Err(SessionError::Refused(_))) {
+            let resource = match &attached {
+                Ok(reply) => format!("{resource} as attachment {:?}", reply.attachment_id),
+                Err(_) => resource,
+            };
+            audit::record(&principal, "attach", &resource, &attached.as_ref().map_err(|e| Status::from(e.clone())));
+        }
+        Ok(Response::new(attached?))
     }
 
     async fn detach(&self, request: Request<pb::DetachRequest>) -> Result<Response<pb::DetachReply>, Status> {
+        let principal = auth::caller(&request)?;
         let attachment_id = request.into_inner().attachment_id;
-        let session = self.sessions.with_attachment(&attachment_id)?;
-        if !session.detach(&attachment_id).await? {
-            return Err(Status::not_found(format!("attachment {attachment_id:?} does not exist")));
-        }
-        Ok(Response::new(pb::DetachReply {}))
+        let resource = format!("attachment {}", shown(&attachment_id));
+        let session = self.owned_attachment(&principal, &attachment_id, "Detach")?;
+        let detached = match session.detach(&attachment_id).await {
+            Ok(true) => Ok(pb::DetachReply {}),
+            Ok(false) => Err(Status::not_found(format!("attachment {attachment_id:?} does not exist"))),
+            Err(error) => Err(error.into()),
+        };
+        audit::record(&principal, "detach", &resource, &detached);
+        Ok(Response::new(detached?))
     }
 
     type SubscribeStream = PredictionStream;
 
     async fn subscribe(&self, request: Request<pb::SubscribeRequest>) -> Result<Response<PredictionStream>, Status> {
+        let principal = auth::caller(&request)?;
         let r = request.into_inner();
+        self.may_subscribe(&principal, &r)?;
         let filter = Filter { session_id: r.session_id, attachment_id: r.attachment_id };
         let subscription = self.hub.subscribe(&filter)?;
         let stream = subscription.into_stream(self.shutdown.clone(), self.subscribers.take()?);
@@ -92,14 +113,99 @@ impl Decoding for DecodingService {
     type CalibrateStream = Pin<Box<dyn Stream<Item = Result<pb::CalibrateProgress, Status>> + Send>>;
 
     async fn calibrate(&self, request: Request<pb::CalibrateRequest>) -> Result<Response<Self::CalibrateStream>, Status> {
-        let resources =
-            crate::calibrate::Resources { slot: self.calibrations.take()?, memory: self.memory.clone(), shutdown: self.shutdown.clone() };
-        let progress = crate::calibrate::start(request.into_inner(), self.sessions.clone(), self.models.clone(), resources).await?;
-        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(progress))))
+        let principal = auth::caller(&request)?;
+        let request = request.into_inner();
+        let resource = format!("attachment {}", shown(&request.attachment_id));
+        // Another's attachment is refused before anything else; the request's own checks (and
+        // NOT_FOUND for an attachment that does not exist) are calibrate's.
+        if self.sessions.with_attachment(&request.attachment_id).is_ok() {
+            self.owned_attachment(&principal, &request.attachment_id, "Calibrate")?;
+        }
+        let started = async {
+            let resources = crate::calibrate::Resources {
+                slot: self.calibrations.take()?,
+                memory: self.memory.clone(),
+                shutdown: self.shutdown.clone(),
+                principal: principal.clone(),
+            };
+            crate::calibrate::start(request, self.sessions.clone(), self.models.clone(), resources).await
+        }
+        .await;
+        audit::record(&principal, "calibrate", &resource, &started);
+        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(started?))))
     }
 
     async fn connect_lsl(&self, request: Request<pb::ConnectLslRequest>) -> Result<Response<pb::ConnectLslReply>, Status> {
+        let principal = auth::caller(&request)?;
         let r = request.into_inner();
+        let resource = format!("session {}", shown(&r.session_id));
+        let connected = self.connect_lsl_for(r, principal.clone()).await;
+        if !matches!(&connected, Err(status) if status.code() == tonic::Code::PermissionDenied) {
+            audit::record(&principal, "connect_lsl", &resource, &connected);
+        }
+        Ok(Response::new(connected?))
+    }
+
+    async fn list_sessions(&self, request: Request<pb::ListSessionsRequest>) -> Result<Response<pb::ListSessionsReply>, Status> {
+        let principal = auth::caller(&request)?;
+        let sessions = self.sessions.list().iter().filter(|s| principal.may_see_session_of(&s.owner)).map(|s| s.info()).collect();
+        Ok(Response::new(pb::ListSessionsReply { sessions }))
+    }
+
+    async fn list_models(&self, _: Request<pb::ListModelsRequest>) -> Result<Response<pb::ListModelsReply>, Status> {
+        let models = self.models.entries().iter().map(model_info).collect();
+        Ok(Response::new(pb::ListModelsReply { models }))
+    }
+}
+
+impl DecodingService {
+    /// The session of attachment `attachment_id`, if `principal` may change it (its own, or as
+    /// admin); NOT_FOUND if there is none, PERMISSION_DENIED (audited) if it is another's.
+    fn owned_attachment(&self, principal: &Principal, attachment_id: &str, action: &str) -> Result<Arc<Session>, Status> {
+        let session = self.sessions.with_attachment(attachment_id)?;
+        let owner = session.attachment_owner(attachment_id).unwrap_or_default();
+        if !principal.may_change(&owner) {
+            return Err(audit::not_owner(principal, action, &format!("attachment {}", shown(attachment_id))));
+        }
+        Ok(session)
+    }
+
+    /// Subscribing reads: everything with `observe` (or admin); otherwise one's own attachments,
+    /// or the sessions one may see, named in the request.
+    fn may_subscribe(&self, principal: &Principal, r: &pb::SubscribeRequest) -> Result<(), Status> {
+        if principal.reads_everything() {
+            return Ok(());
+        }
+        if !r.attachment_id.is_empty() {
+            // An attachment that does not exist is the hub's NOT_FOUND.
+            let Ok(session) = self.sessions.with_attachment(&r.attachment_id) else { return Ok(()) };
+            if principal.may_read(&session.attachment_owner(&r.attachment_id).unwrap_or_default()) {
+                return Ok(());
+            }
+            return Err(audit::not_owner(principal, "Subscribe", &format!("attachment {}", shown(&r.attachment_id))));
+        }
+        if r.session_id.is_empty() {
+            return Err(audit::refuse(
+                Refusal::NoScope,
+                principal.name(),
+                "Subscribe",
+                "every session",
+                format!(
+                    "principal {:?} may not subscribe to every session (that needs observe or admin): name a session or an attachment",
+                    principal.name()
+                ),
+            ));
+        }
+        match self.sessions.get(&r.session_id) {
+            Some(session) if !principal.may_see_session_of(&session.owner) => {
+                Err(audit::not_owner(principal, "Subscribe", &format!("session {}", shown(&r.session_id))))
+            }
+            Some(_) => Ok(()),
+            None => Err(Status::not_found(format!("session {} does not exist", shown(&r.session_id)))),
+        }
+    }
+
+    async fn connect_lsl_for(&self, r: pb::ConnectLslRequest, principal: Principal) -> Result<pb::ConnectLslReply, Status> {
         let Some(lsl) = self.lsl.clone() else {
             return Err(Status::unavailable(
                 "LabStreamingLayer is not available on this server: liblsl was not found (run deploy/setup.sh, or set lsl.library)",
@@ -128,6 +234,7 @@ impl Decoding for DecodingService {
             marker_predicate: r.marker_predicate,
             timeout_s: if r.timeout_s > 0.0 { r.timeout_s } else { self.lsl_resolve_timeout_s },
             modality: pb::Modality::try_from(r.modality).unwrap_or(pb::Modality::Unspecified),
+            owner: principal,
         };
         let (sessions, shutdown, stall) = (self.sessions.clone(), self.shutdown.clone(), self.lsl_stall_s);
         let connecting = tokio::task::spawn_blocking(move || crate::ingest::lsl::connect(&lsl, spec, &sessions, shutdown, stall));
@@ -138,17 +245,7 @@ impl Decoding for DecodingService {
             joined = connecting => joined.map_err(|e| Status::internal(format!("LSL connect task failed: {e}")))??,
             _ = shutdown.wait() => return Err(crate::shutdown::shutting_down()),
         };
-        Ok(Response::new(reply))
-    }
-
-    async fn list_sessions(&self, _: Request<pb::ListSessionsRequest>) -> Result<Response<pb::ListSessionsReply>, Status> {
-        let sessions = self.sessions.list().iter().map(|s| s.info()).collect();
-        Ok(Response::new(pb::ListSessionsReply { sessions }))
-    }
-
-    async fn list_models(&self, _: Request<pb::ListModelsRequest>) -> Result<Response<pb::ListModelsReply>, Status> {
-        let models = self.models.entries().iter().map(model_info).collect();
-        Ok(Response::new(pb::ListModelsReply { models }))
+        Ok(reply)
     }
 }
 

@@ -1,14 +1,18 @@
-//! HTTP side port: Prometheus text at `GET /metrics`, liveness at `GET /healthz`.
+//! HTTP side port: Prometheus text at `GET /metrics`, liveness at `GET /healthz`. `/metrics`
+//! needs a bearer token with `observe` or `admin` scope when `auth.metrics_open = false`.
 
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::State;
-use axum::http::{StatusCode, header};
-use axum::response::IntoResponse;
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use metrics_exporter_prometheus::PrometheusHandle;
 
+use crate::auth::{Gate, Peer};
+use crate::config::Scope;
 use crate::decode::{ModelEntry, ModelRegistry};
 
 #[derive(Clone)]
@@ -17,8 +21,35 @@ struct AppState {
     models: Arc<ModelRegistry>,
 }
 
-pub fn router(metrics: PrometheusHandle, models: Arc<ModelRegistry>) -> Router {
-    Router::new().route("/metrics", get(render_metrics)).route("/healthz", get(healthz)).with_state(AppState { metrics, models })
+pub fn router(metrics: PrometheusHandle, models: Arc<ModelRegistry>, gate: Arc<Gate>) -> Router {
+    let mut metrics_route = Router::new().route("/metrics", get(render_metrics));
+    if gate.enabled() && !gate.config().metrics_open {
+        metrics_route = metrics_route.layer(middleware::from_fn_with_state(gate, observers_only));
+    }
+    metrics_route.route("/healthz", get(healthz)).with_state(AppState { metrics, models })
+}
+
+/// 401 without valid credentials (with the `WWW-Authenticate` challenge), 403 without the
+/// scope; audited and counted like refused gRPC calls.
+async fn observers_only(
+    State(gate): State<Arc<Gate>>,
+    ConnectInfo(peer): ConnectInfo<Peer>,
+    headers: HeaderMap,
+    request: Request,
+    next: Next,
+) -> Response {
+    let admitted = gate.authenticate(&headers, Some(&peer), "GET /metrics").and_then(|principal| {
+        Gate::require(&principal, &[Scope::Observe], "GET /metrics")?;
+        Ok(principal)
+    });
+    match admitted {
+        Ok(_) => next.run(request).await,
+        Err(status) if status.code() == tonic::Code::Unauthenticated => {
+            (StatusCode::UNAUTHORIZED, [(header::WWW_AUTHENTICATE, "Bearer realm=\"myelin\"")], status.message().to_string())
+                .into_response()
+        }
+        Err(status) => (StatusCode::FORBIDDEN, status.message().to_string()).into_response(),
+    }
 }
 
 async fn render_metrics(State(state): State<AppState>) -> impl IntoResponse {

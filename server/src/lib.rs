@@ -6,11 +6,12 @@
 //! -> [`decode`] (model input, ONNX Runtime and native decoders on dedicated threads) ->
 //! [`record`] and [`publish`] (routes to subscribers, LSL outlets and recorders). Above the path:
 //! [`server`] (wiring), [`grpc`] and [`http`] (the ports), [`attach`] and [`calibrate`]
-//! (control). Beside it: [`config`], [`metrics`], [`clock`], [`id`], [`card`], [`ring`],
-//! [`shutdown`], [`budget`]. `server/tests/house.rs` holds the plan against the code.
+//! (control), [`transport`] (connections, TLS). Beside it: [`auth`] (principals, scopes, audit),
+//! [`config`], [`metrics`], [`clock`], [`id`], [`card`], [`ring`], [`shutdown`], [`budget`]. `server/tests/house.rs` holds the plan against the code.
 #![forbid(unsafe_code)]
 
 pub mod attach;
+pub mod auth;
 pub mod budget;
 pub mod calibrate;
 pub mod card;
@@ -31,4 +32,5 @@ pub mod ring;
 pub mod server;
 pub mod session;
 pub mod shutdown;
+pub mod transport;
 pub mod window;

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use myelin_server::card;
-use myelin_server::config::Config;
+use myelin_server::config::{Config, Scope};
 use myelin_server::decode::{self, onnx};
 use myelin_server::{demo, shutdown};
 
@@ -53,12 +53,34 @@ enum Command {
         /// Seconds to wait for an LSL consumer before starting.
         #[arg(long, default_value_t = 10.0)]
         wait: f64,
+        #[command(flatten)]
+        credentials: myelin_client::CredentialArgs,
+    },
+    /// Make bearer tokens and their hashes for `[[auth.principals]]`.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
     },
     /// Inspect model cards.
     Models {
         #[command(subcommand)]
         command: ModelsCommand,
     },
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// A new random token for a principal: prints the token (once; give it to the client) on
+    /// stdout and the principal's config entry, with only the token's salted hash, on stderr.
+    New {
+        /// The principal's name.
+        name: String,
+        /// Its scopes: ingest, decode, observe, admin (comma-separated).
+        #[arg(long, value_delimiter = ',', default_value = "ingest,decode")]
+        scopes: Vec<String>,
+    },
+    /// The salted hash of a token read from stdin (for a token made elsewhere).
+    Hash,
 }
 
 #[derive(Subcommand)]
@@ -82,7 +104,10 @@ fn main() -> ExitCode {
         None => serve(None, true),
         Some(Command::Serve { config, demo }) => serve(config, demo),
         Some(Command::Models { command: ModelsCommand::List { config } }) => list_models(config),
-        Some(Command::Replay { file, speed, server, session, name, wait }) => replay_file(&file, speed, server, session, name, wait),
+        Some(Command::Replay { file, speed, server, session, name, wait, credentials }) => {
+            replay_file(&file, speed, server.map(|s| (s, credentials.credentials())), session, name, wait)
+        }
+        Some(Command::Token { command }) => token(command),
         Some(Command::Models { command: ModelsCommand::Check { card, config } }) => check_card(&card, config),
     };
     match result {
@@ -115,7 +140,10 @@ fn with_gpu_libraries(providers: &[String]) -> anyhow::Result<()> {
 }
 
 fn init_logging(format: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,ort=warn".into());
+    // The audit trail stays on whatever else RUST_LOG quietens, unless it names `audit` itself.
+    let directives = std::env::var("RUST_LOG").ok().filter(|d| !d.trim().is_empty()).unwrap_or_else(|| "info,ort=warn".into());
+    let directives = if directives.contains("audit") { directives } else { format!("{directives},audit=info") };
+    let filter = tracing_subscriber::EnvFilter::try_new(&directives).unwrap_or_else(|_| "info,ort=warn,audit=info".into());
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     if format == "json" {
         builder.json().init();
@@ -152,12 +180,16 @@ fn serve(config_path: Option<PathBuf>, demo: bool) -> anyhow::Result<()> {
         });
         let demo_config = config.demo.clone();
         let demo_shutdown = shutdown.clone();
-        myelin_server::server::serve(config, metrics, trigger, move |bound, _models, _hub| {
+        myelin_server::server::serve(config, metrics, trigger, move |bound, gate| {
             // A stable line on stdout for scripts and tests: the addresses actually bound.
             println!("myelin ready grpc={} http={}", bound.grpc, bound.http);
             if demo_config.enabled {
+                let token = match gate.enabled().then(|| gate.add_internal("demo", &[Scope::Admin])).transpose() {
+                    Ok(token) => token,
+                    Err(error) => return tracing::error!(error = format!("{error:#}"), "built-in demo not started"),
+                };
                 tokio::spawn(async move {
-                    if let Err(error) = demo::run(demo_config, bound.grpc, demo_shutdown).await {
+                    if let Err(error) = demo::run(demo_config, bound.grpc, token, demo_shutdown).await {
                         tracing::error!(error = format!("{error:#}"), "built-in demo stopped");
                     }
                 });
@@ -196,7 +228,7 @@ impl Signals {
 fn replay_file(
     file: &std::path::Path,
     speed: f64,
-    server: Option<String>,
+    server: Option<(String, myelin_client::Credentials)>,
     session: Option<String>,
     name: Option<String>,
     wait: f64,
@@ -213,15 +245,46 @@ fn replay_file(
         recording.markers.len()
     );
     match server {
-        Some(server) => {
+        Some((server, credentials)) => {
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-            runtime.block_on(myelin_server::replay::to_server(&recording, &server, session.as_deref().unwrap_or(&stem), speed))
+            let session = session.as_deref().unwrap_or(&stem);
+            runtime.block_on(myelin_server::replay::to_server(&recording, &server, &credentials, session, speed))
         }
         None => {
             let lsl = myelin_lsl::Lsl::load(None)?;
             myelin_server::replay::to_lsl(&lsl, &recording, name.as_deref().unwrap_or(&stem), speed, wait)
         }
     }
+}
+
+fn token(command: TokenCommand) -> anyhow::Result<()> {
+    use myelin_server::auth::token::{TokenHash, new_token};
+    match command {
+        TokenCommand::New { name, scopes } => {
+            anyhow::ensure!(myelin_server::id::is_valid_id(&name), "the name must be {}", myelin_server::id::ID_RULE);
+            for scope in &scopes {
+                anyhow::ensure!(
+                    matches!(scope.as_str(), "ingest" | "decode" | "observe" | "admin"),
+                    "unknown scope {scope:?} (ingest, decode, observe, admin)"
+                );
+            }
+            let token = new_token()?;
+            let scopes: Vec<String> = scopes.iter().map(|s| format!("{s:?}")).collect();
+            println!("{token}");
+            eprintln!(
+                "# The token above is shown once: give it to the client (MYELIN_TOKEN). Add to the config:\n[[auth.principals]]\nname = {name:?}\nscopes = [{}]\ntoken_hashes = [\"{}\"]",
+                scopes.join(", "),
+                TokenHash::of(&token)?
+            );
+        }
+        TokenCommand::Hash => {
+            let mut token = String::new();
+            std::io::stdin().read_line(&mut token)?;
+            anyhow::ensure!(!token.trim().is_empty(), "no token on stdin");
+            println!("{}", TokenHash::of(token.trim())?);
+        }
+    }
+    Ok(())
 }
 
 fn list_models(config_path: Option<PathBuf>) -> anyhow::Result<()> {

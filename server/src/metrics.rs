@@ -161,6 +161,9 @@ pub const LSL_CLOCK_OFFSET: &str = "myelin_lsl_clock_offset_seconds";
 pub const LSL_CLOCK_UNCERTAINTY: &str = "myelin_lsl_clock_uncertainty_seconds";
 pub const LSL_STREAM_LOSSES: &str = "myelin_lsl_stream_losses_total";
 pub const LSL_OUTLET_DROPPED: &str = "myelin_lsl_outlet_dropped_total";
+pub const CALLS_REFUSED: &str = "myelin_calls_refused_total";
+pub const TLS_HANDSHAKE_FAILURES: &str = "myelin_tls_handshake_failures_total";
+pub const TLS_RELOADS: &str = "myelin_tls_reloads_total";
 
 /// Descriptions of the LSL and recording metrics (called from `install`).
 fn describe_lsl_and_recording() {
@@ -170,4 +173,7 @@ fn describe_lsl_and_recording() {
     describe_gauge!(LSL_CLOCK_UNCERTAINTY, "Uncertainty (round-trip time) of the latest LSL clock offset, by stream.");
     describe_counter!(LSL_STREAM_LOSSES, "LSL sources that stopped delivering samples (each is reconnected automatically).");
     describe_counter!(LSL_OUTLET_DROPPED, "Predictions not pushed to an LSL outlet because its queue was full.");
+    describe_counter!(CALLS_REFUSED, "Calls refused by authentication or authorization, by reason: unauthenticated, no_scope, not_owner.");
+    describe_counter!(TLS_HANDSHAKE_FAILURES, "TLS handshakes that failed (plaintext clients, untrusted client certificates), by port.");
+    describe_counter!(TLS_RELOADS, "TLS certificate and principal reloads (SIGHUP or a changed file), by outcome.");
 }

@@ -40,8 +40,14 @@ pub fn load(path: &Path) -> anyhow::Result<Recording> {
 }
 
 /// Sends the recording into a server's Ingest service as session `session`.
-pub async fn to_server(recording: &Recording, server: &str, session: &str, speed: f64) -> anyhow::Result<()> {
-    let client = myelin_client::Client::connect(server).await?;
+pub async fn to_server(
+    recording: &Recording,
+    server: &str,
+    credentials: &myelin_client::Credentials,
+    session: &str,
+    speed: f64,
+) -> anyhow::Result<()> {
+    let client = myelin_client::Client::connect_with(server, credentials).await?;
     let mut stream = client.open_ingest(recording.header(session, "myelin replay")).await?;
     let sent = replay(&mut stream, recording, ReplayOptions { speed, chunk: 8, time_offset: 0.0 }).await?;
     stream.wait_acknowledged().await?;

@@ -11,24 +11,15 @@ use myelin_proto::v1::{decoding_server::DecodingServer, ingest_server::IngestSer
 use tokio::net::TcpListener;
 
 use crate::attach::Attacher;
+use crate::auth::{AuthLayer, Gate, Peer};
 use crate::budget::{MemoryBudget, Slots};
 use crate::config::Config;
 use crate::decode::ModelRegistry;
 use crate::publish::Hub;
 use crate::session::SessionManager;
 use crate::shutdown::ShutdownTrigger;
+use crate::transport::{self, AcceptedListener, Port, TlsSettings};
 use crate::{clock, grpc, http, ingest};
-
-/// Accepted connections with Nagle's algorithm off: predictions are small messages that must
-/// leave at once, not wait for the peer's next ACK (which cost a whole chunk period, ~10 ms).
-fn incoming_nodelay(listener: TcpListener) -> impl futures::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
-    use futures::StreamExt;
-    tokio_stream::wrappers::TcpListenerStream::new(listener).map(|accepted| {
-        let stream = accepted?;
-        stream.set_nodelay(true)?;
-        Ok(stream)
-    })
-}
 
 /// Addresses the server actually bound (port 0 in the config picks a free port).
 #[derive(Debug, Clone, Copy)]
@@ -38,15 +29,17 @@ pub struct Bound {
 }
 
 /// Loads the models, binds both ports, and serves until `trigger` fires, then shuts down in
-/// order (see [`shut_down`]). `on_ready` runs once both listeners are bound.
+/// order (see [`shut_down`]). `on_ready` runs once both listeners are bound, with the gate (to
+/// make credentials for the server's own clients).
 pub async fn serve(
     config: Config,
     metrics: PrometheusHandle,
     trigger: ShutdownTrigger,
-    on_ready: impl FnOnce(Bound, Arc<ModelRegistry>, Hub) + Send,
+    on_ready: impl FnOnce(Bound, Arc<Gate>) + Send,
 ) -> anyhow::Result<()> {
     clock::init();
     let shutdown = trigger.listener();
+    let (tls, gate) = security(&config)?;
     let hub = Hub::new(config.publish.subscriber_queue);
     let models_config = config.models.clone();
     let models =
@@ -87,6 +80,7 @@ pub async fn serve(
     let http_listener =
         TcpListener::bind(config.server.http_addr).await.with_context(|| format!("binding the HTTP port {}", config.server.http_addr))?;
     let bound = Bound { grpc: grpc_listener.local_addr()?, http: http_listener.local_addr()? };
+    transport::reload_on_signal(tls.clone(), gate.clone(), shutdown.clone())?;
 
     let max_message = config.server.max_message_bytes;
     let ingest = IngestServer::new(ingest::IngestService { sessions: sessions.clone(), shutdown: shutdown.clone() })
@@ -129,19 +123,23 @@ pub async fn serve(
         .initial_connection_window_size(config.server.http2_connection_window_bytes)
         .http2_keepalive_interval(Some(Duration::from_secs_f64(config.server.http2_keepalive_interval_s)))
         .http2_keepalive_timeout(Some(Duration::from_secs_f64(config.server.http2_keepalive_timeout_s)))
+        .layer(AuthLayer::new(gate.clone()))
         .add_service(ingest)
         .add_service(decoding)
         .add_service(health)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .serve_with_incoming_shutdown(incoming_nodelay(grpc_listener), grpc_shutdown);
+        .serve_with_incoming_shutdown(incoming(transport::accept(grpc_listener, tls.clone(), Port::Grpc)), grpc_shutdown);
 
     // Metrics stay readable while the server drains.
     let http_shutdown = {
         let mut shutdown = shutdown.clone();
         async move { shutdown.wait_closing().await }
     };
-    let http_server = axum::serve(http_listener, http::router(metrics.clone(), models.clone())).with_graceful_shutdown(http_shutdown);
+    let http_listener = AcceptedListener::new(transport::accept(http_listener, tls.clone(), Port::Http), bound.http);
+    let router = http::router(metrics.clone(), models.clone(), gate.clone());
+    let http_server =
+        axum::serve(http_listener, router.into_make_service_with_connect_info::<Peer>()).with_graceful_shutdown(http_shutdown);
 
     // Histograms are summarised on render; upkeep keeps their memory bounded between scrapes.
     // Sessions that ended long ago are forgotten here too, so their threads and rings go even
@@ -162,8 +160,8 @@ pub async fn serve(
         })
     };
 
-    tracing::info!(grpc = %bound.grpc, http = %bound.http, models = models.entries().len(), "myelin serving");
-    on_ready(bound, models.clone(), hub.clone());
+    tracing::info!(grpc = %bound.grpc, http = %bound.http, models = models.entries().len(), tls = tls.is_some(), authentication = gate.enabled(), "myelin serving");
+    on_ready(bound, gate);
     let grace = Duration::from_secs_f64(config.server.shutdown_grace_s);
     let stopping = shut_down(trigger, health_reporter, refuse_calls, sessions, models.clone(), grace);
     let (grpc_result, http_result, ()) = tokio::join!(grpc_server, async { http_server.await }, stopping);
@@ -172,6 +170,35 @@ pub async fn serve(
     http_result.context("HTTP server")?;
     tracing::info!("myelin stopped");
     Ok(())
+}
+
+fn incoming(
+    accepted: tokio::sync::mpsc::Receiver<transport::Accepted>,
+) -> impl futures::Stream<Item = std::io::Result<transport::Accepted>> {
+    use futures::StreamExt;
+    tokio_stream::wrappers::ReceiverStream::new(accepted).map(Ok)
+}
+
+/// TLS and the gate from `[tls]` and `[auth]`, and the refusal to serve a public address
+/// without them (unless `server.allow_insecure_public`, warned about here at every start).
+fn security(config: &Config) -> anyhow::Result<(Option<Arc<TlsSettings>>, Arc<Gate>)> {
+    let addresses = [("server.grpc_addr", config.server.grpc_addr), ("server.http_addr", config.server.http_addr)];
+    crate::config::check_public_binding(&addresses, &config.tls, &config.auth, config.server.allow_insecure_public)?;
+    let public = addresses.iter().any(|(_, a)| !a.ip().is_loopback());
+    if public && !(config.tls.enabled() && config.auth.enabled()) {
+        tracing::warn!(
+            tls = config.tls.enabled(),
+            authentication = config.auth.enabled(),
+            "server.allow_insecure_public: serving a non-loopback address without TLS and authentication; anyone who reaches it can read and steer every session"
+        );
+    }
+    anyhow::ensure!(
+        !(config.demo.enabled && config.tls.enabled()),
+        "the built-in demo talks plaintext gRPC to its own server: run it without [tls]"
+    );
+    let tls = if config.tls.enabled() { Some(TlsSettings::load(&config.tls)?) } else { None };
+    let gate = Arc::new(Gate::load(&config.auth)?);
+    Ok((tls, gate))
 }
 
 /// The shutdown sequence, once triggered: health turns NOT_SERVING and gRPC stops taking calls;

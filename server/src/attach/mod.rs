@@ -9,10 +9,11 @@ pub mod gallery_cache;
 mod window;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 
 use myelin_proto::v1 as pb;
 
+use crate::auth::{Principal, audit};
 use crate::budget::{Slot, Slots};
 use crate::card::{Layout, Task};
 use crate::decode::input::WindowPreprocessor;
@@ -42,6 +43,8 @@ pub struct AttachSpec {
     /// Retrieval: the gallery to load (path under `models.galleries_dir`) and its index.
     pub gallery: Option<pb::GallerySpec>,
     pub include_embedding: bool,
+    /// Who asked: it must be allowed to attach to the session, and the attachment is its.
+    pub principal: Principal,
 }
 
 pub struct Attacher {
@@ -50,7 +53,6 @@ pub struct Attacher {
     pub hub: Hub,
     pub lsl: Option<myelin_lsl::Lsl>,
     galleries: GalleryCache,
-    next_id: AtomicU64,
     /// Attachments publishing LSL outlets (`limits.lsl_outlets`).
     outlets: Arc<Slots>,
 }
@@ -58,7 +60,7 @@ pub struct Attacher {
 impl Attacher {
     pub fn new(sessions: Arc<SessionManager>, models: Arc<ModelRegistry>, hub: Hub, lsl: Option<myelin_lsl::Lsl>) -> Self {
         let outlets = Slots::new("attachments with LSL outlets", "limits.lsl_outlets", sessions.limits().lsl_outlets);
-        Self { sessions, models, hub, lsl, galleries: GalleryCache::default(), next_id: AtomicU64::new(1), outlets }
+        Self { sessions, models, hub, lsl, galleries: GalleryCache::default(), outlets }
     }
 
     pub fn attach(&self, spec: AttachSpec) -> Result<pb::AttachReply, SessionError> {
@@ -66,6 +68,9 @@ impl Attacher {
             .sessions
             .get(&spec.session_id)
             .ok_or_else(|| SessionError::NotFound(format!("session {:?} does not exist", spec.session_id)))?;
+        if !spec.principal.may_attach_to(&session.owner) {
+            return Err(SessionError::Refused(audit::not_owner(&spec.principal, "Attach", &format!("session {:?}", session.id))));
+        }
         let limit = self.sessions.limits().attachments_per_session;
         if session.attachment_count() >= limit {
             return Err(SessionError::ResourceExhausted(format!(
@@ -99,12 +104,13 @@ impl Attacher {
         // The ring is allocated only once the session's and the server's budgets have room.
         let ring_bytes = AttachmentState::ring_bytes(session.capacity, channels.index.len());
         let memory = session.memory.reserve(ring_bytes, || format!("an attachment of model {} to session {:?}", card.id, session.id))?;
-        let id = format!("att-{}", self.next_id.fetch_add(1, Ordering::Relaxed));
+        let id = attachment_id()?;
         let route = self.hub.attachment_route(session.route(), &id);
         let outlets = if spec.lsl_outlet { Some(self.open_outlets(&session, &id, &model, spec.top_k, &route)?) } else { None };
         let shared = Arc::new(Attachment {
             id: id.clone(),
             session_id: session.id.clone(),
+            owner: spec.principal.name().to_string(),
             model: model.clone(),
             budget_ms: spec.budget_ms,
             late_policy: spec.late_policy,
@@ -191,4 +197,12 @@ impl Attacher {
 struct Outlets {
     _guard: OutletGuard,
     _slot: Slot,
+}
+
+/// A new attachment id: 128 random bits, so that nobody can guess another client's attachment
+/// (ids were sequential once, and a second client could detach the first's by counting).
+fn attachment_id() -> Result<String, SessionError> {
+    let mut bits = [0u8; 16];
+    getrandom::fill(&mut bits).map_err(|e| SessionError::Unavailable(format!("the system's random number generator failed: {e}")))?;
+    Ok(format!("att-{}", hex::encode(bits)))
 }

@@ -40,6 +40,8 @@ pub struct Resources {
     pub slot: Slot,
     pub memory: Arc<MemoryBudget>,
     pub shutdown: Shutdown,
+    /// Who asked (for the audit line of a swap).
+    pub principal: crate::auth::Principal,
 }
 
 /// Starts a calibration; the returned stream carries progress, then the result or an error
@@ -128,9 +130,9 @@ pub async fn start(
         swap: !request.keep_current_model,
     };
     let (progress_tx, progress_rx) = mpsc::channel(64);
-    let Resources { slot, shutdown, .. } = resources;
+    let Resources { slot, shutdown, principal, .. } = resources;
     tokio::spawn(async move {
-        let outcome = run(plan, session_id, card, preprocessor, epochs_rx, session, models, shutdown, &progress_tx).await;
+        let outcome = run(plan, session_id, card, preprocessor, epochs_rx, session, models, shutdown, &progress_tx, &principal).await;
         if let Err(status) = outcome {
             let _ = progress_tx.send(Err(status)).await;
         }
@@ -150,6 +152,7 @@ async fn run(
     models: Arc<ModelRegistry>,
     mut shutdown: Shutdown,
     progress: &mpsc::Sender<Result<pb::CalibrateProgress, Status>>,
+    principal: &crate::auth::Principal,
 ) -> Result<(), Status> {
     let started = Instant::now();
     let deadline = plan.max_duration.map(|d| tokio::time::Instant::now() + d);
@@ -239,6 +242,10 @@ async fn run(
     let model = models.register_native(card, Arc::new(decoder)).map_err(|e| Status::internal(e.to_string()))?;
     let swapped = plan.swap && session.visit(&plan.attachment_id, move |runtime| runtime.swap_model(model)).await.is_ok();
     tracing::info!(model = %plan.model_id, %version, auc = cv.auc, swapped, "calibration done");
+    if swapped {
+        let resource = format!("attachment {:?} now decodes with {} v{version}", plan.attachment_id, plan.model_id);
+        crate::auth::audit::record(principal, "swap", &resource, &Ok::<(), Status>(()));
+    }
     let result = pb::CalibrationResult {
         model_id: plan.model_id.clone(),
         model_version: version,

@@ -10,7 +10,9 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
 mod limits;
+mod security;
 pub use limits::LimitsConfig;
+pub use security::{AuthConfig, PrincipalConfig, Scope, TlsConfig, check_public_binding};
 
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
@@ -24,6 +26,8 @@ pub struct Config {
     pub recording: RecordingConfig,
     pub limits: LimitsConfig,
     pub demo: DemoConfig,
+    pub tls: TlsConfig,
+    pub auth: AuthConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -100,6 +104,9 @@ pub struct ServerConfig {
     /// Seconds from SIGTERM (or Ctrl-C) to exit: calls end with UNAVAILABLE, queued windows are
     /// decoded, recordings closed, threads joined; what is still running then is cut off.
     pub shutdown_grace_s: f64,
+    /// Serve a non-loopback address without TLS and authentication (a closed lab network):
+    /// warned about at every start. Otherwise the server refuses to start that way.
+    pub allow_insecure_public: bool,
 }
 
 impl Default for ServerConfig {
@@ -114,6 +121,7 @@ impl Default for ServerConfig {
             http2_keepalive_interval_s: 10.0,
             http2_keepalive_timeout_s: 20.0,
             shutdown_grace_s: 10.0,
+            allow_insecure_public: false,
         }
     }
 }
@@ -331,6 +339,7 @@ impl Config {
             anyhow::ensure!((65_535..=i32::MAX as u32).contains(&value), "{key} must be 65535 to 2147483647 bytes, got {value}");
         }
         self.limits.validate()?;
+        security::validate(&self.tls)?;
         for provider in &self.models.execution_providers {
             anyhow::ensure!(
                 matches!(provider.as_str(), "cpu" | "cuda" | "tensorrt"),
@@ -342,50 +351,4 @@ impl Config {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_documented_example_is_the_defaults() {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/myelin.example.toml");
-        let example: Config = Figment::from(Toml::file(&path)).extract().expect("example config parses");
-        let defaults = Config::default();
-        assert_eq!(toml::to_string(&example).unwrap(), toml::to_string(&defaults).unwrap());
-    }
-
-    #[test]
-    fn queue_sizes_out_of_range_are_refused_by_name() {
-        for (section, key, value) in
-            [("sessions", "worker_queue", 0u64), ("sessions", "worker_queue", 1 << 40), ("publish", "subscriber_queue", 1 << 21)]
-        {
-            let mut config = Config::default();
-            match (section, key) {
-                ("sessions", _) => config.sessions.worker_queue = value as usize,
-                _ => config.publish.subscriber_queue = value as usize,
-            }
-            let error = config.validate().unwrap_err().to_string();
-            assert!(error.contains(&format!("{section}.{key}")) && error.contains(&value.to_string()), "{error}");
-        }
-        assert!(Config::default().validate().is_ok());
-    }
-
-    #[test]
-    fn scheduler_settings_out_of_range_are_refused_by_name() {
-        for key in ["workers_per_model", "max_batch_delay_us", "inline_below_us"] {
-            let mut config = Config::default();
-            match key {
-                "workers_per_model" => config.models.workers_per_model = 65,
-                "max_batch_delay_us" => config.models.max_batch_delay_us = 1_000_001,
-                _ => config.models.inline_below_us = u64::MAX,
-            }
-            let error = config.validate().unwrap_err().to_string();
-            assert!(error.contains(&format!("models.{key}")), "{error}");
-        }
-    }
-
-    #[test]
-    fn unknown_keys_are_refused_by_name() {
-        let error = Figment::from(Toml::string("[server]\ngrpc_adr = \"127.0.0.1:1\"")).extract::<Config>().unwrap_err();
-        assert!(error.to_string().contains("grpc_adr"), "{error}");
-    }
-}
+mod tests;

@@ -20,6 +20,8 @@ use crate::publish::AttachmentRoute;
 pub struct Attachment {
     pub id: String,
     pub session_id: String,
+    /// The principal that made it: only it (and admins) may detach or calibrate it.
+    pub owner: String,
     pub model: Arc<LoadedModel>,
     pub budget_ms: u32,
     pub late_policy: LatePolicy,
@@ -58,6 +60,7 @@ impl Attachment {
         Self {
             id: self.id.clone(),
             session_id: self.session_id.clone(),
+            owner: self.owner.clone(),
             model,
             budget_ms: self.budget_ms,
             late_policy: self.late_policy,

@@ -15,6 +15,7 @@ use myelin_proto::v1::{self as pb, ingest_request::Message};
 use tokio::sync::mpsc;
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::auth::{self, Principal, audit};
 use crate::clock;
 use crate::metrics as m;
 use crate::session::command::Chunk;
@@ -35,11 +36,12 @@ impl pb::ingest_server::Ingest for IngestService {
     type StreamStream = ReplyStream;
 
     async fn stream(&self, request: Request<Streaming<pb::IngestRequest>>) -> Result<Response<ReplyStream>, Status> {
+        let principal = auth::caller(&request)?;
         let inbound = request.into_inner();
         let (replies, receiver) = mpsc::channel(64);
         let (sessions, shutdown) = (self.sessions.clone(), self.shutdown.clone());
         tokio::spawn(async move {
-            if let Err(status) = run(inbound, &replies, &sessions, shutdown).await {
+            if let Err(status) = run(inbound, &replies, &sessions, &principal, shutdown).await {
                 tracing::info!(code = ?status.code(), message = status.message(), "ingest stream ended with an error");
                 // A client that does not read its replies does not get this either; it must not
                 // keep the task (and its session) alive.
@@ -64,6 +66,7 @@ async fn run(
     mut inbound: Streaming<pb::IngestRequest>,
     replies: &mpsc::Sender<Result<pb::IngestReply, Status>>,
     sessions: &SessionManager,
+    principal: &Principal,
     mut shutdown: Shutdown,
 ) -> Result<(), Status> {
     let (limits, config) = (sessions.limits(), sessions.config());
@@ -85,7 +88,12 @@ async fn run(
     };
     validate_header(&header, limits).inspect_err(|_| m::rejected("invalid_header"))?;
     let (n_channels, rate) = (header.channels.len(), header.nominal_rate_hz);
-    let session = sessions.open(header, "grpc")?;
+    let resource = format!("session {:?}", header.session_id);
+    let opened = sessions.open(header, "grpc", principal);
+    if !matches!(opened, Err(SessionError::Refused(_))) {
+        audit::record(principal, "open_session", &resource, &opened.as_ref().map_err(|e| Status::from(e.clone())));
+    }
+    let session = opened?;
     tracing::info!(session = %session.id, channels = n_channels, rate, "ingest stream opened");
     let _guard = LiveGuard(session.clone());
     let mut markers_accepted = 0u64;

@@ -1,6 +1,6 @@
 //! Why a session refused something, with the gRPC status each reason maps to.
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum SessionError {
     #[error("{0}")]
     NotFound(String),
@@ -14,6 +14,9 @@ pub enum SessionError {
     Unavailable(String),
     #[error("{0}")]
     ResourceExhausted(String),
+    /// Refused for who asked: already counted and audited (`auth::audit::refuse`).
+    #[error("{}", .0.message())]
+    Refused(tonic::Status),
 }
 
 impl From<SessionError> for tonic::Status {
@@ -25,6 +28,7 @@ impl From<SessionError> for tonic::Status {
             SessionError::AlreadyExists(m) => tonic::Status::already_exists(m),
             SessionError::Unavailable(m) => tonic::Status::unavailable(m),
             SessionError::ResourceExhausted(m) => tonic::Status::resource_exhausted(m),
+            SessionError::Refused(status) => status,
         }
     }
 }

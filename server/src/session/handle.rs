@@ -22,6 +22,8 @@ pub struct Session {
     pub header: pb::StreamHeader,
     /// "grpc" or "lsl".
     pub source: &'static str,
+    /// The principal that opened it: only it (and admins) may stream it again.
+    pub owner: String,
     /// Samples each of the session's rings holds (`sessions.ring_buffer_seconds` of them).
     pub capacity: usize,
     pub recording_path: Option<std::path::PathBuf>,
@@ -147,6 +149,11 @@ impl Session {
         self.snapshot.attachment(id)
     }
 
+    /// The principal that made attachment `id` (live or ended).
+    pub fn attachment_owner(&self, id: &str) -> Option<String> {
+        self.snapshot.attachment_owner(id)
+    }
+
     pub fn attachment_count(&self) -> usize {
         self.snapshot.attachment_count()
     }
@@ -163,6 +170,7 @@ impl Session {
             recording_path: self.recording_path.as_ref().map(|p| p.display().to_string()).unwrap_or_default(),
             source: self.source.into(),
             recording_error: self.recording_error.get().cloned().unwrap_or_default(),
+            owner: self.owner.clone(),
         }
     }
 

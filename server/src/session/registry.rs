@@ -13,6 +13,7 @@ use super::error::SessionError;
 use super::handle::Session;
 use super::snapshot::Snapshot;
 use super::worker::{self, WorkerSpec};
+use crate::auth::{Principal, audit};
 use crate::budget::MemoryBudget;
 use crate::config::{LimitsConfig, RecordingConfig, SessionsConfig, TimestampPolicy};
 use crate::decode::job::InFlight;
@@ -46,13 +47,20 @@ impl SessionManager {
     }
 
     /// Registers a new live session from its header (validated by the ingest layer) and starts
-    /// its worker. `source` says where its samples come from ("grpc", "lsl").
-    pub fn open(&self, header: pb::StreamHeader, source: &'static str) -> Result<Arc<Session>, SessionError> {
+    /// its worker. `source` says where its samples come from ("grpc", "lsl"); the session belongs
+    /// to `owner`. An id that another principal's session holds (live or still retained after
+    /// it ended) is refused: only its owner (or an admin) may stream it again.
+    pub fn open(&self, header: pb::StreamHeader, source: &'static str, owner: &Principal) -> Result<Arc<Session>, SessionError> {
         let mut sessions = self.sessions.write().unwrap_or_else(PoisonError::into_inner);
         if self.closed.load(Ordering::Acquire) {
             return Err(SessionError::Unavailable("shutting down".into()));
         }
         self.forget_ended_in(&mut sessions);
+        if let Some(existing) = sessions.get(&header.session_id).filter(|s| !owner.may_change(&s.owner)) {
+            let action = if source == "lsl" { "ConnectLsl" } else { "Stream" };
+            let resource = format!("session {:?}", existing.id);
+            return Err(SessionError::Refused(audit::not_owner(owner, action, &resource)));
+        }
         if sessions.get(&header.session_id).is_some_and(|existing| existing.is_live()) {
             return Err(SessionError::AlreadyExists(format!("session {:?} is already being streamed by another call", header.session_id)));
         }
@@ -115,6 +123,7 @@ impl SessionManager {
         let session = Arc::new(Session {
             id: header.session_id.clone(),
             source,
+            owner: owner.name().to_string(),
             capacity,
             recording_path,
             recording_error,

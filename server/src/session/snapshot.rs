@@ -33,6 +33,7 @@ impl Listed {
                 window: Some(a.policy.clone()),
                 latency_budget_ms: a.budget_ms,
                 predictions: a.predictions.load(Ordering::Relaxed),
+                owner: a.owner.clone(),
             },
             Listed::Ended(info) => info.clone(),
         }
@@ -98,5 +99,9 @@ impl Snapshot {
 
     pub fn has_attachment(&self, id: &str) -> bool {
         self.listed().iter().any(|l| l.id() == id)
+    }
+
+    pub fn attachment_owner(&self, id: &str) -> Option<String> {
+        self.listed().iter().find(|l| l.id() == id).map(|l| l.info().owner)
     }
 }

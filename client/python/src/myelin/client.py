@@ -1,6 +1,7 @@
 """The client: one connection to a Myelin server, and the calls an experiment makes."""
 from __future__ import annotations
 
+import os
 import time
 from typing import AsyncIterator, Callable, Dict, Iterator, List, Optional, Sequence, Union
 
@@ -59,16 +60,31 @@ class Client:
     """A connection to a Myelin server at `address` (``host:port``).
 
     `ca`: a CA certificate (PEM path or bytes) to connect over TLS; `token`: a bearer token sent
-    with every call. `max_message_bytes` must not exceed the server's ``server.max_message_bytes``
+    with every call (default: $MYELIN_TOKEN, and $MYELIN_CA for `ca`). `certificate`: (cert, key)
+    PEM paths of a client certificate for mutual TLS; `server_name`: the name the server's
+    certificate carries when it is not the address's host. `max_message_bytes` must not exceed the server's ``server.max_message_bytes``
     (pushes are cut into messages under it)."""
 
-    def __init__(self, address: str, token: Optional[str] = None, ca: Union[str, bytes, None] = None, *, max_message_bytes: int = 4 << 20):
+    def __init__(self, address: str, token: Optional[str] = None, ca: Union[str, bytes, None] = None, *,
+                 certificate: Optional[Sequence[str]] = None, server_name: Optional[str] = None,
+                 max_message_bytes: int = 4 << 20):
         self.address = address
+        # As myelin-cli does: $MYELIN_TOKEN and $MYELIN_CA when not given.
+        token = token if token is not None else os.environ.get("MYELIN_TOKEN") or None
+        ca = ca if ca is not None else os.environ.get("MYELIN_CA") or None
         self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
         self._root = None
         if ca is not None:
             self._root = ca if isinstance(ca, bytes) else open(ca, "rb").read()
-            self._channel = grpc.secure_channel(address, grpc.ssl_channel_credentials(root_certificates=self._root))
+            key = cert = None
+            if certificate is not None:
+                cert_path, key_path = certificate
+                cert, key = open(cert_path, "rb").read(), open(key_path, "rb").read()
+            options = [("grpc.ssl_target_name_override", server_name)] if server_name else []
+            credentials = grpc.ssl_channel_credentials(root_certificates=self._root, private_key=key, certificate_chain=cert)
+            self._channel = grpc.secure_channel(address, credentials, options=options)
+        elif certificate is not None:
+            raise ValueError("a client certificate needs ca= (the CA that signed the server's certificate)")
         else:
             self._channel = grpc.insecure_channel(address)
         self._max_message_bytes = max_message_bytes

@@ -10,6 +10,7 @@
 
 mod inlet;
 
+use crate::auth::Principal;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,6 +27,8 @@ pub struct SourceSpec {
     pub marker_predicate: String,
     pub timeout_s: f64,
     pub modality: pb::Modality,
+    /// Who asked: the session belongs to it.
+    pub owner: Principal,
 }
 
 fn resolve_one(lsl: &Lsl, predicate: &str, timeout: f64, what: &str) -> Result<StreamInfo, Status> {
@@ -92,7 +95,7 @@ pub fn connect(
         marker_inlet.open(spec.timeout_s).map_err(|e| Status::unavailable(format!("opening LSL marker stream {:?}: {e}", info.name())))?;
         Some((marker_inlet, info.name(), info.is_string()))
     };
-    let session = sessions.open(header.clone(), "lsl")?;
+    let session = sessions.open(header.clone(), "lsl", &spec.owner)?;
     tracing::info!(session = %spec.session_id, stream = %full.name(), host = %full.hostname(), channels = count, rate, "LSL source connected");
     let marker_stream = marker_inlet.as_ref().map(|(_, name, _)| name.clone()).unwrap_or_default();
     if let Some((marker_inlet, name, is_string)) = marker_inlet {
@@ -136,6 +139,7 @@ pub fn keep_connecting(
                 marker_predicate: source.markers.clone(),
                 timeout_s,
                 modality: pb::Modality::Unspecified,
+                owner: Principal::server(),
             };
             match connect(&lsl, spec, &sessions, shutdown.clone(), stall_seconds) {
                 Ok(_) => return,

@@ -1,0 +1,59 @@
+//! The configuration's own checks: the documented example, and refusals by name.
+
+use super::*;
+
+#[test]
+fn the_documented_example_is_the_defaults() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/myelin.example.toml");
+    let example: Config = Figment::from(Toml::file(&path)).extract().expect("example config parses");
+    let defaults = Config::default();
+    assert_eq!(toml::to_string(&example).unwrap(), toml::to_string(&defaults).unwrap());
+}
+
+#[test]
+fn queue_sizes_out_of_range_are_refused_by_name() {
+    for (section, key, value) in
+        [("sessions", "worker_queue", 0u64), ("sessions", "worker_queue", 1 << 40), ("publish", "subscriber_queue", 1 << 21)]
+    {
+        let mut config = Config::default();
+        match (section, key) {
+            ("sessions", _) => config.sessions.worker_queue = value as usize,
+            _ => config.publish.subscriber_queue = value as usize,
+        }
+        let error = config.validate().unwrap_err().to_string();
+        assert!(error.contains(&format!("{section}.{key}")) && error.contains(&value.to_string()), "{error}");
+    }
+    assert!(Config::default().validate().is_ok());
+}
+
+#[test]
+fn scheduler_settings_out_of_range_are_refused_by_name() {
+    for key in ["workers_per_model", "max_batch_delay_us", "inline_below_us"] {
+        let mut config = Config::default();
+        match key {
+            "workers_per_model" => config.models.workers_per_model = 65,
+            "max_batch_delay_us" => config.models.max_batch_delay_us = 1_000_001,
+            _ => config.models.inline_below_us = u64::MAX,
+        }
+        let error = config.validate().unwrap_err().to_string();
+        assert!(error.contains(&format!("models.{key}")), "{error}");
+    }
+}
+
+#[test]
+fn unknown_keys_are_refused_by_name() {
+    let error = Figment::from(Toml::string("[server]\ngrpc_adr = \"127.0.0.1:1\"")).extract::<Config>().unwrap_err();
+    assert!(error.to_string().contains("grpc_adr"), "{error}");
+}
+
+#[test]
+fn the_secured_example_serves_public_addresses_with_tls_and_tokens() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/myelin.secure.example.toml");
+    let secure: Config =
+        Figment::from(Serialized::defaults(Config::default())).merge(Toml::file(&path)).extract().expect("secured example parses");
+    secure.validate().expect("secured example is valid");
+    assert!(secure.tls.enabled() && secure.auth.enabled() && !secure.auth.metrics_open);
+    let addresses = [("server.grpc_addr", secure.server.grpc_addr), ("server.http_addr", secure.server.http_addr)];
+    assert!(!secure.server.grpc_addr.ip().is_loopback());
+    check_public_binding(&addresses, &secure.tls, &secure.auth, false).expect("secure enough to serve 0.0.0.0");
+}

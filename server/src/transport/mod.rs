@@ -1,0 +1,10 @@
+//! The ports' transport: accepting connections, TLS (rustls) with reloadable certificates, and
+//! what each connection tells the gate about its peer.
+
+mod accept;
+mod reload;
+mod tls;
+
+pub use accept::{Accepted, AcceptedListener, accept};
+pub use reload::reload_on_signal;
+pub use tls::{Port, TlsSettings};
