@@ -45,12 +45,14 @@ def load_stubs(out_dir: Path):
 class Server:
     """`myelin serve` on ports picked by the OS; stop() sends SIGTERM."""
 
-    def __init__(self, binary: str, env: dict[str, str] | None = None, preexec_fn=None):
+    def __init__(self, binary: str, env: dict[str, str] | None = None, preexec_fn=None, args=(), stderr=None):
+        """`args`: more arguments to `myelin serve` (e.g. ["--config", path]); `stderr`: a file
+        the server's log goes to (default: inherited)."""
         full_env = dict(os.environ, MYELIN_SERVER__GRPC_ADDR="127.0.0.1:0", MYELIN_SERVER__HTTP_ADDR="127.0.0.1:0",
                         RUST_LOG=os.environ.get("RUST_LOG", "warn"))
         full_env.update(env or {})
-        self.proc = subprocess.Popen([binary, "serve"], cwd=ROOT, env=full_env, stdout=subprocess.PIPE, text=True,
-                                     preexec_fn=preexec_fn)
+        self.proc = subprocess.Popen([binary, "serve", *args], cwd=ROOT, env=full_env, stdout=subprocess.PIPE, text=True,
+                                     preexec_fn=preexec_fn, stderr=stderr)
         line = ""
         for line in self.proc.stdout:
             if line.startswith("myelin ready "):

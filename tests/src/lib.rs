@@ -2,6 +2,8 @@
 //! over real sockets.
 #![forbid(unsafe_code)]
 
+pub mod certs;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;

@@ -11,6 +11,7 @@
 //!     target/release/myelin-bench erp
 //!     target/release/myelin-bench lsl --seconds 30
 //!     target/release/myelin-bench gallery
+//!     target/release/myelin-bench security --seconds 30
 
 #![forbid(unsafe_code)]
 
@@ -20,6 +21,7 @@ mod gallery;
 mod lsl;
 mod meg;
 mod mixed;
+mod security;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -46,6 +48,9 @@ enum Bench {
     Erp(ErpArgs),
     /// MEG image retrieval: brain-module decode time and gallery search, live, on CPU.
     Meg(LslArgs),
+    /// The cost of security: the stream benchmark and unary calls, plaintext and then with TLS
+    /// and a bearer token, side by side.
+    Security(Args),
 }
 
 #[derive(clap::Args)]
@@ -105,6 +110,7 @@ const RATE: f64 = 1000.0;
 async fn main() -> anyhow::Result<()> {
     match Bench::parse() {
         Bench::Stream(args) => stream(args).await,
+        Bench::Security(args) => security::run(args).await,
         Bench::Capacity(args) => capacity::run(args).await,
         Bench::Erp(args) => erp::run(args.server, args.repetitions).await,
         Bench::Lsl(args) => lsl::run(args.server, args.seconds).await,
@@ -118,6 +124,65 @@ async fn stream(args: Args) -> anyhow::Result<()> {
     anyhow::ensure!(bin.exists(), "{} not found: cargo build --release --bins", bin.display());
     let server = start_server(&bin).await;
     let client = server.client().await;
+    let result = stream_once(&client, &args).await?;
+    let (_, metrics) = server.http_get("/metrics").await;
+    drop(client);
+    let status = server.stop().await;
+    anyhow::ensure!(status.success(), "server exited with {status}");
+
+    println!(
+        "myelin-bench: {} channels at {RATE} Hz, chunks of {}, {:.0} s, model fixture-bench64 (0.5 s windows every {} ms), {} predictions, {} not OK, {} over the 20 ms budget",
+        args.channels,
+        args.chunk,
+        args.seconds,
+        args.hop * 1000.0,
+        result.server_us.len(),
+        result.not_ok,
+        result.missed
+    );
+    println!("{:<44} {:>9} {:>9} {:>9} {:>9}", "latency (microseconds)", "p50", "p99", "p99.9", "max");
+    for (name, h) in [
+        ("server: last-sample receipt -> publish", &result.server_us),
+        ("  of which the model run (ONNX Runtime)", &result.inference_us),
+        ("end to end: client send -> subscriber", &result.e2e_us),
+    ] {
+        println!(
+            "{:<44} {:>9} {:>9} {:>9} {:>9}",
+            name,
+            h.value_at_quantile(0.5),
+            h.value_at_quantile(0.99),
+            h.value_at_quantile(0.999),
+            h.max()
+        );
+    }
+    println!("where the time goes (server metrics, mean per window or chunk, microseconds):");
+    for (name, metric) in [
+        ("chunk receipt -> its session worker (handoff)", "myelin_stage_seconds{stage=\"handoff\""),
+        ("filtering a chunk (dsp)", "myelin_stage_seconds{stage=\"dsp\""),
+        ("cutting + preprocessing a window (cut)", "myelin_stage_seconds{stage=\"cut\""),
+        ("queue wait (0 when decoded inline)", "myelin_queue_wait_seconds{"),
+        ("model run (per batch)", "myelin_inference_seconds{"),
+        ("inference end -> publish", "myelin_stage_seconds{stage=\"publish\""),
+    ] {
+        match mean_of(&metrics, metric) {
+            Some((mean, count)) => println!("  {name:<46} {:>9.1}   ({count} observed)", mean * 1e6),
+            None => println!("  {name:<46} {:>9}", "-"),
+        }
+    }
+    Ok(())
+}
+
+/// What one run of the stream benchmark measured.
+struct StreamResult {
+    server_us: Histogram<u64>,
+    inference_us: Histogram<u64>,
+    e2e_us: Histogram<u64>,
+    missed: u64,
+    not_ok: u64,
+}
+
+/// Streams `args.seconds` of 64 channels at 1 kHz through `client` into fixture-bench64.
+async fn stream_once(client: &myelin_client::Client, args: &Args) -> anyhow::Result<StreamResult> {
     let labels: Vec<String> = (1..=args.channels).map(|i| format!("E{i}")).collect();
     let mut ingest = client.open_ingest(stream_header("bench", &labels, RATE)).await?;
     let attached = client
@@ -133,6 +198,7 @@ async fn stream(args: Args) -> anyhow::Result<()> {
 
     let sent_at: Arc<Mutex<Vec<Instant>>> = Arc::new(Mutex::new(Vec::new()));
     let chunk = args.chunk;
+    let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
     let reader = {
         let sent_at = sent_at.clone();
         tokio::spawn(async move {
@@ -140,7 +206,14 @@ async fn stream(args: Args) -> anyhow::Result<()> {
             let mut inference_us = Histogram::<u64>::new(3).unwrap();
             let mut e2e_us = Histogram::<u64>::new(3).unwrap();
             let (mut missed, mut not_ok) = (0u64, 0u64);
-            while let Ok(Some(p)) = predictions.message().await {
+            loop {
+                let p = tokio::select! {
+                    message = predictions.message() => match message {
+                        Ok(Some(p)) => p,
+                        _ => break,
+                    },
+                    _ = &mut stopped => break,
+                };
                 let received = Instant::now();
                 let t = p.timing.unwrap_or_default();
                 if p.status != pb::PredictionStatus::Ok as i32 {
@@ -180,51 +253,10 @@ async fn stream(args: Args) -> anyhow::Result<()> {
     ingest.wait_acknowledged().await?;
     tokio::time::sleep(Duration::from_millis(300)).await;
     ingest.finish().await?;
-    let (_, metrics) = server.http_get("/metrics").await;
-    drop(client);
-    let status = server.stop().await;
-    let (server_us, inference_us, e2e_us, missed, not_ok) = reader.await?;
-    anyhow::ensure!(status.success(), "server exited with {status}");
-
-    println!(
-        "myelin-bench: {} channels at {RATE} Hz, chunks of {chunk}, {:.0} s, model fixture-bench64 (0.5 s windows every {} ms), {} predictions, {} not OK, {} over the 20 ms budget",
-        args.channels,
-        args.seconds,
-        args.hop * 1000.0,
-        server_us.len(),
-        not_ok,
-        missed
-    );
-    println!("{:<44} {:>9} {:>9} {:>9} {:>9}", "latency (microseconds)", "p50", "p99", "p99.9", "max");
-    for (name, h) in [
-        ("server: last-sample receipt -> publish", &server_us),
-        ("  of which the model run (ONNX Runtime)", &inference_us),
-        ("end to end: client send -> subscriber", &e2e_us),
-    ] {
-        println!(
-            "{:<44} {:>9} {:>9} {:>9} {:>9}",
-            name,
-            h.value_at_quantile(0.5),
-            h.value_at_quantile(0.99),
-            h.value_at_quantile(0.999),
-            h.max()
-        );
-    }
-    println!("where the time goes (server metrics, mean per window or chunk, microseconds):");
-    for (name, metric) in [
-        ("chunk receipt -> its session worker (handoff)", "myelin_stage_seconds{stage=\"handoff\""),
-        ("filtering a chunk (dsp)", "myelin_stage_seconds{stage=\"dsp\""),
-        ("cutting + preprocessing a window (cut)", "myelin_stage_seconds{stage=\"cut\""),
-        ("queue wait (0 when decoded inline)", "myelin_queue_wait_seconds{"),
-        ("model run (per batch)", "myelin_inference_seconds{"),
-        ("inference end -> publish", "myelin_stage_seconds{stage=\"publish\""),
-    ] {
-        match mean_of(&metrics, metric) {
-            Some((mean, count)) => println!("  {name:<46} {:>9.1}   ({count} observed)", mean * 1e6),
-            None => println!("  {name:<46} {:>9}", "-"),
-        }
-    }
-    Ok(())
+    let _ = stop.send(());
+    let (server_us, inference_us, e2e_us, missed, not_ok) =
+        tokio::time::timeout(Duration::from_secs(10), reader).await.map_err(|_| anyhow::anyhow!("the subscription did not end"))??;
+    Ok(StreamResult { server_us, inference_us, e2e_us, missed, not_ok })
 }
 
 /// Mean and count of a Prometheus histogram from its `_sum` and `_count` lines (`metric`: the
