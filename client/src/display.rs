@@ -34,7 +34,7 @@ pub fn format_prediction(p: &pb::Prediction) -> String {
     format!(
         "{session} {attachment} #{seq:<5} {status:<5} {result}{trigger} | samples {first}-{last} | latency {lat:.3} ms (inference {inf:.3} ms, budget {budget} ms {verdict})",
         session = p.session_id,
-        attachment = p.attachment_id,
+        attachment = short_id(&p.attachment_id),
         seq = p.sequence,
         first = window.first_sample_index,
         last = window.last_sample_index,
@@ -43,4 +43,23 @@ pub fn format_prediction(p: &pb::Prediction) -> String {
         budget = timing.budget_ms,
         verdict = if timing.budget_met { "met" } else { "MISSED" },
     )
+}
+
+/// An attachment id as a line shows it: its first 8 hex digits, as git shortens commits (the
+/// full id, printed once when attaching, is what Detach takes).
+fn short_id(id: &str) -> &str {
+    match id.strip_prefix("att-") {
+        Some(hex) if hex.len() > 8 && hex.is_char_boundary(8) => &id[..12],
+        _ => id,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn long_attachment_ids_are_shortened_for_display() {
+        assert_eq!(super::short_id("att-6a291649b1cb9f4bda670395b4321d19"), "att-6a291649");
+        assert_eq!(super::short_id("att-1"), "att-1");
+        assert_eq!(super::short_id("other"), "other");
+    }
 }

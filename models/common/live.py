@@ -42,6 +42,60 @@ def load_stubs(out_dir: Path):
     return myelin_pb2, myelin_pb2_grpc
 
 
+def channel(address: str, token: str | None = None, ca: str | None = None):
+    """A gRPC channel to a myelin server: TLS when `ca` (a PEM file; default $MYELIN_CA) is given,
+    and `token` (default $MYELIN_TOKEN) sent as `authorization: Bearer` on every call."""
+    import grpc
+
+    token = token if token is not None else os.environ.get("MYELIN_TOKEN") or None
+    ca = ca if ca is not None else os.environ.get("MYELIN_CA") or None
+    if ca:
+        credentials = grpc.ssl_channel_credentials(Path(ca).read_bytes())
+        if token:
+            credentials = grpc.composite_channel_credentials(credentials, grpc.access_token_call_credentials(token))
+        return grpc.secure_channel(address, credentials)
+    plain = grpc.insecure_channel(address)
+    if not token:
+        return plain
+    # grpcio sends call credentials only over TLS; on a plaintext loopback port the header is
+    # added by an interceptor instead.
+    return grpc.intercept_channel(plain, _bearer_interceptor_class()(token))
+
+
+def _bearer_interceptor_class():
+    import collections
+
+    import grpc
+
+    class Details(collections.namedtuple("Details", ("method", "timeout", "metadata", "credentials", "wait_for_ready", "compression")),
+                  grpc.ClientCallDetails):
+        pass
+
+    class Bearer(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor,
+                 grpc.StreamUnaryClientInterceptor, grpc.StreamStreamClientInterceptor):
+        def __init__(self, token: str):
+            self.header = ("authorization", f"Bearer {token}")
+
+        def _details(self, details):
+            metadata = list(details.metadata or []) + [self.header]
+            return Details(details.method, details.timeout, metadata, details.credentials, details.wait_for_ready,
+                           details.compression)
+
+        def intercept_unary_unary(self, continuation, details, request):
+            return continuation(self._details(details), request)
+
+        def intercept_unary_stream(self, continuation, details, request):
+            return continuation(self._details(details), request)
+
+        def intercept_stream_unary(self, continuation, details, requests):
+            return continuation(self._details(details), requests)
+
+        def intercept_stream_stream(self, continuation, details, requests):
+            return continuation(self._details(details), requests)
+
+    return Bearer
+
+
 class Server:
     """`myelin serve` on ports picked by the OS; stop() sends SIGTERM."""
 

@@ -25,7 +25,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import grpc
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
@@ -104,7 +103,7 @@ def main():
     server = live.Server(binary, env={"MYELIN_MODELS__CALIBRATIONS_DIR": calibrations, "MYELIN_PUBLISH__SUBSCRIBER_QUEUE": "8192"})
     rows = []
     try:
-        with grpc.insecure_channel(server.grpc) as channel:
+        with live.channel(server.grpc) as channel:
             decoding = rpc.DecodingStub(channel)
             locked = pb.WindowPolicy(event_locked=pb.EventLockedWindow(marker_codes=[1, 2]))
             for train, test in FOLDS:

@@ -51,7 +51,11 @@ impl Decoding for DecodingService {
         let late_policy = match pb::LatePolicy::try_from(r.late_policy) {
             Ok(pb::LatePolicy::Drop) => pb::LatePolicy::Drop,
             Ok(_) => pb::LatePolicy::Deliver,
-            Err(_) => return Err(Status::invalid_argument(format!("late_policy {} is not a LatePolicy", r.late_policy))),
+            Err(_) => {
+                let refused = Err(Status::invalid_argument(format!("late_policy {} is not a LatePolicy", r.late_policy)));
+                audit::record(&principal, "attach", &resource, &refused);
+                return refused;
+            }
         };
         let spec = AttachSpec {
             session_id: r.session_id,

@@ -357,39 +357,53 @@ def test_the_audit_log_has_one_line_per_control_action_with_the_principal(secure
     assert [(p, action, outcome) for p, action, _, outcome in mine] == expected, mine
 
 
-def test_a_renewed_certificate_is_served_after_sighup(tmp_path):
+def test_a_renewed_certificate_and_changed_principals_are_taken_after_sighup(tmp_path):
     first = make_certs(tmp_path / "first")
     second = make_certs(tmp_path / "second")
     live_dir = tmp_path / "live"
     live_dir.mkdir()
     for name in ("server.pem", "server.key"):
         (live_dir / name).write_bytes((first / name).read_bytes())
-    token = "myelin_" + secrets.token_hex(32)
+    old_token, new_token = ("myelin_" + secrets.token_hex(32) for _ in range(2))
+    principals = tmp_path / "principals.toml"
+
+    def principals_with(token: str):
+        principals.write_text(f'[[principals]]\nname = "ops"\nscopes = ["admin"]\ntoken_hashes = ["{token_hash(token)}"]\n')
+
+    principals_with(old_token)
     config = tmp_path / "reload.toml"
     config.write_text("\n".join([
         "[tls]", f'cert = "{live_dir / "server.pem"}"', f'key = "{live_dir / "server.key"}"',
-        "[[auth.principals]]", 'name = "ops"', 'scopes = ["admin"]', f'token_hashes = ["{token_hash(token)}"]',
+        "[auth]", f'principals_file = "{principals}"',
     ]) + "\n")
     server = live.Server(myelin_bin(), args=["--config", str(config)])
 
-    def works(ca: Path) -> bool:
+    def answer(ca: Path, token: str) -> grpc.StatusCode:
         credentials = grpc.composite_channel_credentials(grpc.ssl_channel_credentials(ca.read_bytes()),
                                                          grpc.access_token_call_credentials(token))
         with grpc.secure_channel(server.grpc, credentials, options=[("grpc.ssl_target_name_override", "localhost")]) as channel:
             try:
                 rpc.DecodingStub(channel).ListModels(pb.ListModelsRequest(), timeout=5)
-                return True
+                return grpc.StatusCode.OK
             except grpc.RpcError as error:
-                assert error.code() == grpc.StatusCode.UNAVAILABLE, error
-                return False
+                return error.code()
 
     try:
-        assert works(first / "ca.pem") and not works(second / "ca.pem")
+        assert answer(first / "ca.pem", old_token) == grpc.StatusCode.OK
+        assert answer(second / "ca.pem", old_token) == grpc.StatusCode.UNAVAILABLE  # not its certificate
         for name in ("server.pem", "server.key"):
             (live_dir / name).write_bytes((second / name).read_bytes())
+        principals_with(new_token)
         server.proc.send_signal(signal.SIGHUP)
-        wait_for(lambda: works(second / "ca.pem"), "the renewed certificate was not served after SIGHUP")
-        assert not works(first / "ca.pem")
+        wait_for(lambda: answer(second / "ca.pem", new_token) == grpc.StatusCode.OK,
+                 "the renewed certificate and the new token were not taken after SIGHUP")
+        assert answer(first / "ca.pem", new_token) == grpc.StatusCode.UNAVAILABLE
+        assert answer(second / "ca.pem", old_token) == grpc.StatusCode.UNAUTHENTICATED
+        # A broken principals file on the next SIGHUP leaves the principals in use.
+        principals.write_text("[[principals]]\nname = 7\n")
+        server.proc.send_signal(signal.SIGHUP)
+        time.sleep(0.5)
+        assert answer(second / "ca.pem", new_token) == grpc.StatusCode.OK
         assert server.proc.poll() is None
     finally:
         server.stop()
@@ -464,3 +478,24 @@ def test_the_clients_take_a_ca_and_a_token(secured):
         assert raised.value.code == grpc.StatusCode.PERMISSION_DENIED
     with myelin.Client(address, ca=ca, certificate=(str(cert), str(key))) as client:
         assert any(m.id == "fixture-linear" for m in client.models())
+
+
+def test_tokens_without_tls_on_loopback_and_the_test_helpers_channel(tmp_path, secured):
+    """Authentication alone is allowed on loopback; models/common/live.channel() carries the
+    token over plaintext (an interceptor) and over TLS (call credentials), from arguments or
+    MYELIN_TOKEN / MYELIN_CA."""
+    token = "myelin_" + secrets.token_hex(32)
+    config = tmp_path / "tokens-only.toml"
+    config.write_text(f'[[auth.principals]]\nname = "ops"\nscopes = ["admin"]\ntoken_hashes = ["{token_hash(token)}"]\n')
+    server = live.Server(myelin_bin(), args=["--config", str(config)])
+    try:
+        with live.channel(server.grpc, token=token) as channel:
+            assert rpc.DecodingStub(channel).ListSessions(pb.ListSessionsRequest()) is not None
+            list(rpc.IngestStub(channel).Stream(iter([pb.IngestRequest(header=header("helper"))])))
+        with live.channel(server.grpc, token="") as channel:
+            assert code_of(lambda: rpc.DecodingStub(channel).ListModels(pb.ListModelsRequest())) == grpc.StatusCode.UNAUTHENTICATED
+    finally:
+        server.stop()
+    address = f"localhost:{secured.grpc.rsplit(':', 1)[1]}"
+    with live.channel(address, token=secured.tokens["dashboard"], ca=str(secured.certs / "ca.pem")) as channel:
+        assert len(rpc.DecodingStub(channel).ListModels(pb.ListModelsRequest()).models) > 0

@@ -38,6 +38,10 @@ pub struct CapacityArgs {
     /// windows and image onsets), with each attachment's p99 against its budget.
     #[arg(long)]
     mixed: bool,
+    /// Serve with TLS on both ports and bearer-token authentication (clients over TLS with a
+    /// token), to compare with a plaintext run.
+    #[arg(long)]
+    secure: bool,
     /// Stop after this many sessions even if still clean.
     #[arg(long, default_value_t = 400)]
     max: usize,
@@ -92,9 +96,11 @@ pub async fn run(args: CapacityArgs) -> anyhow::Result<()> {
         return super::mixed::run(&bin, &env, start, step, args.max, args.seconds).await;
     }
     let (start, step) = (args.start.unwrap_or(20), args.step.unwrap_or(20));
+    let secured = if args.secure { Some(super::security::Secured::new()?) } else { None };
     println!(
-        "myelin-bench capacity: N sessions x {CHANNELS} channels at {RATE} Hz in real time, fixture-bench64 (0.5 s windows every {HOP} ms, {BUDGET_MS} ms budget), {:.0} s per N, 4 s rings",
-        args.seconds
+        "myelin-bench capacity: N sessions x {CHANNELS} channels at {RATE} Hz in real time, fixture-bench64 (0.5 s windows every {HOP} ms, {BUDGET_MS} ms budget), {:.0} s per N, 4 s rings, {}",
+        args.seconds,
+        if args.secure { "TLS + bearer token" } else { "plaintext" }
     );
     println!(
         "{:>5} {:>9} {:>9} {:>6} {:>6} {:>6} {:>8} {:>8} {:>8} {:>8} {:>7}",
@@ -103,7 +109,7 @@ pub async fn run(args: CapacityArgs) -> anyhow::Result<()> {
     let mut best = None;
     let mut n = start.max(1);
     while n <= args.max {
-        let level = run_level(&bin, &env, n, args.seconds).await?;
+        let level = run_level(&bin, &env, n, args.seconds, secured.as_ref()).await?;
         println!(
             "{:>5} {:>9} {:>9} {:>6} {:>6} {:>6} {:>8} {:>8} {:>8} {:>8} {:>7.0}",
             n,
@@ -155,7 +161,13 @@ fn cpu_seconds(pid: u32) -> Option<f64> {
     Some(ticks / 100.0)
 }
 
-async fn run_level(bin: &std::path::Path, env: &[(String, String)], sessions: usize, seconds: f64) -> anyhow::Result<Level> {
+async fn run_level(
+    bin: &std::path::Path,
+    env: &[(String, String)],
+    sessions: usize,
+    seconds: f64,
+    secured: Option<&super::security::Secured>,
+) -> anyhow::Result<Level> {
     let fixtures = repo_root().join("models/fixtures");
     let session_limit = (sessions + 8).to_string();
     // Many rigs on one box: admit them all, and buffer 4 s per stream rather than 30 s (windows
@@ -166,10 +178,17 @@ async fn run_level(bin: &std::path::Path, env: &[(String, String)], sessions: us
         ("MYELIN_SESSIONS__RING_BUFFER_SECONDS", "4"),
     ];
     server_env.extend(env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
-    let server = TestServer::start_with_binary(bin, &["serve"], &server_env).await;
+    let serve: Vec<&str> = match secured {
+        Some(secured) => vec!["serve", "--config", &secured.config],
+        None => vec!["serve"],
+    };
+    let server = TestServer::start_with_binary(bin, &serve, &server_env).await;
     let mut clients = Vec::new();
     for _ in 0..sessions.div_ceil(SESSIONS_PER_CONNECTION) {
-        clients.push(server.client().await);
+        clients.push(match secured {
+            Some(secured) => secured.client(&server).await?,
+            None => server.client().await,
+        });
     }
     let labels: Vec<String> = (1..=CHANNELS).map(|i| format!("E{i}")).collect();
     let mut ingests = Vec::with_capacity(sessions);

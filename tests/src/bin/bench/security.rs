@@ -21,33 +21,56 @@ struct Measured {
     connect_us: Histogram<u64>,
 }
 
+/// A TLS + token configuration for a benchmark's server, and the credentials its clients use;
+/// the certificates live in a scratch directory removed on drop.
+pub struct Secured {
+    scratch: std::path::PathBuf,
+    pub config: String,
+    pub credentials: Credentials,
+}
+
+impl Secured {
+    pub fn new() -> anyhow::Result<Self> {
+        let scratch = std::env::temp_dir().join(format!("myelin-bench-security-{}", std::process::id()));
+        let made = certs::make(&scratch, &[])?;
+        let token = new_token()?;
+        let mut config = format!(
+            "[tls]\ncert = {:?}\nkey = {:?}\n\n[auth]\nmetrics_open = true\n",
+            made.server_cert.display().to_string(),
+            made.server_key.display().to_string()
+        );
+        for (i, name) in ["rig-1", "rig-2", "experiment", "dashboard", "bench"].iter().enumerate() {
+            // The benchmark's own token is the last one checked: the gate tries every hash.
+            let hash = if i == 4 { TokenHash::of(&token)? } else { TokenHash::of(&new_token()?)? };
+            config += &format!("\n[[auth.principals]]\nname = \"{name}\"\nscopes = [\"admin\"]\ntoken_hashes = [\"{hash}\"]\n");
+        }
+        let config_path = scratch.join("secure.toml");
+        std::fs::write(&config_path, config)?;
+        let credentials =
+            Credentials { token: Some(token), ca: Some(made.ca.clone()), server_name: Some("localhost".into()), ..Default::default() };
+        Ok(Self { config: config_path.display().to_string(), scratch, credentials })
+    }
+
+    /// A client of `server`, started with `["serve", "--config", &self.config]`.
+    pub async fn client(&self, server: &TestServer) -> anyhow::Result<Client> {
+        Ok(Client::connect_with(&format!("https://localhost:{}", server.grpc.port()), &self.credentials).await?)
+    }
+}
+
+impl Drop for Secured {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.scratch);
+    }
+}
+
 pub async fn run(args: Args) -> anyhow::Result<()> {
     let bin = args.server.clone().unwrap_or_else(|| repo_root().join("target/release/myelin"));
     anyhow::ensure!(bin.exists(), "{} not found: cargo build --release --bins", bin.display());
-    let scratch = std::env::temp_dir().join(format!("myelin-bench-security-{}", std::process::id()));
-    let made = certs::make(&scratch, &[])?;
-    let token = new_token()?;
-    let mut config = format!(
-        "[tls]\ncert = {:?}\nkey = {:?}\n\n[auth]\nmetrics_open = true\n",
-        made.server_cert.display().to_string(),
-        made.server_key.display().to_string()
-    );
-    for (i, name) in ["rig-1", "rig-2", "experiment", "dashboard", "bench"].iter().enumerate() {
-        // The benchmark's own token is the last one checked: the gate tries every hash.
-        let hash = if i == 4 { TokenHash::of(&token)? } else { TokenHash::of(&new_token()?)? };
-        config += &format!("\n[[auth.principals]]\nname = \"{name}\"\nscopes = [\"admin\"]\ntoken_hashes = [\"{hash}\"]\n");
-    }
-    let config_path = scratch.join("secure.toml");
-    std::fs::write(&config_path, config)?;
-    let secured =
-        Credentials { token: Some(token), ca: Some(made.ca.clone()), server_name: Some("localhost".into()), ..Default::default() };
-
+    let secured = Secured::new()?;
     eprintln!("plaintext server: streaming {} s", args.seconds);
     let plain = measure(&bin, &["serve"], &Credentials::default(), "http", &args).await?;
     eprintln!("TLS + token server: streaming {} s", args.seconds);
-    let config_arg = config_path.display().to_string();
-    let tls = measure(&bin, &["serve", "--config", &config_arg], &secured, "https", &args).await?;
-    let _ = std::fs::remove_dir_all(&scratch);
+    let tls = measure(&bin, &["serve", "--config", &secured.config], &secured.credentials, "https", &args).await?;
 
     println!(
         "myelin-bench security: {} channels at 1 kHz, chunks of {}, {:.0} s per server, fixture-bench64; predictions {} / {}, over budget {} / {}",
