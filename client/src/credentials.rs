@@ -30,6 +30,10 @@ impl Credentials {
     /// TLS with a CA given or an "https://" address (which then needs the CA: no system roots
     /// are trusted for a server holding patient data).
     pub(crate) fn tls_config(&self, address: &str) -> Result<Option<ClientTlsConfig>> {
+        if address.starts_with("http://") && (self.ca.is_some() || self.certificate.is_some()) {
+            // tonic would connect in plaintext despite the TLS settings.
+            return Err(ClientError::Invalid(format!("{address}: a CA or client certificate means TLS: write https:// or no scheme")));
+        }
         let Some(ca) = &self.ca else {
             if address.starts_with("https://") {
                 return Err(ClientError::Invalid(format!(
@@ -48,7 +52,14 @@ impl Credentials {
         Ok(Some(tls))
     }
 
-    pub(crate) fn bearer(&self) -> Result<Bearer> {
+    /// The token's header. Over plaintext it goes to loopback addresses only: anyone on the
+    /// path could read it and act as its principal.
+    pub(crate) fn bearer(&self, address: &str, tls: bool) -> Result<Bearer> {
+        if self.token.is_some() && !tls && !is_loopback(address) {
+            return Err(ClientError::Invalid(format!(
+                "{address}: refusing to send the token in clear to a host that is not this machine: connect with TLS (--ca / MYELIN_CA)"
+            )));
+        }
         match &self.token {
             None => Ok(Bearer(None)),
             Some(token) => {
@@ -57,6 +68,37 @@ impl Credentials {
                 Ok(Bearer(Some(value)))
             }
         }
+    }
+}
+
+/// "localhost", 127.0.0.0/8 or ::1, with or without scheme and port.
+fn is_loopback(address: &str) -> bool {
+    let rest = address.split_once("://").map_or(address, |(_, rest)| rest);
+    let authority = rest.split('/').next().unwrap_or(rest);
+    let host = match authority.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(v6),
+        None => authority.rsplit_once(':').map_or(authority, |(host, _)| host),
+    };
+    host.eq_ignore_ascii_case("localhost") || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_go_in_clear_to_loopback_only_and_tls_needs_https() {
+        for local in ["127.0.0.1:50051", "http://localhost:1", "[::1]:50051", "http://127.0.0.2:9"] {
+            assert!(is_loopback(local), "{local}");
+        }
+        for remote in ["10.0.0.5:50051", "http://lab.example:50051", "[2001:db8::1]:1"] {
+            assert!(!is_loopback(remote), "{remote}");
+        }
+        let with_token = Credentials { token: Some("myelin_x".into()), ..Default::default() };
+        assert!(with_token.bearer("10.0.0.5:50051", false).is_err());
+        assert!(with_token.bearer("10.0.0.5:50051", true).is_ok() && with_token.bearer("127.0.0.1:1", false).is_ok());
+        let with_ca = Credentials { ca: Some("ca.pem".into()), ..Default::default() };
+        assert!(with_ca.tls_config("http://lab.example:50051").is_err());
     }
 }
 

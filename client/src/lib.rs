@@ -61,6 +61,7 @@ impl Client {
     /// `address` with TLS (a CA, "https://" addresses) and a token, as `credentials` say.
     pub async fn connect_with(address: &str, credentials: &Credentials) -> Result<Self> {
         let tls = credentials.tls_config(address)?;
+        let bearer = credentials.bearer(address, tls.is_some())?;
         let scheme = if tls.is_some() { "https" } else { "http" };
         let uri = if address.contains("://") { address.to_string() } else { format!("{scheme}://{address}") };
         let mut endpoint = Endpoint::from_shared(uri).map_err(|_| ClientError::Address(address.into()))?;
@@ -73,7 +74,7 @@ impl Client {
             .connect()
             .await
             .map_err(|source| ClientError::Connect { address: address.into(), source })?;
-        Ok(Self::from_channel(channel, credentials.bearer()?))
+        Ok(Self::from_channel(channel, bearer))
     }
 
     pub fn from_channel(channel: Channel, bearer: Bearer) -> Self {

@@ -11,8 +11,8 @@ use myelin_client::{Client, CredentialArgs, display::format_prediction, proto as
 #[derive(Parser)]
 #[command(name = "myelin-cli", version, about = "Command-line client for the Myelin BCI decoding server")]
 struct Cli {
-    /// Server gRPC address.
-    #[arg(long, global = true, default_value = "http://127.0.0.1:50051", env = "MYELIN_SERVER")]
+    /// Server gRPC address: host:port (TLS when --ca is given), or http:// / https:// explicitly.
+    #[arg(long, global = true, default_value = "127.0.0.1:50051", env = "MYELIN_SERVER")]
     server: String,
     #[command(flatten)]
     credentials: CredentialArgs,

@@ -2,7 +2,9 @@
 //! needs to feed the ONNX graph exactly as it was trained, and where the model came from.
 //! See `models/README.md` for the format and `models/fixtures/` for examples.
 
-use std::collections::BTreeMap;
+mod provenance;
+pub use provenance::Provenance;
+
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
@@ -174,22 +176,6 @@ pub struct WindowSpec {
     /// Window start and end relative to the event (seconds); length defines the model's T.
     pub tmin_s: f64,
     pub tmax_s: f64,
-}
-
-#[derive(Debug, Clone, Deserialize, serde::Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct Provenance {
-    /// "real", "proxy", "synthetic", "fixture" (test-only models, never decoders), or "live"
-    /// (fitted by live calibration on whatever stream the caller sent).
-    pub data_kind: String,
-    pub training_data: String,
-    pub split: String,
-    #[serde(default)]
-    pub metrics: BTreeMap<String, f64>,
-    /// Command that reproduces the model and its metrics.
-    pub command: String,
-    #[serde(default)]
-    pub notes: String,
 }
 
 #[derive(Debug, Clone, Deserialize, serde::Serialize)]

@@ -92,7 +92,16 @@ impl Decoding for DecodingService {
         let principal = auth::caller(&request)?;
         let attachment_id = request.into_inner().attachment_id;
         let resource = format!("attachment {}", shown(&attachment_id));
-        let session = self.owned_attachment(&principal, &attachment_id, "Detach")?;
+        let session = match self.owned_attachment(&principal, &attachment_id, "detach") {
+            Ok(session) => session,
+            Err(status) => {
+                // Refusals are audited where they are made; a guessed id that names nothing is too.
+                if status.code() != tonic::Code::PermissionDenied {
+                    audit::record(&principal, "detach", &resource, &Err::<(), _>(status.clone()));
+                }
+                return Err(status);
+            }
+        };
         let detached = match session.detach(&attachment_id).await {
             Ok(true) => Ok(pb::DetachReply {}),
             Ok(false) => Err(Status::not_found(format!("attachment {attachment_id:?} does not exist"))),
@@ -108,8 +117,12 @@ impl Decoding for DecodingService {
         let principal = auth::caller(&request)?;
         let r = request.into_inner();
         self.may_subscribe(&principal, &r)?;
+        let by_session_only = r.attachment_id.is_empty();
         let filter = Filter { session_id: r.session_id, attachment_id: r.attachment_id };
-        let subscription = self.hub.subscribe(&filter)?;
+        let mut subscription = self.hub.subscribe(&filter)?;
+        if by_session_only && !principal.reads_everything() {
+            subscription = subscription.only(own_attachments(principal, self.sessions.clone()));
+        }
         let stream = subscription.into_stream(self.shutdown.clone(), self.subscribers.take()?);
         Ok(Response::new(Box::pin(stream)))
     }
@@ -123,7 +136,7 @@ impl Decoding for DecodingService {
         // Another's attachment is refused before anything else; the request's own checks (and
         // NOT_FOUND for an attachment that does not exist) are calibrate's.
         if self.sessions.with_attachment(&request.attachment_id).is_ok() {
-            self.owned_attachment(&principal, &request.attachment_id, "Calibrate")?;
+            self.owned_attachment(&principal, &request.attachment_id, "calibrate")?;
         }
         let started = async {
             let resources = crate::calibrate::Resources {
@@ -152,7 +165,15 @@ impl Decoding for DecodingService {
 
     async fn list_sessions(&self, request: Request<pb::ListSessionsRequest>) -> Result<Response<pb::ListSessionsReply>, Status> {
         let principal = auth::caller(&request)?;
-        let sessions = self.sessions.list().iter().filter(|s| principal.may_see_session_of(&s.owner)).map(|s| s.info()).collect();
+        let visible = self.sessions.list().into_iter().filter(|s| principal.may_see_session_of(&s.owner));
+        let sessions = visible
+            .map(|s| {
+                let mut info = s.info();
+                // A shared session's other attachments are its other users' business.
+                info.attachments.retain(|a| principal.may_read(&a.owner));
+                info
+            })
+            .collect();
         Ok(Response::new(pb::ListSessionsReply { sessions }))
     }
 
@@ -181,19 +202,19 @@ impl DecodingService {
             return Ok(());
         }
         if !r.attachment_id.is_empty() {
-            // An attachment that does not exist is the hub's NOT_FOUND.
-            let Ok(session) = self.sessions.with_attachment(&r.attachment_id) else { return Ok(()) };
+            let session = self.sessions.with_attachment(&r.attachment_id)?;
             if principal.may_read(&session.attachment_owner(&r.attachment_id).unwrap_or_default()) {
                 return Ok(());
             }
-            return Err(audit::not_owner(principal, "Subscribe", &format!("attachment {}", shown(&r.attachment_id))));
+            return Err(audit::not_owner(principal, "subscribe", &format!("attachment {}", shown(&r.attachment_id))));
         }
         if r.session_id.is_empty() {
             return Err(audit::refuse(
                 Refusal::NoScope,
                 principal.name(),
-                "Subscribe",
+                "subscribe",
                 "every session",
+                None,
                 format!(
                     "principal {:?} may not subscribe to every session (that needs observe or admin): name a session or an attachment",
                     principal.name()
@@ -202,7 +223,7 @@ impl DecodingService {
         }
         match self.sessions.get(&r.session_id) {
             Some(session) if !principal.may_see_session_of(&session.owner) => {
-                Err(audit::not_owner(principal, "Subscribe", &format!("session {}", shown(&r.session_id))))
+                Err(audit::not_owner(principal, "subscribe", &format!("session {}", shown(&r.session_id))))
             }
             Some(_) => Ok(()),
             None => Err(Status::not_found(format!("session {} does not exist", shown(&r.session_id)))),
@@ -240,6 +261,11 @@ impl DecodingService {
             modality: pb::Modality::try_from(r.modality).unwrap_or(pb::Modality::Unspecified),
             owner: principal,
         };
+        // Another principal's session id is refused before waiting on the network (the
+        // registry checks again, atomically, when the session opens).
+        if let Some(existing) = self.sessions.get(&spec.session_id).filter(|s| !spec.owner.may_change(&s.owner)) {
+            return Err(audit::not_owner(&spec.owner, "connect_lsl", &format!("session {:?}", existing.id)));
+        }
         let (sessions, shutdown, stall) = (self.sessions.clone(), self.shutdown.clone(), self.lsl_stall_s);
         let connecting = tokio::task::spawn_blocking(move || crate::ingest::lsl::connect(&lsl, spec, &sessions, shutdown, stall));
         let mut shutdown = self.shutdown.clone();
@@ -250,6 +276,21 @@ impl DecodingService {
             _ = shutdown.wait() => return Err(crate::shutdown::shutting_down()),
         };
         Ok(reply)
+    }
+}
+
+/// For a subscriber by session without `observe`: only the predictions of attachments it may
+/// read. Each attachment's owner is looked up once (ids are never reused: 128 random bits).
+fn own_attachments(principal: Principal, sessions: Arc<SessionManager>) -> impl FnMut(&pb::Prediction) -> bool + Send + 'static {
+    let mut readable = std::collections::HashMap::<String, bool>::new();
+    move |prediction| {
+        if let Some(&known) = readable.get(&prediction.attachment_id) {
+            return known;
+        }
+        let owner = sessions.get(&prediction.session_id).and_then(|s| s.attachment_owner(&prediction.attachment_id));
+        let may = owner.is_some_and(|owner| principal.may_read(&owner));
+        readable.insert(prediction.attachment_id.clone(), may);
+        may
     }
 }
 

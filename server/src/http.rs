@@ -39,7 +39,7 @@ async fn observers_only(
     next: Next,
 ) -> Response {
     let admitted = gate.authenticate(&headers, Some(&peer), "GET /metrics").and_then(|principal| {
-        Gate::require(&principal, &[Scope::Observe], "GET /metrics")?;
+        Gate::require(&principal, &[Scope::Observe], "GET /metrics", Some(&peer))?;
         Ok(principal)
     });
     match admitted {

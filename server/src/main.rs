@@ -184,7 +184,7 @@ fn serve(config_path: Option<PathBuf>, demo: bool) -> anyhow::Result<()> {
             // A stable line on stdout for scripts and tests: the addresses actually bound.
             println!("myelin ready grpc={} http={}", bound.grpc, bound.http);
             if demo_config.enabled {
-                let token = match gate.enabled().then(|| gate.add_internal("demo", &[Scope::Admin])).transpose() {
+                let token = match gate.enabled().then(|| gate.add_internal("demo", &[Scope::Ingest, Scope::Decode])).transpose() {
                     Ok(token) => token,
                     Err(error) => return tracing::error!(error = format!("{error:#}"), "built-in demo not started"),
                 };

@@ -63,7 +63,8 @@ pub async fn serve(
         hub.clone(),
         memory.clone(),
     ));
-    let attacher = Arc::new(Attacher::new(sessions.clone(), models.clone(), hub.clone(), lsl.clone()));
+    let lsl_outlets_for_all = !gate.enabled() || config.auth.allow_lsl_outlets;
+    let attacher = Arc::new(Attacher::new(sessions.clone(), models.clone(), hub.clone(), lsl.clone(), lsl_outlets_for_all));
     for source in config.lsl.sources.clone() {
         ingest::lsl::keep_connecting(
             lsl.clone(),
@@ -198,6 +199,10 @@ fn security(config: &Config) -> anyhow::Result<(Option<Arc<TlsSettings>>, Arc<Ga
     );
     let tls = if config.tls.enabled() { Some(TlsSettings::load(&config.tls)?) } else { None };
     let gate = Arc::new(Gate::load(&config.auth)?);
+    anyhow::ensure!(
+        !gate.names_certificates() || !config.tls.client_ca.as_os_str().is_empty(),
+        "a principal has certificate_cn, but tls.client_ca is not set: no client certificate could name it"
+    );
     Ok((tls, gate))
 }
 

@@ -38,7 +38,9 @@ PRINCIPALS = {  # name -> scopes
     "ingest-only": ["ingest"],
     "dashboard": ["observe"],
     "ops": ["admin"],
+    "experiment": ["decode"],  # attaches to rig-a's sessions (sessions_of)
 }
+SESSIONS_OF = {"experiment": ["rig-a"]}
 
 
 def token_hash(token: str) -> str:
@@ -67,7 +69,7 @@ class Secured:
         ]
         for name, scopes in PRINCIPALS.items():
             lines += ["[[auth.principals]]", f'name = "{name}"', f"scopes = {json.dumps(scopes)}",
-                      f'token_hashes = ["{token_hash(self.tokens[name])}"]']
+                      f'token_hashes = ["{token_hash(self.tokens[name])}"]', f"sessions_of = {json.dumps(SESSIONS_OF.get(name, []))}"]
         lines += ["[[auth.principals]]", 'name = "lab"', 'scopes = ["decode"]', 'certificate_cn = "lab-pc"']
         self.config = tmp / "secure.toml"
         self.config.write_text("\n".join(lines) + "\n")
@@ -284,9 +286,10 @@ def test_a_plaintext_client_cannot_talk_to_the_tls_port(secured):
     with grpc.insecure_channel(secured.grpc) as plain:
         call = lambda: rpc.DecodingStub(plain).ListModels(pb.ListModelsRequest(), timeout=5)  # noqa: E731
         assert code_of(call) == grpc.StatusCode.UNAVAILABLE
-    # The HTTP port answers a plaintext request with a TLS alert, never with the metrics.
-    with pytest.raises((urllib.error.URLError, http.client.HTTPException, ConnectionError)):
+    # The HTTP port answers a plaintext request with a TLS alert, never with an HTTP response.
+    with pytest.raises((urllib.error.URLError, http.client.HTTPException, ConnectionError)) as raised:
         urllib.request.urlopen(f"http://{secured.http}/metrics", timeout=5).read()
+    assert not isinstance(raised.value, urllib.error.HTTPError), raised.value
     assert secured.server.proc.poll() is None
 
 
@@ -349,7 +352,7 @@ def test_the_audit_log_has_one_line_per_control_action_with_the_principal(secure
     expected = [
         ("rig-a", "open_session", "ok"),
         ("rig-a", "attach", "ok"),
-        ("rig-b", "Detach", "refused"),
+        ("rig-b", "detach", "refused"),
         ("rig-a", "calibrate", "failed"),
         ("rig-a", "connect_lsl", "failed"),
         ("rig-a", "detach", "ok"),
@@ -499,3 +502,67 @@ def test_tokens_without_tls_on_loopback_and_the_test_helpers_channel(tmp_path, s
     address = f"localhost:{secured.grpc.rsplit(':', 1)[1]}"
     with live.channel(address, token=secured.tokens["dashboard"], ca=str(secured.certs / "ca.pem")) as channel:
         assert len(rpc.DecodingStub(channel).ListModels(pb.ListModelsRequest()).models) > 0
+
+
+def test_a_principal_sharing_a_session_sees_only_its_own_attachments(secured):
+    """experiment (decode, sessions_of = rig-a) attaches to rig-a's session: each sees the other's
+    session traffic only for its own attachments."""
+    with secured.channel("rig-a") as a, secured.channel("experiment") as e, secured.channel("rig-b") as b:
+        stream = Stream(a, "shared")
+        stream.push(2.0)
+        wait_for(lambda: "shared" in sessions_seen(a), "session never appeared")
+        rigs = rpc.DecodingStub(a).Attach(sliding("shared")).attachment_id
+        mine = rpc.DecodingStub(e).Attach(sliding("shared")).attachment_id
+        assert code_of(lambda: rpc.DecodingStub(b).Attach(sliding("shared"))) == grpc.StatusCode.PERMISSION_DENIED
+        listed = {s.session_id: s for s in rpc.DecodingStub(e).ListSessions(pb.ListSessionsRequest()).sessions}
+        assert [x.attachment_id for x in listed["shared"].attachments] == [mine]
+        listed = {s.session_id: s for s in rpc.DecodingStub(a).ListSessions(pb.ListSessionsRequest()).sessions}
+        assert [x.attachment_id for x in listed["shared"].attachments] == [rigs]
+        experiment = rpc.DecodingStub(e)
+        assert code_of(lambda: experiment.Subscribe(pb.SubscribeRequest(attachment_id=rigs)).next()) == grpc.StatusCode.PERMISSION_DENIED
+        assert code_of(lambda: experiment.Detach(pb.DetachRequest(attachment_id=rigs))) == grpc.StatusCode.PERMISSION_DENIED
+        seen = {"experiment": [], "rig-a": []}
+        calls = {"experiment": experiment.Subscribe(pb.SubscribeRequest(session_id="shared")),
+                 "rig-a": rpc.DecodingStub(a).Subscribe(pb.SubscribeRequest(session_id="shared"))}
+
+        def read(name):
+            try:
+                for p in calls[name]:
+                    seen[name].append(p.attachment_id)
+            except grpc.RpcError:
+                pass
+
+        readers = [threading.Thread(target=read, args=(name,), daemon=True) for name in calls]
+        for reader in readers:
+            reader.start()
+        time.sleep(0.3)
+        stream.push(3.0)
+        wait_for(lambda: len(seen["experiment"]) >= 8 and len(seen["rig-a"]) >= 8, "predictions did not arrive")
+        time.sleep(0.3)
+        for call in calls.values():
+            call.cancel()
+        assert set(seen["experiment"]) == {mine} and set(seen["rig-a"]) == {rigs}, seen
+        stream.close()
+
+
+def test_lsl_outlets_are_for_admins_when_authentication_is_on(secured):
+    with secured.channel("rig-a") as a:
+        stream = Stream(a, "outlets")
+        stream.push(1.0)
+        wait_for(lambda: "outlets" in sessions_seen(a), "session never appeared")
+        request = sliding("outlets")
+        request.lsl_outlet = True
+        assert code_of(lambda: rpc.DecodingStub(a).Attach(request)) == grpc.StatusCode.PERMISSION_DENIED
+        stream.close()
+
+
+def test_clients_refuse_to_leak_a_token(secured):
+    import myelin
+    with pytest.raises(ValueError, match="in clear"):
+        myelin.Client("192.0.2.1:50051", token=secured.tokens["ops"])
+    cli = Path(myelin_bin()).with_name("myelin-cli")
+    env = {k: v for k, v in os.environ.items() if k not in ("MYELIN_TOKEN", "MYELIN_CA")}
+    for args in (["--server", "192.0.2.1:50051", "--token", "myelin_x"],
+                 ["--server", f"http://{secured.grpc}", "--ca", str(secured.certs / "ca.pem")]):
+        run = subprocess.run([str(cli), *args, "models"], env=env, capture_output=True, text=True, timeout=60)
+        assert run.returncode != 0 and ("in clear" in run.stderr or "means TLS" in run.stderr), run.stderr

@@ -13,7 +13,8 @@ use std::sync::atomic::AtomicU64;
 
 use myelin_proto::v1 as pb;
 
-use crate::auth::{Principal, audit};
+use crate::auth::Principal;
+use crate::auth::audit::{self, Refusal};
 use crate::budget::{Slot, Slots};
 use crate::card::{Layout, Task};
 use crate::decode::input::WindowPreprocessor;
@@ -55,12 +56,21 @@ pub struct Attacher {
     galleries: GalleryCache,
     /// Attachments publishing LSL outlets (`limits.lsl_outlets`).
     outlets: Arc<Slots>,
+    /// Whether non-admins may ask for LSL outlets (always without authentication;
+    /// `auth.allow_lsl_outlets` with it).
+    lsl_outlets_for_all: bool,
 }
 
 impl Attacher {
-    pub fn new(sessions: Arc<SessionManager>, models: Arc<ModelRegistry>, hub: Hub, lsl: Option<myelin_lsl::Lsl>) -> Self {
+    pub fn new(
+        sessions: Arc<SessionManager>,
+        models: Arc<ModelRegistry>,
+        hub: Hub,
+        lsl: Option<myelin_lsl::Lsl>,
+        lsl_outlets_for_all: bool,
+    ) -> Self {
         let outlets = Slots::new("attachments with LSL outlets", "limits.lsl_outlets", sessions.limits().lsl_outlets);
-        Self { sessions, models, hub, lsl, galleries: GalleryCache::default(), outlets }
+        Self { sessions, models, hub, lsl, galleries: GalleryCache::default(), outlets, lsl_outlets_for_all }
     }
 
     pub fn attach(&self, spec: AttachSpec) -> Result<pb::AttachReply, SessionError> {
@@ -69,7 +79,19 @@ impl Attacher {
             .get(&spec.session_id)
             .ok_or_else(|| SessionError::NotFound(format!("session {:?} does not exist", spec.session_id)))?;
         if !spec.principal.may_attach_to(&session.owner) {
-            return Err(SessionError::Refused(audit::not_owner(&spec.principal, "Attach", &format!("session {:?}", session.id))));
+            return Err(SessionError::Refused(audit::not_owner(&spec.principal, "attach", &format!("session {:?}", session.id))));
+        }
+        if spec.lsl_outlet && !self.lsl_outlets_for_all && !spec.principal.is_admin() {
+            let message = "lsl_outlet: LSL outlets can be read by anyone on the network, and auth.allow_lsl_outlets is false (admins only)";
+            let resource = format!("session {:?}", session.id);
+            return Err(SessionError::Refused(audit::refuse(
+                Refusal::NoScope,
+                spec.principal.name(),
+                "attach",
+                &resource,
+                None,
+                message.into(),
+            )));
         }
         let limit = self.sessions.limits().attachments_per_session;
         if session.attachment_count() >= limit {

@@ -2,6 +2,8 @@
 //! principal, the resource and the outcome, and a counter of refused calls by reason. Keep
 //! `audit=info` in the log filter (the server adds it unless RUST_LOG names `audit`).
 
+use std::net::SocketAddr;
+
 use tonic::Status;
 
 use super::principal::Principal;
@@ -28,10 +30,12 @@ impl Refusal {
     }
 }
 
-/// Refuses a call: counted, audited, and returned as its status.
-pub fn refuse(reason: Refusal, principal: &str, action: &str, resource: &str, message: String) -> Status {
+/// Refuses a call: counted, audited (with the peer's address when known), and returned as its
+/// status.
+pub fn refuse(reason: Refusal, principal: &str, action: &str, resource: &str, remote: Option<SocketAddr>, message: String) -> Status {
     metrics::counter!(m::CALLS_REFUSED, "reason" => reason.as_str()).increment(1);
-    tracing::warn!(target: "audit", principal, action, resource, outcome = "refused", reason = reason.as_str(), message = %message, "call refused");
+    let remote = remote.map(|r| r.to_string()).unwrap_or_default();
+    tracing::warn!(target: "audit", principal, action, resource, remote, outcome = "refused", reason = reason.as_str(), message = %message, "call refused");
     match reason {
         Refusal::Unauthenticated => Status::unauthenticated(message),
         Refusal::NoScope | Refusal::NotOwner => Status::permission_denied(message),
@@ -45,6 +49,7 @@ pub fn not_owner(principal: &Principal, action: &str, resource: &str) -> Status 
         principal.name(),
         action,
         resource,
+        None,
         format!("{resource} belongs to another principal; {:?} may not {action} it (admin may)", principal.name()),
     )
 }

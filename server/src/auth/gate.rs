@@ -30,6 +30,10 @@ pub struct Gate {
     internal: RwLock<Vec<(TokenHash, Principal)>>,
 }
 
+/// Names the server uses for itself: the anonymous admin, configured LSL sources, the built-in
+/// demo's client and callers of open methods.
+const RESERVED: &[&str] = &[ANONYMOUS, SERVER, "demo", "unauthenticated"];
+
 #[derive(Default)]
 struct Table {
     by_token: Vec<(TokenHash, Principal)>,
@@ -47,6 +51,11 @@ impl Gate {
     pub fn load(config: &AuthConfig) -> anyhow::Result<Self> {
         let table = Table::load(config)?;
         Ok(Self { config: config.clone(), table: RwLock::new(Arc::new(table)), internal: RwLock::new(Vec::new()) })
+    }
+
+    /// Some principal is named by a client certificate (which needs `tls.client_ca`).
+    pub fn names_certificates(&self) -> bool {
+        !self.table.read().unwrap_or_else(PoisonError::into_inner).by_certificate.is_empty()
     }
 
     /// Authentication is on (principals configured); off, every caller is the anonymous admin.
@@ -81,7 +90,8 @@ impl Gate {
         if !self.enabled() {
             return Ok(Principal::anonymous());
         }
-        let unauthenticated = |message: String| refuse(Refusal::Unauthenticated, "", action, "", message);
+        let remote = peer.and_then(|p| p.remote);
+        let unauthenticated = |message: String| refuse(Refusal::Unauthenticated, "", action, "", remote, message);
         if let Some(value) = headers.get(http::header::AUTHORIZATION) {
             let token = value
                 .to_str()
@@ -118,7 +128,7 @@ impl Gate {
     }
 
     /// Whether `principal` has one of `scopes`; refused (and audited) otherwise.
-    pub fn require(principal: &Principal, scopes: &[Scope], action: &str) -> Result<(), tonic::Status> {
+    pub fn require(principal: &Principal, scopes: &[Scope], action: &str, peer: Option<&Peer>) -> Result<(), tonic::Status> {
         if principal.has_any(scopes) {
             return Ok(());
         }
@@ -128,7 +138,8 @@ impl Gate {
             principal.name(),
             action,
             "",
-            format!("principal {:?} may not call {action}: it needs the {} scope (or admin)", principal.name(), names.join(" or ")),
+            peer.and_then(|p| p.remote),
+            format!("principal {:?} may not {action}: it needs the {} scope (or admin)", principal.name(), names.join(" or ")),
         ))
     }
 }
@@ -157,7 +168,7 @@ impl Table {
                 "{origin}: principal name {:?} must be 1-128 characters of [A-Za-z0-9._-]",
                 p.name
             );
-            anyhow::ensure!(p.name != ANONYMOUS && p.name != SERVER, "{origin}: the principal name {:?} is reserved", p.name);
+            anyhow::ensure!(!RESERVED.contains(&p.name.as_str()), "{origin}: the principal name {:?} is reserved", p.name);
             anyhow::ensure!(names.insert(p.name.clone()), "{origin}: principal {:?} is configured twice", p.name);
             anyhow::ensure!(!p.scopes.is_empty(), "{origin}: principal {:?} has no scopes (ingest, decode, observe, admin)", p.name);
             anyhow::ensure!(

@@ -48,6 +48,7 @@ pub(super) fn calibrated_card(
             plan.attachment_id, plan.target_codes, plan.non_target_codes
         ),
         notes: String::new(),
+        calibrated_by: plan.calibrated_by.clone(),
     };
     card
 }

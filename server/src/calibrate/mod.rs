@@ -85,6 +85,11 @@ pub async fn start(
     let model_id = if request.model_id.is_empty() { format!("xdawn-{}", session.id) } else { request.model_id.clone() };
     // A calibrated model must not take the id of one that came from elsewhere (a shipped
     // decoder): every later Attach by that id would get the calibration instead.
+    // Nor may it add versions to another principal's calibration: later Attaches by that id
+    // would decode with this one.
+    if models.calibrated_by(&model_id).is_some_and(|by| !resources.principal.may_change(&by)) {
+        return Err(crate::auth::audit::not_owner(&resources.principal, "calibrate", &format!("model {}", shown(&model_id))));
+    }
     if let Some(origin) = models.origin_of(&model_id).filter(|origin| origin != "live") {
         return Err(Status::invalid_argument(format!(
             "model_id {} is taken by a loaded model ({origin}); choose another",
@@ -128,6 +133,7 @@ pub async fn start(
         filters_per_class: if request.filters_per_class == 0 { 2 } else { request.filters_per_class as usize },
         folds: if request.folds == 0 { 5 } else { request.folds as usize },
         swap: !request.keep_current_model,
+        calibrated_by: resources.principal.name().to_string(),
     };
     let (progress_tx, progress_rx) = mpsc::channel(64);
     let Resources { slot, shutdown, principal, .. } = resources;

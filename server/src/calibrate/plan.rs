@@ -13,4 +13,6 @@ pub struct Plan {
     pub filters_per_class: usize,
     pub folds: usize,
     pub swap: bool,
+    /// The principal that asked (recorded on the fitted model's card).
+    pub calibrated_by: String,
 }

@@ -76,11 +76,21 @@ pub struct AuthConfig {
     pub metrics_open: bool,
     /// gRPC server reflection without a token (grpcurl, Postman); `false`: any principal.
     pub reflection_open: bool,
+    /// With authentication on: may attachments publish LSL outlets (`AttachRequest.lsl_outlet`)?
+    /// LSL has no authentication: anyone on the network can read an outlet. `false`: refused
+    /// (PERMISSION_DENIED) unless the caller is admin.
+    pub allow_lsl_outlets: bool,
 }
 
 impl Default for AuthConfig {
     fn default() -> Self {
-        Self { principals: Vec::new(), principals_file: PathBuf::new(), metrics_open: true, reflection_open: true }
+        Self {
+            principals: Vec::new(),
+            principals_file: PathBuf::new(),
+            metrics_open: true,
+            reflection_open: true,
+            allow_lsl_outlets: false,
+        }
     }
 }
 

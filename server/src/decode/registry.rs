@@ -178,6 +178,19 @@ impl ModelRegistry {
         })
     }
 
+    /// Who calibrated the live model `id` (its newest version's card says), if it is one.
+    pub fn calibrated_by(&self, id: &str) -> Option<String> {
+        let entries = self.entries.read().unwrap_or_else(PoisonError::into_inner);
+        entries.iter().filter(|e| e.id_version().0 == id).find_map(|e| {
+            let card = match e {
+                ModelEntry::Ready(model) => &model.card,
+                ModelEntry::Failed { card, .. } => card.as_deref()?,
+            };
+            let provenance = &card.provenance;
+            (provenance.data_kind == "live" && !provenance.calibrated_by.is_empty()).then(|| provenance.calibrated_by.clone())
+        })
+    }
+
     pub fn entries(&self) -> Vec<ModelEntry> {
         self.entries.read().unwrap_or_else(PoisonError::into_inner).clone()
     }

@@ -38,12 +38,15 @@ pub struct OutletSpec {
     pub unit: String,
 }
 
+/// Source ids of the server's prediction outlets start with this.
+pub const OUTLET_SOURCE_PREFIX: &str = "myelin/";
+
 /// Creates the outlets (visible to LSL at once) and feeds them the predictions of `route`.
 /// Returns their names.
 pub fn start(lsl: &Lsl, spec: OutletSpec, route: &AttachmentRoute) -> std::io::Result<(Vec<String>, OutletGuard)> {
     let name = format!("{}/{}", spec.session_id, spec.attachment_id);
     let json_name = format!("{name}/json");
-    let source = format!("myelin/{name}");
+    let source = format!("{OUTLET_SOURCE_PREFIX}{name}");
     let channels = spec.labels.len().max(1);
     let mut numeric = lsl.stream_info(&name, "Predictions", channels, 0.0, CF_FLOAT32, &source);
     let channel_list: Vec<(&str, &str, &str)> = spec.labels.iter().map(|l| (l.as_str(), spec.unit.as_str(), "Prediction")).collect();

@@ -209,22 +209,37 @@ impl AttachmentRoute {
     }
 }
 
+/// Which predictions of its ring a subscriber may see (another principal's attachments on a
+/// shared session are skipped).
+type Keep = Box<dyn FnMut(&Prediction) -> bool + Send>;
+
 /// One reader's position in a ring, and what it has lost by reading too slowly.
 pub struct Subscription {
     receiver: broadcast::Receiver<Arc<Prediction>>,
     dropped: u64,
+    keep: Option<Keep>,
 }
 
 impl Subscription {
     fn new(ring: &Ring) -> Self {
-        Self { receiver: ring.subscribe(), dropped: 0 }
+        Self { receiver: ring.subscribe(), dropped: 0, keep: None }
+    }
+
+    /// Only the predictions `keep` accepts reach this subscriber.
+    pub fn only(mut self, keep: impl FnMut(&Prediction) -> bool + Send + 'static) -> Self {
+        self.keep = Some(Box::new(keep));
+        self
     }
 
     /// The next prediction; `None` once the route is gone (its attachment detached and done).
     pub async fn next(&mut self) -> Option<Arc<Prediction>> {
         loop {
             match self.receiver.recv().await {
-                Ok(prediction) => return Some(prediction),
+                Ok(prediction) => {
+                    if self.keep.as_mut().is_none_or(|keep| keep(&prediction)) {
+                        return Some(prediction);
+                    }
+                }
                 Err(broadcast::error::RecvError::Lagged(lost)) => {
                     self.dropped += lost;
                     metrics::counter!(m::SUBSCRIBER_DROPS).increment(lost);

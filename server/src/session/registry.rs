@@ -57,7 +57,7 @@ impl SessionManager {
         }
         self.forget_ended_in(&mut sessions);
         if let Some(existing) = sessions.get(&header.session_id).filter(|s| !owner.may_change(&s.owner)) {
-            let action = if source == "lsl" { "ConnectLsl" } else { "Stream" };
+            let action = if source == "lsl" { "connect_lsl" } else { "open_session" };
             let resource = format!("session {:?}", existing.id);
             return Err(SessionError::Refused(audit::not_owner(owner, action, &resource)));
         }

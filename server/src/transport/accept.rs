@@ -23,6 +23,11 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Connections accepted but not yet taken by the server; accepting waits beyond it.
 const ACCEPTED_QUEUE: usize = 64;
 
+/// TLS handshakes under way at once; accepting waits beyond them (the kernel's backlog holds the
+/// rest), so clients that open connections and never finish a handshake cannot take every
+/// file descriptor.
+const HANDSHAKES: usize = 256;
+
 /// One accepted connection, plaintext or TLS.
 pub struct Accepted {
     io: Io,
@@ -38,6 +43,7 @@ enum Io {
 /// Accepting stops when the receiver is dropped.
 pub fn accept(listener: TcpListener, tls: Option<Arc<TlsSettings>>, port: Port) -> mpsc::Receiver<Accepted> {
     let (sender, receiver) = mpsc::channel(ACCEPTED_QUEUE);
+    let handshakes = Arc::new(tokio::sync::Semaphore::new(HANDSHAKES));
     tokio::spawn(async move {
         loop {
             let (stream, remote) = tokio::select! {
@@ -63,9 +69,11 @@ pub fn accept(listener: TcpListener, tls: Option<Arc<TlsSettings>>, port: Port) 
                     }
                 }
                 Some(tls) => {
+                    let Ok(permit) = handshakes.clone().acquire_owned().await else { break };
                     let acceptor = tokio_rustls::TlsAcceptor::from(tls.for_port(port));
                     let sender = sender.clone();
                     tokio::spawn(async move {
+                        let _permit = permit;
                         match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
                             Ok(Ok(stream)) => {
                                 let peer = Peer { certificate_cn: certificate_cn(stream.get_ref().1), ..peer };

@@ -31,6 +31,19 @@ def _calls(function):
     return wrapped
 
 
+def _is_loopback(address: str) -> bool:
+    """localhost, 127.0.0.0/8 or ::1 (with a port)."""
+    import ipaddress
+
+    host = address.rsplit(":", 1)[0] if not address.startswith("[") else address[1:].split("]", 1)[0]
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 class Subscription:
     """A blocking iterator of :class:`Prediction` s; ``cancel()`` (or leaving a ``with`` block)
     ends it. An error the server ends it with is raised as :class:`MyelinError`."""
@@ -74,6 +87,7 @@ class Client:
         ca = ca if ca is not None else os.environ.get("MYELIN_CA") or None
         self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
         self._root = None
+        self._tls = None
         if ca is not None:
             self._root = ca if isinstance(ca, bytes) else open(ca, "rb").read()
             key = cert = None
@@ -82,10 +96,14 @@ class Client:
                 cert, key = open(cert_path, "rb").read(), open(key_path, "rb").read()
             options = [("grpc.ssl_target_name_override", server_name)] if server_name else []
             credentials = grpc.ssl_channel_credentials(root_certificates=self._root, private_key=key, certificate_chain=cert)
+            self._tls = (credentials, options)
             self._channel = grpc.secure_channel(address, credentials, options=options)
         elif certificate is not None:
             raise ValueError("a client certificate needs ca= (the CA that signed the server's certificate)")
         else:
+            if token and not _is_loopback(address):
+                raise ValueError(f"{address}: refusing to send the token in clear to a host that is not this machine; "
+                                 "connect with TLS (ca=, or $MYELIN_CA)")
             self._channel = grpc.insecure_channel(address)
         self._max_message_bytes = max_message_bytes
         self._decoding = rpc.DecodingStub(self._channel)
@@ -259,8 +277,9 @@ class Client:
 
     async def subscribe_async(self, session: str = "", attachment: str = "") -> AsyncIterator[Prediction]:
         """:meth:`subscribe` for asyncio: ``async for p in client.subscribe_async(...)``."""
-        if self._root is not None:
-            channel = grpc.aio.secure_channel(self.address, grpc.ssl_channel_credentials(root_certificates=self._root))
+        if self._tls is not None:
+            credentials, options = self._tls
+            channel = grpc.aio.secure_channel(self.address, credentials, options=options)
         else:
             channel = grpc.aio.insecure_channel(self.address)
         async with channel:

@@ -10,7 +10,7 @@
 
 mod inlet;
 
-use crate::auth::Principal;
+use crate::auth::{Principal, audit};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -61,6 +61,15 @@ pub fn connect(
     stall_seconds: f64,
 ) -> Result<pb::ConnectLslReply, Status> {
     let info = resolve_one(lsl, &spec.data_predicate, spec.timeout_s, "data")?;
+    // LSL itself authenticates nobody: a principal may not read another's predictions back in
+    // through this server's own outlets.
+    if info.source_id().starts_with(crate::publish::lsl::OUTLET_SOURCE_PREFIX) && !spec.owner.is_admin() {
+        return Err(audit::not_owner(
+            &spec.owner,
+            "connect_lsl",
+            &format!("LSL stream {:?} (a prediction outlet of this server)", info.name()),
+        ));
+    }
     if info.is_string() {
         return Err(Status::invalid_argument(format!("LSL stream {:?} carries strings; data streams must be numeric", info.name())));
     }

@@ -42,7 +42,9 @@ impl Secured {
         for (i, name) in ["rig-1", "rig-2", "experiment", "dashboard", "bench"].iter().enumerate() {
             // The benchmark's own token is the last one checked: the gate tries every hash.
             let hash = if i == 4 { TokenHash::of(&token)? } else { TokenHash::of(&new_token()?)? };
-            config += &format!("\n[[auth.principals]]\nname = \"{name}\"\nscopes = [\"admin\"]\ntoken_hashes = [\"{hash}\"]\n");
+            // Not admin: every call goes through the ownership checks a rig's would.
+            config +=
+                &format!("\n[[auth.principals]]\nname = \"{name}\"\nscopes = [\"ingest\", \"decode\"]\ntoken_hashes = [\"{hash}\"]\n");
         }
         let config_path = scratch.join("secure.toml");
         std::fs::write(&config_path, config)?;
