@@ -4,6 +4,7 @@
 #   * runtime/libonnxruntime.so.1.31.1  ONNX Runtime, taken from the pinned onnxruntime wheel
 #     (the server loads it at run time; .cargo/config.toml points ORT_DYLIB_PATH at it)
 #   * runtime/liblsl.so.2  liblsl 1.18, taken from the pinned pylsl wheel (LabStreamingLayer)
+#   * promtool, from Debian's prometheus package (the suite lints /metrics and deploy/prometheus/)
 #   * with --gpu, or when nvidia-smi sees an NVIDIA GPU: .venv-gpu/ with onnxruntime-gpu 1.31.1
 #     (CUDA 13) and the CUDA 13 / cuDNN 9 runtime libraries from the nvidia-* wheels, the GPU
 #     build of ONNX Runtime and its provider libraries in runtime/gpu/, and runtime/gpu/library-path
@@ -50,6 +51,13 @@ PY
 if ! cmp -s "$lsl" runtime/liblsl.so.2; then
   log "installing liblsl from the pylsl wheel into runtime/"
   cp "$lsl" runtime/liblsl.so.2
+fi
+if ! command -v promtool >/dev/null 2>&1; then
+  log "installing Debian's prometheus package (promtool: the suite checks /metrics and deploy/prometheus/ with it)"
+  sudo=""
+  (( $(id -u) == 0 )) || sudo="sudo"
+  $sudo apt-get update -qq >/dev/null
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends prometheus >/dev/null
 fi
 gpu=0
 [[ ${1:-} == --gpu ]] && gpu=1

@@ -75,6 +75,7 @@ pub fn install() -> anyhow::Result<PrometheusHandle> {
     describe_counter!(CHUNKS_REJECTED, "Ingest messages rejected, by reason.");
     describe_counter!(INGEST_WARNINGS, "Ingest warnings (gap, overlap, out_of_order, clock_jump, ...), by kind.");
     describe_counter!(NON_FINITE_SAMPLES, "Non-finite sample values seen (rejected or zero-filled).");
+    describe_counter!(INGEST_IDLE_TIMEOUTS, "Ingest calls ended because they sent nothing for sessions.ingest_idle_timeout_s (taken for dead).");
     describe_counter!(PREDICTIONS, "Predictions by model and status (ok, late, shed, error).");
     describe_counter!(DEADLINE_MISSES, "Predictions published (or dropped) after their latency budget.");
     describe_counter!(LATE_DROPPED, "Late predictions not published because their attachment's late policy is drop.");
@@ -88,7 +89,45 @@ pub fn install() -> anyhow::Result<PrometheusHandle> {
         "Ring and calibration buffer memory reserved (limits.server_buffer_bytes at most)."
     );
     describe_lsl_and_recording();
+    register_counters();
     Ok(handle)
+}
+
+/// Counters appear in `/metrics` at 0 from the start, not only after their first event: a rate()
+/// or an alert over them then works from the first scrape (Prometheus' advice for counters
+/// whose labels are known in advance). `increment(0)` registers without changing a value.
+fn register_counters() {
+    for name in [
+        SAMPLES_INGESTED,
+        MARKERS_INGESTED,
+        SUBSCRIBER_DROPS,
+        NON_FINITE_SAMPLES,
+        INGEST_IDLE_TIMEOUTS,
+        RECORDING_DROPPED,
+        RECORDING_ERRORS,
+        LSL_STREAM_LOSSES,
+        LSL_OUTLET_DROPPED,
+    ] {
+        counter!(name).increment(0);
+    }
+    for reason in ["unauthenticated", "no_scope", "not_owner"] {
+        counter!(CALLS_REFUSED, "reason" => reason).increment(0);
+    }
+    gauge!(LIVE_SESSIONS).increment(0.0);
+    gauge!(SUBSCRIBERS).increment(0.0);
+}
+
+/// A model's counters at 0 once it is loaded (see [`register_counters`]); `shed_reasons`: the
+/// scheduler's reasons.
+pub fn register_model_counters(model: &str, shed_reasons: &[&'static str]) {
+    counter!(DEADLINE_MISSES, "model" => model.to_string()).increment(0);
+    counter!(LATE_DROPPED, "model" => model.to_string()).increment(0);
+    for status in ["ok", "late", "shed", "error"] {
+        counter!(PREDICTIONS, "model" => model.to_string(), "status" => status).increment(0);
+    }
+    for reason in shed_reasons {
+        counter!(SHED, "model" => model.to_string(), "reason" => *reason).increment(0);
+    }
 }
 
 pub fn rejected(reason: &'static str) {

@@ -57,3 +57,13 @@ fn the_secured_example_serves_public_addresses_with_tls_and_tokens() {
     assert!(!secure.server.grpc_addr.ip().is_loopback());
     check_public_binding(&addresses, &secure.tls, &secure.auth, false).expect("secure enough to serve 0.0.0.0");
 }
+
+#[test]
+fn the_kubernetes_config_is_valid_and_secure_enough_for_a_pod_address() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/k8s/myelin.toml");
+    let config: Config =
+        Figment::from(Serialized::defaults(Config::default())).merge(Toml::file(&path)).extract().expect("k8s config parses");
+    config.validate().expect("k8s config is valid");
+    let addresses = [("server.grpc_addr", config.server.grpc_addr), ("server.http_addr", config.server.http_addr)];
+    check_public_binding(&addresses, &config.tls, &config.auth, false).expect("TLS and authentication on");
+}

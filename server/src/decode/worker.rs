@@ -26,6 +26,7 @@ pub fn start(
 ) -> Arc<LoadedModel> {
     let queue = Arc::new(queue);
     let metrics = ModelMetrics::new(&card.id);
+    m::register_model_counters(&card.id, &[super::schedule::DEADLINE_UNREACHABLE, super::schedule::QUEUE_FULL, super::schedule::SHUTDOWN]);
     let inline = inline.map(|backend| {
         let decoder = Decoder::new(&card, 1, metrics.clone());
         Box::new(Inline { state: Mutex::new((backend, decoder)), queue: queue.clone() }) as Box<dyn InlineDecoder>

@@ -1,0 +1,75 @@
+"""deploy/k8s/ validated offline: every built-in object against the Kubernetes API schemas that
+kubernetes-validate bundles (strict: unknown fields are errors), the kustomization's references,
+and the pieces that must agree with the server (ports, grace period, config paths)."""
+from __future__ import annotations
+
+import copy
+import re
+from pathlib import Path
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from conftest import ROOT
+
+K8S = ROOT / "deploy/k8s"
+VERSION = "1.34.0"
+
+
+def documents():
+    kustomization = yaml.safe_load((K8S / "kustomization.yaml").read_text())
+    for name in kustomization["resources"]:
+        for doc in yaml.safe_load_all((K8S / name).read_text()):
+            yield name, doc
+
+
+def test_every_object_validates_against_the_kubernetes_schemas():
+    kinds = []
+    for name, doc in documents():
+        kinds.append(doc["kind"])
+        if doc["apiVersion"].startswith("monitoring.coreos.com/"):
+            # A Prometheus Operator CRD: not in the bundled schemas; its shape is checked below.
+            continue
+        kubernetes_validate.validate(doc, VERSION, strict=True)
+    assert sorted(kinds) == ["Namespace", "PodMonitor", "Service", "Service", "StatefulSet"], kinds
+
+
+def test_the_validator_catches_mistakes():
+    """The check above can fail: a typo'd field and a wrong type are refused."""
+    statefulset = next(doc for _, doc in documents() if doc["kind"] == "StatefulSet")
+    for mutate in (lambda d: d["spec"].__setitem__("replicas", "two"),
+                   lambda d: d["spec"]["template"]["spec"]["containers"][0].__setitem__("prots", [])):
+        broken = copy.deepcopy(statefulset)
+        mutate(broken)
+        with pytest.raises(kubernetes_validate.ValidationError):
+            kubernetes_validate.validate(broken, VERSION, strict=True)
+
+
+def test_the_manifests_agree_with_the_server():
+    kustomization = yaml.safe_load((K8S / "kustomization.yaml").read_text())
+    for generator in kustomization["configMapGenerator"]:
+        for file in generator["files"]:
+            assert (K8S / file).exists(), file
+    config = (K8S / "myelin.toml").read_text()
+    grace = float(re.search(r"shutdown_grace_s = ([0-9.]+)", config).group(1))
+    docs = dict((doc["kind"] + "/" + doc["metadata"]["name"], doc) for _, doc in documents())
+    pod = docs["StatefulSet/myelin"]["spec"]["template"]["spec"]
+    assert pod["terminationGracePeriodSeconds"] > grace, "the kubelet must not kill the server before its own drain ends"
+    container = pod["containers"][0]
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert ports == {"grpc": 50051, "http": 9464}
+    assert 'grpc_addr = "0.0.0.0:50051"' in config and 'http_addr = "0.0.0.0:9464"' in config
+    mounts = {m["mountPath"] for m in container["volumeMounts"]}
+    for path in re.findall(r'"(/etc/myelin/[^"]+)"', config):
+        assert any(path.startswith(m) for m in mounts), f"{path} is not mounted"
+    for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+        assert container[probe]["httpGet"] == {"path": "/healthz", "port": "http", "scheme": "HTTPS"}
+    selector = docs["StatefulSet/myelin"]["spec"]["selector"]["matchLabels"]
+    for service in ("Service/myelin", "Service/myelin-replicas"):
+        assert docs[service]["spec"]["selector"] == selector
+    assert docs["StatefulSet/myelin"]["spec"]["serviceName"] == "myelin-replicas"
+    assert docs["Service/myelin-replicas"]["spec"]["clusterIP"] == "None"
+    monitor = docs["PodMonitor/myelin"]["spec"]
+    assert monitor["selector"]["matchLabels"] == selector
+    assert monitor["podMetricsEndpoints"][0]["port"] == "http" and monitor["podMetricsEndpoints"][0]["path"] == "/metrics"
