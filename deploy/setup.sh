@@ -4,7 +4,8 @@
 #   * runtime/libonnxruntime.so.1.31.1  ONNX Runtime, taken from the pinned onnxruntime wheel
 #     (the server loads it at run time; .cargo/config.toml points ORT_DYLIB_PATH at it)
 #   * runtime/liblsl.so.2  liblsl 1.18, taken from the pinned pylsl wheel (LabStreamingLayer)
-#   * promtool, from Debian's prometheus package (the suite lints /metrics and deploy/prometheus/)
+#   * promtool and nats-server, from Debian's prometheus and nats-server packages (real peers of
+#     the suite: it lints /metrics and deploy/prometheus/, and fans predictions out over NATS)
 #   * with --gpu, or when nvidia-smi sees an NVIDIA GPU: .venv-gpu/ with onnxruntime-gpu 1.31.1
 #     (CUDA 13) and the CUDA 13 / cuDNN 9 runtime libraries from the nvidia-* wheels, the GPU
 #     build of ONNX Runtime and its provider libraries in runtime/gpu/, and runtime/gpu/library-path
@@ -52,12 +53,16 @@ if ! cmp -s "$lsl" runtime/liblsl.so.2; then
   log "installing liblsl from the pylsl wheel into runtime/"
   cp "$lsl" runtime/liblsl.so.2
 fi
-if ! command -v promtool >/dev/null 2>&1; then
-  log "installing Debian's prometheus package (promtool: the suite checks /metrics and deploy/prometheus/ with it)"
+# Debian packages the suite's real peers come from: promtool (prometheus) and nats-server.
+debs=()
+command -v promtool >/dev/null 2>&1 || debs+=(prometheus)
+command -v nats-server >/dev/null 2>&1 || debs+=(nats-server)
+if (( ${#debs[@]} )); then
+  log "installing Debian packages: ${debs[*]} (promtool checks /metrics and deploy/prometheus/; nats-server for the NATS tests)"
   sudo=""
   (( $(id -u) == 0 )) || sudo="sudo"
   $sudo apt-get update -qq >/dev/null
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${debs[@]}" >/dev/null
 fi
 gpu=0
 [[ ${1:-} == --gpu ]] && gpu=1

@@ -75,7 +75,10 @@ pub fn install() -> anyhow::Result<PrometheusHandle> {
     describe_counter!(CHUNKS_REJECTED, "Ingest messages rejected, by reason.");
     describe_counter!(INGEST_WARNINGS, "Ingest warnings (gap, overlap, out_of_order, clock_jump, ...), by kind.");
     describe_counter!(NON_FINITE_SAMPLES, "Non-finite sample values seen (rejected or zero-filled).");
-    describe_counter!(INGEST_IDLE_TIMEOUTS, "Ingest calls ended because they sent nothing for sessions.ingest_idle_timeout_s (taken for dead).");
+    describe_counter!(
+        INGEST_IDLE_TIMEOUTS,
+        "Ingest calls ended because they sent nothing for sessions.ingest_idle_timeout_s (taken for dead)."
+    );
     describe_counter!(PREDICTIONS, "Predictions by model and status (ok, late, shed, error).");
     describe_counter!(DEADLINE_MISSES, "Predictions published (or dropped) after their latency budget.");
     describe_counter!(LATE_DROPPED, "Late predictions not published because their attachment's late policy is drop.");
@@ -201,6 +204,9 @@ pub const LSL_CLOCK_UNCERTAINTY: &str = "myelin_lsl_clock_uncertainty_seconds";
 pub const LSL_STREAM_LOSSES: &str = "myelin_lsl_stream_losses_total";
 pub const LSL_OUTLET_DROPPED: &str = "myelin_lsl_outlet_dropped_total";
 pub const CALLS_REFUSED: &str = "myelin_calls_refused_total";
+pub const NATS_PUBLISHED: &str = "myelin_nats_published_total";
+pub const NATS_DROPPED: &str = "myelin_nats_dropped_total";
+pub const NATS_CONNECTED: &str = "myelin_nats_connected";
 pub const TLS_HANDSHAKE_FAILURES: &str = "myelin_tls_handshake_failures_total";
 pub const TLS_RELOADS: &str = "myelin_tls_reloads_total";
 
@@ -214,5 +220,11 @@ fn describe_lsl_and_recording() {
     describe_counter!(LSL_OUTLET_DROPPED, "Predictions not pushed to an LSL outlet because its queue was full.");
     describe_counter!(CALLS_REFUSED, "Calls refused by authentication or authorization, by reason: unauthenticated, no_scope, not_owner.");
     describe_counter!(TLS_HANDSHAKE_FAILURES, "TLS handshakes that failed (plaintext clients, untrusted client certificates), by port.");
+    describe_counter!(NATS_PUBLISHED, "Predictions published on NATS ([publish.nats]).");
+    describe_counter!(
+        NATS_DROPPED,
+        "Predictions not published on NATS, by reason: disconnected, queue_full (a slow server), lagged, publish_failed."
+    );
+    describe_gauge!(NATS_CONNECTED, "1 while the NATS connection is up, 0 while it reconnects.");
     describe_counter!(TLS_RELOADS, "TLS certificate and principal reloads (SIGHUP or a changed file), by outcome.");
 }

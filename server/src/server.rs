@@ -82,6 +82,10 @@ pub async fn serve(
         TcpListener::bind(config.server.http_addr).await.with_context(|| format!("binding the HTTP port {}", config.server.http_addr))?;
     let bound = Bound { grpc: grpc_listener.local_addr()?, http: http_listener.local_addr()? };
     transport::reload_on_signal(tls.clone(), gate.clone(), shutdown.clone())?;
+    if config.publish.nats.enabled() {
+        crate::publish::nats::start(config.publish.nats.clone(), &hub, shutdown.clone()).await?;
+        tracing::info!(url = %config.publish.nats.url, subjects = %format!("{}.<session>.<attachment>", config.publish.nats.subject_prefix), "publishing predictions on NATS");
+    }
 
     let max_message = config.server.max_message_bytes;
     let ingest = IngestServer::new(ingest::IngestService { sessions: sessions.clone(), shutdown: shutdown.clone() })

@@ -10,8 +10,10 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
 mod limits;
+mod nats;
 mod security;
 pub use limits::LimitsConfig;
+pub use nats::NatsConfig;
 pub use security::{AuthConfig, PrincipalConfig, Scope, TlsConfig, check_public_binding};
 
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
@@ -259,11 +261,13 @@ impl Default for DecodingConfig {
 pub struct PublishConfig {
     /// Predictions buffered per subscriber; a subscriber further behind loses its oldest ones.
     pub subscriber_queue: usize,
+    /// Every prediction also published on a NATS server.
+    pub nats: NatsConfig,
 }
 
 impl Default for PublishConfig {
     fn default() -> Self {
-        Self { subscriber_queue: 256 }
+        Self { subscriber_queue: 256, nats: NatsConfig::default() }
     }
 }
 
@@ -340,6 +344,7 @@ impl Config {
         }
         self.limits.validate()?;
         security::validate(&self.tls)?;
+        self.publish.nats.validate()?;
         for provider in &self.models.execution_providers {
             anyhow::ensure!(
                 matches!(provider.as_str(), "cpu" | "cuda" | "tensorrt"),

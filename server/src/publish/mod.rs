@@ -12,6 +12,7 @@
 
 pub mod json;
 pub mod lsl;
+pub mod nats;
 pub mod tap;
 
 use std::collections::HashMap;
@@ -125,6 +126,12 @@ impl Hub {
             session: session.clone(),
             everything: self.inner.everything.clone(),
         })
+    }
+
+    /// A reader of every prediction, from now on (in-process consumers such as the NATS
+    /// publisher; it lags, never blocks, when it falls behind).
+    pub fn everything(&self) -> broadcast::Receiver<Arc<Prediction>> {
+        self.inner.everything.subscribe()
     }
 
     /// A subscription to the ring that holds exactly what `filter` asks for, from now on.
