@@ -323,6 +323,16 @@ fn check_card(path: &std::path::Path, config_path: Option<PathBuf>) -> anyhow::R
     let config = Config::load(config_path.as_deref())?;
     init_logging(&config.server.log_format);
     let card = card::ModelCard::load(path)?;
+    // Inside the repository, every file the provenance cites must exist (a card's claims are
+    // only as good as the command and data they name).
+    let repository = std::path::absolute(path)?
+        .ancestors()
+        .find(|d| d.join("Cargo.toml").exists() && d.join("models").is_dir())
+        .map(|d| d.to_path_buf());
+    if let Some(repository) = &repository {
+        let missing = card.provenance.missing_citations(repository);
+        anyhow::ensure!(missing.is_empty(), "{}: its provenance cites files that do not exist: {}", path.display(), missing.join(", "));
+    }
     let env = onnx::init_runtime(&config.models.onnxruntime_library, &config.models.execution_providers)?;
     let provider = decode::check_offline(&env, &card, &config.models.execution_providers)?;
     println!(
