@@ -14,7 +14,13 @@ pub fn format_prediction(p: &pb::Prediction) -> String {
     let result = match &p.result {
         Some(pb::prediction::Result::Classification(c)) => {
             let best = c.probabilities.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1));
-            let all: Vec<String> = c.labels.iter().zip(&c.probabilities).map(|(l, p)| format!("{l}={p:.3}")).collect();
+            // Many classes (Du-IN's 61 words): the best few, as the attachment's top_k listed them.
+            let (labels, probabilities) = if c.labels.len() > 4 && !c.top_labels.is_empty() {
+                (&c.top_labels, &c.top_probabilities)
+            } else {
+                (&c.labels, &c.probabilities)
+            };
+            let all: Vec<String> = labels.iter().zip(probabilities).map(|(l, p)| format!("{l}={p:.3}")).collect();
             match best {
                 Some((i, _)) => format!("{:<12} [{}]", c.labels.get(i).map_or("?", String::as_str), all.join(" ")),
                 None => "(empty)".into(),

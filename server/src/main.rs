@@ -179,6 +179,7 @@ fn serve(config_path: Option<PathBuf>, demo: bool) -> anyhow::Result<()> {
             std::process::exit(1);
         });
         let demo_config = config.demo.clone();
+        let galleries_dir = config.models.galleries_dir.clone();
         let demo_shutdown = shutdown.clone();
         myelin_server::server::serve(config, metrics, trigger, move |bound, gate| {
             // A stable line on stdout for scripts and tests: the addresses actually bound.
@@ -189,7 +190,7 @@ fn serve(config_path: Option<PathBuf>, demo: bool) -> anyhow::Result<()> {
                     Err(error) => return tracing::error!(error = format!("{error:#}"), "built-in demo not started"),
                 };
                 tokio::spawn(async move {
-                    if let Err(error) = demo::run(demo_config, bound.grpc, token, demo_shutdown).await {
+                    if let Err(error) = demo::run(demo_config, bound.grpc, token, &galleries_dir, demo_shutdown).await {
                         tracing::error!(error = format!("{error:#}"), "built-in demo stopped");
                     }
                 });
