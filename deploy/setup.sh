@@ -4,8 +4,9 @@
 #   * runtime/libonnxruntime.so.1.31.1  ONNX Runtime, taken from the pinned onnxruntime wheel
 #     (the server loads it at run time; .cargo/config.toml points ORT_DYLIB_PATH at it)
 #   * runtime/liblsl.so.2  liblsl 1.18, taken from the pinned pylsl wheel (LabStreamingLayer)
-#   * promtool and nats-server, from Debian's prometheus and nats-server packages (real peers of
-#     the suite: it lints /metrics and deploy/prometheus/, and fans predictions out over NATS)
+#   * promtool, nats-server, chromium and chromedriver, from Debian's prometheus, nats-server,
+#     chromium and chromium-driver packages (real peers of the suite: it lints /metrics and
+#     deploy/prometheus/, fans predictions out over NATS, loads the dashboard in a browser)
 #   * with --gpu, or when nvidia-smi sees an NVIDIA GPU: .venv-gpu/ with onnxruntime-gpu 1.31.1
 #     (CUDA 13) and the CUDA 13 / cuDNN 9 runtime libraries from the nvidia-* wheels, the GPU
 #     build of ONNX Runtime and its provider libraries in runtime/gpu/, and runtime/gpu/library-path
@@ -57,8 +58,10 @@ fi
 debs=()
 command -v promtool >/dev/null 2>&1 || debs+=(prometheus)
 command -v nats-server >/dev/null 2>&1 || debs+=(nats-server)
+command -v chromium >/dev/null 2>&1 || debs+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || debs+=(chromium-driver)
 if (( ${#debs[@]} )); then
-  log "installing Debian packages: ${debs[*]} (promtool checks /metrics and deploy/prometheus/; nats-server for the NATS tests)"
+  log "installing Debian packages: ${debs[*]} (promtool checks /metrics and deploy/prometheus/; nats-server for the NATS tests; chromium and chromedriver for the dashboard tests)"
   sudo=""
   (( $(id -u) == 0 )) || sudo="sudo"
   $sudo apt-get update -qq >/dev/null

@@ -184,6 +184,7 @@ fn serve(config_path: Option<PathBuf>, demo: bool) -> anyhow::Result<()> {
         myelin_server::server::serve(config, metrics, trigger, move |bound, gate| {
             // A stable line on stdout for scripts and tests: the addresses actually bound.
             println!("myelin ready grpc={} http={}", bound.grpc, bound.http);
+            println!("dashboard: http://{}/", bound.http);
             if demo_config.enabled {
                 let token = match gate.enabled().then(|| gate.add_internal("demo", &[Scope::Ingest, Scope::Decode])).transpose() {
                     Ok(token) => token,

@@ -142,7 +142,9 @@ pub async fn serve(
         async move { shutdown.wait_closing().await }
     };
     let http_listener = AcceptedListener::new(transport::accept(http_listener, tls.clone(), Port::Http), bound.http);
-    let router = http::router(metrics.clone(), models.clone(), gate.clone());
+    let board =
+        http::dashboard::Dashboard { sessions: sessions.clone(), models: models.clone(), hub: hub.clone(), shutdown: shutdown.clone() };
+    let router = http::router(metrics.clone(), models.clone(), gate.clone(), board);
     let http_server =
         axum::serve(http_listener, router.into_make_service_with_connect_info::<Peer>()).with_graceful_shutdown(http_shutdown);
 

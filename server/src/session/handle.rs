@@ -24,6 +24,10 @@ pub struct Session {
     pub source: &'static str,
     /// The principal that opened it: only it (and admins) may stream it again.
     pub owner: String,
+    /// The dashboard's decimated copy of its signal and markers.
+    pub display: Arc<super::display::DisplayTap>,
+    /// Latest LSL clock offset (f64 bits; NaN: none measured, or not an LSL source).
+    pub(super) clock_offset: std::sync::atomic::AtomicU64,
     /// Samples each of the session's rings holds (`sessions.ring_buffer_seconds` of them).
     pub capacity: usize,
     pub recording_path: Option<std::path::PathBuf>,
@@ -111,6 +115,15 @@ impl Session {
     }
 
     /// Records a measured clock offset (LSL sources) when the session is recorded. Blocking.
+    /// The latest LSL clock offset measured for this session's source, if any.
+    pub fn clock_offset(&self) -> Option<f64> {
+        Some(f64::from_bits(self.clock_offset.load(Ordering::Relaxed))).filter(|o| !o.is_nan())
+    }
+
+    pub fn set_clock_offset(&self, offset: f64) {
+        self.clock_offset.store(offset.to_bits(), Ordering::Relaxed);
+    }
+
     pub fn record_clock_offset(&self, timestamp: f64, json: String) {
         if self.recording_path.is_some() {
             let _ = self.commands.blocking_send(Command::ClockOffset { timestamp, json });

@@ -6,6 +6,7 @@
 
 pub mod attachment;
 pub mod command;
+pub mod display;
 mod error;
 mod handle;
 mod markers;

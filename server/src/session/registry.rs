@@ -2,13 +2,14 @@
 //! (and its recorder); nothing here ever waits on a session's work.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
 use myelin_proto::v1 as pb;
 use tokio::sync::mpsc;
 
+use super::display::DisplayTap;
 use super::error::SessionError;
 use super::handle::Session;
 use super::snapshot::Snapshot;
@@ -103,6 +104,7 @@ impl SessionManager {
         };
         let recording_path = recorder.as_ref().map(|r| r.path.clone());
         let snapshot = Arc::new(Snapshot::default());
+        let display = Arc::new(DisplayTap::new(n_channels, header.nominal_rate_hz));
         let in_flight = Arc::new(InFlight::default());
         let (commands, inbox) = mpsc::channel(self.config.worker_queue);
         let spec = WorkerSpec {
@@ -117,6 +119,7 @@ impl SessionManager {
             memory: rings,
             max_attachments: self.limits.attachments_per_session,
             repair_timestamps: self.config.timestamp_policy == TimestampPolicy::Repair,
+            display: display.clone(),
         };
         let worker =
             worker::spawn(spec, inbox).map_err(|e| SessionError::Unavailable(format!("starting the session's worker thread: {e}")))?;
@@ -124,6 +127,8 @@ impl SessionManager {
             id: header.session_id.clone(),
             source,
             owner: owner.name().to_string(),
+            display,
+            clock_offset: AtomicU64::new(f64::NAN.to_bits()),
             capacity,
             recording_path,
             recording_error,

@@ -13,6 +13,7 @@ use tokio::sync::mpsc;
 
 use super::attachment::AttachmentState;
 use super::command::{Chunk, ChunkDone, Command, MarkersDone};
+use super::display::DisplayTap;
 use super::error::SessionError;
 use super::markers::PendingMarkers;
 use super::snapshot::Snapshot;
@@ -42,6 +43,8 @@ pub struct WorkerSpec {
     pub max_attachments: usize,
     /// Repair timestamps that go backwards (else refuse the chunk).
     pub repair_timestamps: bool,
+    /// The dashboard's decimated copy of the signal and markers.
+    pub display: Arc<DisplayTap>,
 }
 
 struct Worker {
@@ -51,6 +54,7 @@ struct Worker {
     attachments: Vec<AttachmentState>,
     recorder: Option<Recorder>,
     snapshot: Arc<Snapshot>,
+    display: Arc<DisplayTap>,
     in_flight: Arc<InFlight>,
     memory: Option<Reservation>,
     max_attachments: usize,
@@ -72,6 +76,7 @@ pub fn spawn(spec: WorkerSpec, mut inbox: mpsc::Receiver<Command>) -> std::io::R
             attachments: Vec::new(),
             recorder: spec.recorder,
             snapshot: spec.snapshot,
+            display: spec.display,
             in_flight: spec.in_flight,
             memory: Some(spec.memory),
             max_attachments: spec.max_attachments,
@@ -166,8 +171,12 @@ impl Worker {
         // the ring, whose first samples are then gone by the time it is recorded.
         let mut stored = Vec::with_capacity(if self.recorder.is_some() { n - admission.skip } else { 0 });
         let mut repaired: Option<(usize, f64, u64)> = None;
+        let mut display = self.display.writer();
         for (i, frame) in new.chunks_exact(c).enumerate() {
             let (timestamp, was_repaired) = self.stream.repaired(chunk.timestamp(admission.skip + i));
+            if let Some(display) = display.as_mut() {
+                display.frame(frame, timestamp);
+            }
             if was_repaired {
                 repaired.get_or_insert((i, timestamp, 0)).2 += 1;
             }
@@ -176,6 +185,7 @@ impl Worker {
             }
             self.stream.push(frame, timestamp, chunk.received_ns);
         }
+        drop(display);
         if let Some((first, to, count)) = repaired {
             let index = chunk.first_index + (admission.skip + first) as u64;
             warnings.add(pb::IngestWarningKind::TimestampsRepaired, "timestamps_repaired", index, count, || {
@@ -234,6 +244,7 @@ impl Worker {
         self.snapshot.add_markers(markers.len() as u64);
         metrics::counter!(m::MARKERS_INGESTED).increment(markers.len() as u64);
         for marker in markers {
+            self.display.marker(marker.timestamp, marker.code);
             self.markers.add(marker, warnings);
         }
         self.place_markers(warnings);

@@ -40,6 +40,7 @@ impl ClockSync {
             Ok((offset, uncertainty)) => {
                 self.offset = offset;
                 metrics::gauge!(m::LSL_CLOCK_OFFSET, "stream" => self.stream.clone()).set(offset);
+                session.set_clock_offset(offset);
                 metrics::gauge!(m::LSL_CLOCK_UNCERTAINTY, "stream" => self.stream.clone()).set(uncertainty);
                 let json = serde_json::json!({ "stream": self.stream, "offset": offset, "uncertainty": uncertainty }).to_string();
                 session.record_clock_offset(0.0, json);

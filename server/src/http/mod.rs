@@ -1,5 +1,9 @@
-//! HTTP side port: Prometheus text at `GET /metrics`, liveness at `GET /healthz`. `/metrics`
-//! needs a bearer token with `observe` or `admin` scope when `auth.metrics_open = false`.
+//! HTTP side port: the dashboard at `GET /` ([`dashboard`]), Prometheus text at `GET /metrics`,
+//! liveness at `GET /healthz`. With authentication on, the dashboard needs a token with
+//! `observe` or `admin` scope (a bearer header, or `?token=` since a browser's EventSource cannot
+//! send headers), and so does `/metrics` when `auth.metrics_open = false`.
+
+pub mod dashboard;
 
 use std::sync::Arc;
 
@@ -21,12 +25,20 @@ struct AppState {
     models: Arc<ModelRegistry>,
 }
 
-pub fn router(metrics: PrometheusHandle, models: Arc<ModelRegistry>, gate: Arc<Gate>) -> Router {
+pub fn router(metrics: PrometheusHandle, models: Arc<ModelRegistry>, gate: Arc<Gate>, board: dashboard::Dashboard) -> Router {
     let mut metrics_route = Router::new().route("/metrics", get(render_metrics));
     if gate.enabled() && !gate.config().metrics_open {
-        metrics_route = metrics_route.layer(middleware::from_fn_with_state(gate, observers_only));
+        metrics_route = metrics_route.layer(middleware::from_fn_with_state(gate.clone(), observers_only));
     }
-    metrics_route.route("/healthz", get(healthz)).with_state(AppState { metrics, models })
+    let mut dashboard_routes = Router::new()
+        .route("/", get(dashboard::page))
+        .route("/assets/{name}", get(dashboard::asset))
+        .route("/events", get(dashboard::events))
+        .with_state(board);
+    if gate.enabled() {
+        dashboard_routes = dashboard_routes.layer(middleware::from_fn_with_state(gate, observers_only));
+    }
+    metrics_route.route("/healthz", get(healthz)).with_state(AppState { metrics, models }).merge(dashboard_routes)
 }
 
 /// 401 without valid credentials (with the `WWW-Authenticate` challenge), 403 without the
@@ -34,10 +46,16 @@ pub fn router(metrics: PrometheusHandle, models: Arc<ModelRegistry>, gate: Arc<G
 async fn observers_only(
     State(gate): State<Arc<Gate>>,
     ConnectInfo(peer): ConnectInfo<Peer>,
-    headers: HeaderMap,
+    mut headers: HeaderMap,
     request: Request,
     next: Next,
 ) -> Response {
+    if !headers.contains_key(header::AUTHORIZATION) {
+        let token = request.uri().query().and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("token=")));
+        if let Some(value) = token.and_then(|t| format!("Bearer {t}").parse().ok()) {
+            headers.insert(header::AUTHORIZATION, value);
+        }
+    }
     let admitted = gate.authenticate(&headers, Some(&peer), "GET /metrics").and_then(|principal| {
         Gate::require(&principal, &[Scope::Observe], "GET /metrics", Some(&peer))?;
         Ok(principal)
