@@ -90,13 +90,23 @@ def test_the_live_exposition_passes_promtool(exposition):
     assert checked.returncode == 0, checked.stdout + checked.stderr
 
 
-def test_the_prometheus_config_and_rules_pass_promtool():
+def test_the_prometheus_config_and_rules_pass_promtool(tmp_path):
+    from conftest import myelin_bin
+
     rules = subprocess.run([promtool(), "check", "rules", str(PROMETHEUS / "myelin-rules.yml")],
                            capture_output=True, text=True, timeout=60)
     assert rules.returncode == 0 and "SUCCESS" in rules.stdout, rules.stdout + rules.stderr
-    config = subprocess.run([promtool(), "check", "config", "--syntax-only", str(PROMETHEUS / "prometheus.yml")],
-                            capture_output=True, text=True, timeout=60)
-    assert config.returncode == 0, config.stdout + config.stderr
+    # The full check (files included): the secured job's CA and token files made here.
+    work = tmp_path / "prometheus"
+    shutil.copytree(PROMETHEUS, work)
+    certs = tmp_path / "certs"
+    subprocess.run([str(Path(myelin_bin()).with_name("myelin-test-certs")), str(certs)], check=True, stdout=subprocess.DEVNULL)
+    (tmp_path / "observe.token").write_text("myelin_" + "0" * 64 + "\n")
+    text = (work / "prometheus.yml").read_text()
+    text = text.replace("/etc/myelin/tls/ca.pem", str(certs / "ca.pem")).replace("/etc/prometheus/myelin-observe.token", str(tmp_path / "observe.token"))
+    (work / "prometheus.yml").write_text(text)
+    config = subprocess.run([promtool(), "check", "config", str(work / "prometheus.yml")], capture_output=True, text=True, timeout=60)
+    assert config.returncode == 0 and "SUCCESS" in config.stdout + config.stderr, config.stdout + config.stderr
 
 
 def exported(exposition: str) -> set[str]:
