@@ -180,11 +180,13 @@ fn serve(config_path: Option<PathBuf>, demo: bool) -> anyhow::Result<()> {
         });
         let demo_config = config.demo.clone();
         let galleries_dir = config.models.galleries_dir.clone();
+        let tls_on = config.tls.enabled();
         let demo_shutdown = shutdown.clone();
         myelin_server::server::serve(config, metrics, trigger, move |bound, gate| {
             // A stable line on stdout for scripts and tests: the addresses actually bound.
             println!("myelin ready grpc={} http={}", bound.grpc, bound.http);
-            println!("dashboard: http://{}/", bound.http);
+            let scheme = if tls_on { "https" } else { "http" };
+            println!("dashboard: {scheme}://{}/", bound.http);
             if demo_config.enabled {
                 let token = match gate.enabled().then(|| gate.add_internal("demo", &[Scope::Ingest, Scope::Decode])).transpose() {
                     Ok(token) => token,

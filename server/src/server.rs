@@ -84,10 +84,11 @@ pub async fn serve(
     transport::reload_on_signal(tls.clone(), gate.clone(), shutdown.clone())?;
     if config.publish.nats.enabled() {
         crate::publish::nats::start(config.publish.nats.clone(), &hub, shutdown.clone()).await?;
-        tracing::info!(url = %config.publish.nats.url, subjects = %format!("{}.<session>.<attachment>", config.publish.nats.subject_prefix), "publishing predictions on NATS");
+        tracing::info!(url = %crate::publish::nats::redacted(&config.publish.nats.url), subjects = %format!("{}.<session>.<attachment>", config.publish.nats.subject_prefix), "publishing predictions on NATS");
     }
 
     let max_message = config.server.max_message_bytes;
+    let subscribers = Slots::new("subscribers", "limits.subscribers", config.limits.subscribers);
     let ingest = IngestServer::new(ingest::IngestService { sessions: sessions.clone(), shutdown: shutdown.clone() })
         .max_decoding_message_size(max_message);
     let decoding = DecodingServer::new(grpc::DecodingService {
@@ -100,7 +101,7 @@ pub async fn serve(
         shutdown: shutdown.clone(),
         lsl_resolve_timeout_s: config.lsl.resolve_timeout_seconds,
         lsl_stall_s: config.lsl.stall_seconds,
-        subscribers: Slots::new("subscribers", "limits.subscribers", config.limits.subscribers),
+        subscribers: subscribers.clone(),
         calibrations: Slots::new("calibrations", "limits.calibrations", config.limits.calibrations),
         memory,
         connect_lsl_timeout_s: config.limits.connect_lsl_timeout_s,
@@ -142,8 +143,13 @@ pub async fn serve(
         async move { shutdown.wait_closing().await }
     };
     let http_listener = AcceptedListener::new(transport::accept(http_listener, tls.clone(), Port::Http), bound.http);
-    let board =
-        http::dashboard::Dashboard { sessions: sessions.clone(), models: models.clone(), hub: hub.clone(), shutdown: shutdown.clone() };
+    let board = http::dashboard::Dashboard {
+        sessions: sessions.clone(),
+        models: models.clone(),
+        hub: hub.clone(),
+        shutdown: shutdown.clone(),
+        subscribers: subscribers.clone(),
+    };
     let router = http::router(metrics.clone(), models.clone(), gate.clone(), board);
     let http_server =
         axum::serve(http_listener, router.into_make_service_with_connect_info::<Peer>()).with_graceful_shutdown(http_shutdown);

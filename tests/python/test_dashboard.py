@@ -4,6 +4,7 @@ DOM. And a dashboard that never reads its event stream must cost decoding nothin
 from __future__ import annotations
 
 import os
+import re
 import socket
 import subprocess
 import tempfile
@@ -80,8 +81,11 @@ def test_the_dashboard_shows_the_live_sessions_their_predictions_and_latency(tmp
             p99 = section.find_element("css selector", "td.p99").get_attribute("data-p99-ms")
             assert p99 and 0 < float(p99) < 1000, (session, p99)
             text = section.text
-            assert "live" in text and "Hz nominal" in text and ("synthetic" in text) == ("synthetic" in session)
-            assert "OK " in text and "LATE " in text and "SHED " in text
+            assert "live" in text and "Hz nominal" in text
+            tagged = section.find_elements("css selector", ".tag.synthetic")
+            assert bool(tagged) == ("synthetic" in session), session
+            mix = section.find_element("css selector", ".mix").text
+            assert int(re.search(r"OK (\d+)", mix).group(1)) > 0, mix
         # Models with their queue depths; the page drew its signal and timeline charts.
         assert driver.find_element("css selector", 'tr[data-model="meg-brain-synthetic"] td[data-queued]')
         assert len(driver.find_elements("css selector", "section.session canvas")) >= 3 * 2

@@ -70,6 +70,13 @@ def test_the_manifests_agree_with_the_server():
         assert docs[service]["spec"]["selector"] == selector
     assert docs["StatefulSet/myelin"]["spec"]["serviceName"] == "myelin-replicas"
     assert docs["Service/myelin-replicas"]["spec"]["clusterIP"] == "None"
+    # The server's own memory limit sits inside the pod's, with room for models and runtime.
+    limit = container["resources"]["limits"]["memory"]
+    assert limit.endswith("Gi")
+    buffers = int(re.search(r"server_buffer_bytes = (\d+)", config).group(1))
+    assert buffers <= 0.6 * int(limit[:-2]) * 2**30, (buffers, limit)
     monitor = docs["PodMonitor/myelin"]["spec"]
+    readme = (K8S / "README.md").read_text()
+    assert f"`{monitor['podMetricsEndpoints'][0]['tlsConfig']['serverName']}`" in readme, "the PodMonitor checks a name the README's certificate lacks"
     assert monitor["selector"]["matchLabels"] == selector
     assert monitor["podMetricsEndpoints"][0]["port"] == "http" and monitor["podMetricsEndpoints"][0]["path"] == "/metrics"

@@ -175,7 +175,19 @@ def test_json_copies_and_a_jetstream_stream_keep_predictions_for_late_consumers(
     rng = np.random.default_rng(4)
     try:
         wait_for(lambda: metric(server.http, "myelin_nats_connected") == 1.0, "myelin never connected to NATS")
-        time.sleep(0.5)  # the stream is created in the background once connected
+        async def stream_exists() -> bool:
+            import nats
+            nc = await nats.connect(url)
+            try:
+                await nc.jetstream().stream_info("MYELIN")
+                return True
+            except Exception:  # noqa: BLE001 - not there yet
+                return False
+            finally:
+                await nc.close()
+
+        # The server creates the stream in the background once connected.
+        wait_for(lambda: asyncio.run(stream_exists()), "the JetStream stream was never created")
         with myelin.Client(server.grpc) as client:
             stream = client.open_session("kept", MUSE, rate=RATE)
             client.attach("kept", "erp-linear-muse", hop_s=0.5, latency_budget_ms=100)

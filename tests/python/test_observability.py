@@ -36,7 +36,8 @@ def exposition(tmp_path_factory):
     from common import live
     from conftest import myelin_bin
 
-    server = live.Server(myelin_bin())
+    # NATS configured but absent: its metrics are exported (at 0, disconnected) all the same.
+    server = live.Server(myelin_bin(), env={"MYELIN_PUBLISH__NATS__URL": "nats://127.0.0.1:9"})
     tag = uuid.uuid4().hex[:8]
     try:
         info = pylsl.StreamInfo(f"obs-{tag}", "EEG", 4, 256.0, pylsl.cf_float32, f"obs-{tag}")

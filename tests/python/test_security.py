@@ -566,3 +566,25 @@ def test_clients_refuse_to_leak_a_token(secured):
                  ["--server", f"http://{secured.grpc}", "--ca", str(secured.certs / "ca.pem")]):
         run = subprocess.run([str(cli), *args, "models"], env=env, capture_output=True, text=True, timeout=60)
         assert run.returncode != 0 and ("in clear" in run.stderr or "means TLS" in run.stderr), run.stderr
+
+
+def test_the_dashboard_needs_an_observe_token_and_its_assets_do_not(secured):
+    context = ssl.create_default_context(cafile=str(secured.certs / "ca.pem"))
+    context.check_hostname = False
+    base = f"https://{secured.http}"
+
+    def status(path: str) -> int:
+        try:
+            with urllib.request.urlopen(base + path, context=context, timeout=5) as reply:
+                reply.read(64)  # /events streams: its first bytes are enough
+                return reply.status
+        except urllib.error.HTTPError as error:
+            return error.code
+
+    assert status("/") == 401 and status("/events") == 401
+    assert status(f"/?token={secured.tokens['rig-a']}") == 403
+    assert status(f"/?token={secured.tokens['dashboard']}") == 200
+    assert status(f"/events?token={secured.tokens['dashboard']}") == 200
+    assert status("/assets/uPlot.iife.min.js") == 200
+    with urllib.request.urlopen(f"{base}/?token={secured.tokens['dashboard']}", context=context, timeout=5) as reply:
+        assert reply.headers["Referrer-Policy"] == "no-referrer" and reply.headers["Cache-Control"] == "no-store"

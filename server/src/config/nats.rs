@@ -16,6 +16,10 @@ pub struct NatsConfig {
     /// A JetStream stream to create (or reuse) over `<subject_prefix>.>`, for consumers that must
     /// not miss a prediction while they are away. Empty: core NATS only.
     pub jetstream_stream: String,
+    /// The JetStream stream keeps predictions this long at most (seconds)...
+    pub jetstream_max_age_s: u64,
+    /// ...and this many bytes at most; the oldest go first.
+    pub jetstream_max_bytes: u64,
     /// Predictions waiting to be published; beyond that (a slow server) they are dropped and
     /// counted (`myelin_nats_dropped_total`), never holding up decoding. While the connection is
     /// down they are dropped at once (counted as `disconnected`).
@@ -30,6 +34,8 @@ impl Default for NatsConfig {
             json: false,
             json_subject_prefix: "myelin.predictions-json".into(),
             jetstream_stream: String::new(),
+            jetstream_max_age_s: 24 * 3600,
+            jetstream_max_bytes: 1 << 30,
             queue: 4096,
         }
     }
@@ -49,6 +55,17 @@ impl NatsConfig {
                 && prefix.split('.').all(|token| !token.is_empty() && !token.contains(['*', '>']) && !token.contains(char::is_whitespace));
             anyhow::ensure!(valid, "{key} must be dot-separated NATS subject tokens without wildcards, got {prefix:?}");
         }
+        let (a, b) = (format!("{}.", self.subject_prefix), format!("{}.", self.json_subject_prefix));
+        anyhow::ensure!(
+            !a.starts_with(&b) && !b.starts_with(&a),
+            "publish.nats.subject_prefix and json_subject_prefix must not contain one another ({:?}, {:?}): subscribers of one would get the other",
+            self.subject_prefix,
+            self.json_subject_prefix
+        );
+        anyhow::ensure!(
+            self.jetstream_max_age_s > 0 && self.jetstream_max_bytes > 0,
+            "publish.nats.jetstream_max_age_s and jetstream_max_bytes must be > 0"
+        );
         anyhow::ensure!(
             self.jetstream_stream.is_empty() || self.jetstream_stream.chars().all(|c| c.is_ascii_alphanumeric() || "_-".contains(c)),
             "publish.nats.jetstream_stream must be letters, digits, '_' and '-', got {:?}",

@@ -17,15 +17,16 @@ use axum::extract::State;
 use axum::http::header;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{Html, IntoResponse};
-use futures::Stream;
 use myelin_proto::v1::{self as pb, Prediction};
 use serde_json::{Value, json};
 use tokio::sync::broadcast;
 
+use crate::budget::{Slot, Slots};
 use crate::decode::{ModelEntry, ModelRegistry};
 use crate::publish::Hub;
 use crate::publish::json::status_label;
 use crate::session::SessionManager;
+use crate::session::display::{DisplayPosition, DisplaySince};
 use crate::shutdown::Shutdown;
 
 const PAGE: &str = include_str!("dashboard.html");
@@ -44,10 +45,15 @@ pub struct Dashboard {
     pub models: Arc<ModelRegistry>,
     pub hub: Hub,
     pub shutdown: Shutdown,
+    /// Open event streams count against `limits.subscribers`, like Subscribe streams.
+    pub subscribers: Arc<Slots>,
 }
 
+/// The page may carry a token in its address: never in a Referer, never cached.
+const PRIVATE: [(header::HeaderName, &str); 2] = [(header::REFERRER_POLICY, "no-referrer"), (header::CACHE_CONTROL, "no-store")];
+
 pub async fn page() -> impl IntoResponse {
-    Html(PAGE)
+    (PRIVATE, Html(PAGE))
 }
 
 pub async fn asset(axum::extract::Path(name): axum::extract::Path<String>) -> axum::response::Response {
@@ -60,9 +66,16 @@ pub async fn asset(axum::extract::Path(name): axum::extract::Path<String>) -> ax
     ([(header::CONTENT_TYPE, kind), (header::CACHE_CONTROL, "max-age=3600")], body).into_response()
 }
 
-pub async fn events(State(dashboard): State<Dashboard>) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
-    let reader = Reader { predictions: dashboard.hub.everything(), shown_until: HashMap::new(), lost: 0 };
-    let state = (dashboard, reader, tokio::time::interval(TICK));
+pub async fn events(State(dashboard): State<Dashboard>) -> axum::response::Response {
+    let slot = match dashboard.subscribers.take() {
+        Ok(slot) => slot,
+        Err(status) => return (axum::http::StatusCode::SERVICE_UNAVAILABLE, status.to_string()).into_response(),
+    };
+    let reader = Reader { predictions: dashboard.hub.everything(), shown: HashMap::new(), lost: 0, _slot: slot };
+    let mut tick = tokio::time::interval(TICK);
+    // A page that was not read for a while gets its next update, not a burst of them.
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let state = (dashboard, reader, tick);
     let stream = futures::stream::unfold(state, |(dashboard, mut reader, mut tick)| async move {
         let mut shutdown = dashboard.shutdown.clone();
         tokio::select! {
@@ -71,16 +84,19 @@ pub async fn events(State(dashboard): State<Dashboard>) -> Sse<impl Stream<Item 
         }
         let update = reader.update(&dashboard);
         let event = Event::default().event("update").data(update.to_string());
-        Some((Ok(event), (dashboard, reader, tick)))
+        Some((Ok::<_, Infallible>(event), (dashboard, reader, tick)))
     });
-    Sse::new(stream).keep_alive(KeepAlive::default())
+    (PRIVATE, Sse::new(stream).keep_alive(KeepAlive::default())).into_response()
 }
 
 /// One page's position: in the predictions, and in each session's signal.
 struct Reader {
     predictions: broadcast::Receiver<Arc<Prediction>>,
-    shown_until: HashMap<String, f64>,
+    /// Per session: which display tap (a session reopened under its id has a new one), and how far.
+    shown: HashMap<String, (usize, DisplayPosition)>,
     lost: u64,
+    /// This page's place among `limits.subscribers`, held while it is open.
+    _slot: Slot,
 }
 
 impl Reader {
@@ -96,18 +112,22 @@ impl Reader {
         }
         let sessions: Vec<Value> = dashboard.sessions.list().iter().map(|s| self.session(s)).collect();
         let live: std::collections::HashSet<&str> = sessions.iter().filter_map(|s| s["id"].as_str()).collect();
-        self.shown_until.retain(|id, _| live.contains(id.as_str()));
+        self.shown.retain(|id, _| live.contains(id.as_str()));
         let models: Vec<Value> = dashboard.models.entries().iter().map(model).collect();
         json!({ "sessions": sessions, "models": models, "predictions": predictions, "lost": self.lost })
     }
 
     fn session(&mut self, session: &crate::session::Session) -> Value {
         let info = session.info();
-        let after = self.shown_until.get(&session.id).copied().unwrap_or(f64::NEG_INFINITY);
-        let shown = session.display.since(after);
-        if let Some(&last) = shown.times.last() {
-            self.shown_until.insert(session.id.clone(), last);
-        }
+        let tap = Arc::as_ptr(&session.display) as usize;
+        let seen = self.shown.get(&session.id).filter(|(t, _)| *t == tap).map_or_else(DisplayPosition::default, |(_, p)| *p);
+        let shown = match session.display.since(seen) {
+            Some((shown, position)) => {
+                self.shown.insert(session.id.clone(), (tap, position));
+                shown
+            }
+            None => DisplaySince::default(),
+        };
         let header = info.header.unwrap_or_default();
         let modality = pb::Modality::try_from(header.modality).unwrap_or(pb::Modality::Unspecified).as_str_name();
         let channels: Vec<&str> = header.channels.iter().take(shown.values.len()).map(|c| c.label.as_str()).collect();

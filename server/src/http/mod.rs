@@ -30,15 +30,14 @@ pub fn router(metrics: PrometheusHandle, models: Arc<ModelRegistry>, gate: Arc<G
     if gate.enabled() && !gate.config().metrics_open {
         metrics_route = metrics_route.layer(middleware::from_fn_with_state(gate.clone(), observers_only));
     }
-    let mut dashboard_routes = Router::new()
-        .route("/", get(dashboard::page))
-        .route("/assets/{name}", get(dashboard::asset))
-        .route("/events", get(dashboard::events))
-        .with_state(board);
+    let mut dashboard_routes = Router::new().route("/", get(dashboard::page)).route("/events", get(dashboard::events)).with_state(board);
     if gate.enabled() {
         dashboard_routes = dashboard_routes.layer(middleware::from_fn_with_state(gate, observers_only));
     }
-    metrics_route.route("/healthz", get(healthz)).with_state(AppState { metrics, models }).merge(dashboard_routes)
+    // The page's vendored library carries no data: open, so that the page loads with a token in
+    // its address only.
+    let assets = Router::new().route("/assets/{name}", get(dashboard::asset));
+    metrics_route.route("/healthz", get(healthz)).with_state(AppState { metrics, models }).merge(dashboard_routes).merge(assets)
 }
 
 /// 401 without valid credentials (with the `WWW-Authenticate` challenge), 403 without the
@@ -56,8 +55,9 @@ async fn observers_only(
             headers.insert(header::AUTHORIZATION, value);
         }
     }
-    let admitted = gate.authenticate(&headers, Some(&peer), "GET /metrics").and_then(|principal| {
-        Gate::require(&principal, &[Scope::Observe], "GET /metrics", Some(&peer))?;
+    let action = format!("GET {}", request.uri().path());
+    let admitted = gate.authenticate(&headers, Some(&peer), &action).and_then(|principal| {
+        Gate::require(&principal, &[Scope::Observe], &action, Some(&peer))?;
         Ok(principal)
     });
     match admitted {

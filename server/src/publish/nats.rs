@@ -29,13 +29,17 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// Starts the publisher (it connects in the background: the server starts whether or not NATS is
 /// up). Returns once the client is made; errors only for a configuration NATS cannot use.
 pub async fn start(config: NatsConfig, hub: &Hub, shutdown: Shutdown) -> anyhow::Result<()> {
+    metrics::counter!(m::NATS_PUBLISHED).increment(0);
+    for reason in ["disconnected", "queue_full", "lagged", "publish_failed"] {
+        metrics::counter!(m::NATS_DROPPED, "reason" => reason).increment(0);
+    }
     let dropped_while_down = Arc::new(AtomicU64::new(0));
     let client = connect(&config, dropped_while_down.clone()).await?;
     if !config.jetstream_stream.is_empty() {
         ensure_stream(&client, &config);
     }
     let (queue, queued) = mpsc::channel::<Arc<Prediction>>(config.queue);
-    tokio::spawn(forward(hub.everything(), queue, dropped_while_down.clone(), shutdown.clone()));
+    tokio::spawn(forward(hub.everything(), queue, shutdown.clone()));
     tokio::spawn(publish(client, config, queued, dropped_while_down, shutdown));
     Ok(())
 }
@@ -44,7 +48,7 @@ async fn connect(config: &NatsConfig, dropped_while_down: Arc<AtomicU64>) -> any
     let servers: Vec<async_nats::ServerAddr> = config
         .url
         .split(',')
-        .map(|u| u.trim().parse().map_err(|e| anyhow::anyhow!("publish.nats.url {u:?}: {e}")))
+        .map(|u| u.trim().parse().map_err(|e| anyhow::anyhow!("publish.nats.url {}: {e}", redacted(u))))
         .collect::<anyhow::Result<_>>()?;
     let options = async_nats::ConnectOptions::new()
         .name("myelin")
@@ -77,9 +81,12 @@ async fn connect(config: &NatsConfig, dropped_while_down: Arc<AtomicU64>) -> any
 /// JetStream then keeps what core publishes put on those subjects.
 fn ensure_stream(client: &async_nats::Client, config: &NatsConfig) {
     let jetstream = async_nats::jetstream::new(client.clone());
+    // Bounded on the NATS server too: the oldest predictions go first.
     let stream = async_nats::jetstream::stream::Config {
         name: config.jetstream_stream.clone(),
         subjects: vec![format!("{}.>", config.subject_prefix)],
+        max_age: Duration::from_secs(config.jetstream_max_age_s),
+        max_bytes: config.jetstream_max_bytes as i64,
         ..Default::default()
     };
     tokio::spawn(async move {
@@ -96,20 +103,23 @@ fn ensure_stream(client: &async_nats::Client, config: &NatsConfig) {
 }
 
 /// Moves predictions from the hub into the bounded queue; never waits on the queue.
-async fn forward(
-    mut everything: broadcast::Receiver<Arc<Prediction>>,
-    queue: mpsc::Sender<Arc<Prediction>>,
-    dropped_while_down: Arc<AtomicU64>,
-    mut shutdown: Shutdown,
-) {
-    let drop = |reason: &'static str, n: u64| {
-        metrics::counter!(m::NATS_DROPPED, "reason" => reason).increment(n);
-        dropped_while_down.fetch_add(n, Ordering::Relaxed);
-    };
+async fn forward(mut everything: broadcast::Receiver<Arc<Prediction>>, queue: mpsc::Sender<Arc<Prediction>>, mut shutdown: Shutdown) {
+    let drop = |reason: &'static str, n: u64| metrics::counter!(m::NATS_DROPPED, "reason" => reason).increment(n);
+    let mut closing = false;
     loop {
-        let next = tokio::select! {
-            next = everything.recv() => next,
-            _ = shutdown.wait_closing() => return,
+        // Once the server closes, every prediction is already published (sessions drain
+        // first): hand on what the ring still holds, then stop.
+        let next = if closing {
+            match everything.try_recv() {
+                Ok(p) => Ok(p),
+                Err(broadcast::error::TryRecvError::Lagged(n)) => Err(broadcast::error::RecvError::Lagged(n)),
+                Err(_) => return,
+            }
+        } else {
+            tokio::select! {
+                next = everything.recv() => next,
+                _ = shutdown.wait_closing() => { closing = true; continue; }
+            }
         };
         match next {
             Ok(prediction) => {
@@ -133,10 +143,19 @@ async fn publish(
 ) {
     let mut headers = async_nats::HeaderMap::new();
     headers.insert("Content-Type", "application/x-protobuf; messageType=myelin.v1.Prediction");
+    let mut closing = false;
     loop {
-        let prediction = tokio::select! {
-            next = queued.recv() => match next { Some(p) => p, None => break },
-            _ = shutdown.wait_closing() => break,
+        let prediction = if closing {
+            // Drain what is queued (the forwarder has stopped adding), then flush and go.
+            match queued.try_recv() {
+                Ok(p) => p,
+                Err(_) => break,
+            }
+        } else {
+            tokio::select! {
+                next = queued.recv() => match next { Some(p) => p, None => break },
+                _ = shutdown.wait_closing() => { closing = true; continue; }
+            }
         };
         // While the connection is down, predictions are dropped (and counted) rather than
         // buffered in the client: a consumer gets them in real time or not at all, and one
@@ -159,13 +178,21 @@ async fn publish(
             Ok(()) => metrics::counter!(m::NATS_PUBLISHED).increment(1),
             Err(error) => {
                 metrics::counter!(m::NATS_DROPPED, "reason" => "publish_failed").increment(1);
-                dropped_while_down.fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(%error, "NATS publish failed");
             }
         }
     }
     // What is already handed to the client goes out before the process does, if it can.
     let _ = tokio::time::timeout(Duration::from_secs(1), client.flush()).await;
+}
+
+/// A NATS URL as logs show it: without user, password or token.
+pub fn redacted(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => format!("{}://<credentials>@{}", &url[..scheme], &url[at + 1..]),
+        (None, Some(at)) => format!("<credentials>@{}", &url[at + 1..]),
+        _ => url.to_string(),
+    }
 }
 
 /// An id as one subject token: NATS splits subjects at '.', so a dot is written %2E (ids are
@@ -180,5 +207,12 @@ mod tests {
     fn ids_with_dots_stay_one_subject_token() {
         assert_eq!(super::token("rig-3"), "rig-3");
         assert_eq!(super::token("subject1.session2"), "subject1%2Esession2");
+    }
+
+    #[test]
+    fn credentials_never_reach_the_log() {
+        assert_eq!(super::redacted("nats://user:secret@nats.lab:4222"), "nats://<credentials>@nats.lab:4222");
+        assert_eq!(super::redacted("tok@127.0.0.1:4222"), "<credentials>@127.0.0.1:4222");
+        assert_eq!(super::redacted("nats://127.0.0.1:4222"), "nats://127.0.0.1:4222");
     }
 }

@@ -4,7 +4,7 @@
 //! points, decoding nothing), and the rings are allocated once, at the session's start.
 
 use std::collections::VecDeque;
-use std::sync::{Mutex, PoisonError};
+use std::sync::Mutex;
 
 /// Channels shown per session.
 pub const DISPLAY_CHANNELS: usize = 8;
@@ -26,6 +26,17 @@ struct DisplayRing {
     points: VecDeque<(f64, [f32; DISPLAY_CHANNELS])>,
     capacity: usize,
     markers: VecDeque<(f64, i32)>,
+    /// Points and markers ever kept: a reader's position (timestamps may repeat or go back, and
+    /// markers may arrive after their samples).
+    points_kept: u64,
+    markers_kept: u64,
+}
+
+/// Where a reader is: how many points and markers it has seen.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct DisplayPosition {
+    pub points: u64,
+    pub markers: u64,
 }
 
 /// What a reader takes: the points and markers newer than the time it asked from.
@@ -50,6 +61,7 @@ impl DisplayWriter<'_> {
                 ring.points.pop_front();
             }
             ring.points.push_back((timestamp, shown));
+            ring.points_kept += 1;
         }
         ring.phase = (ring.phase + 1) % ring.step;
     }
@@ -66,6 +78,8 @@ impl DisplayTap {
             points: VecDeque::with_capacity(capacity),
             capacity,
             markers: VecDeque::with_capacity(MARKERS_KEPT),
+            points_kept: 0,
+            markers_kept: 0,
         };
         Self { ring: Mutex::new(ring) }
     }
@@ -82,20 +96,28 @@ impl DisplayTap {
             ring.markers.pop_front();
         }
         ring.markers.push_back((timestamp, code));
+        ring.markers_kept += 1;
     }
 
-    /// Points and markers with timestamps after `after`.
-    pub fn since(&self, after: f64) -> DisplaySince {
-        let ring = self.ring.lock().unwrap_or_else(PoisonError::into_inner);
+    /// The points and markers kept since `seen`, and the position after them; None while the
+    /// worker writes (the reader tries again on its next update: it never waits on the worker).
+    pub fn since(&self, seen: DisplayPosition) -> Option<(DisplaySince, DisplayPosition)> {
+        let ring = match self.ring.try_lock() {
+            Ok(ring) => ring,
+            Err(std::sync::TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => return None,
+        };
         let mut out = DisplaySince { values: vec![Vec::new(); ring.channels], ..Default::default() };
-        for (t, values) in ring.points.iter().filter(|(t, _)| *t > after) {
+        let new_points = (ring.points_kept.saturating_sub(seen.points) as usize).min(ring.points.len());
+        for (t, values) in ring.points.iter().skip(ring.points.len() - new_points) {
             out.times.push(*t);
             for (row, v) in out.values.iter_mut().zip(values) {
                 row.push(*v);
             }
         }
-        out.markers = ring.markers.iter().filter(|(t, _)| *t > after).copied().collect();
-        out
+        let new_markers = (ring.markers_kept.saturating_sub(seen.markers) as usize).min(ring.markers.len());
+        out.markers = ring.markers.iter().skip(ring.markers.len() - new_markers).copied().collect();
+        Some((out, DisplayPosition { points: ring.points_kept, markers: ring.markers_kept }))
     }
 }
 
@@ -109,13 +131,23 @@ mod tests {
             writer.frame(&[i as f32, -(i as f32)], i as f64 / 1000.0);
         }
         drop(writer);
-        let seen = tap.since(f64::NEG_INFINITY);
+        let (seen, position) = tap.since(super::DisplayPosition::default()).unwrap();
         // 1 kHz decimated by 20 to 50 Hz, 10 s of it at most.
         assert_eq!(seen.times.len(), 501);
         assert_eq!(seen.values.len(), 2);
         assert!(seen.times.windows(2).all(|w| (w[1] - w[0] - 0.02).abs() < 1e-9));
-        assert_eq!(tap.since(19.9).times.len(), 4);
-        tap.marker(19.95, 2);
-        assert_eq!(tap.since(19.9).markers, [(19.95, 2)]);
+        assert!(tap.since(position).unwrap().0.times.is_empty());
+        // A marker for samples already shown still reaches the reader; so do points whose
+        // timestamps go back (a session replayed from its start).
+        tap.marker(3.0, 2);
+        let mut writer = tap.writer().unwrap();
+        writer.frame(&[1.0, 1.0], 0.0);
+        drop(writer);
+        let (next, _) = tap.since(position).unwrap();
+        assert_eq!((next.times, next.markers), (vec![0.0], vec![(3.0, 2)]));
+        // A reader never waits for the worker.
+        let writer = tap.writer().unwrap();
+        assert!(tap.since(position).is_none());
+        drop(writer);
     }
 }

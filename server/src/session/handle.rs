@@ -114,8 +114,7 @@ impl Session {
         self.ask_blocking(|reply| Command::Markers(markers, reply))
     }
 
-    /// Records a measured clock offset (LSL sources) when the session is recorded. Blocking.
-    /// The latest LSL clock offset measured for this session's source, if any.
+    /// The latest LSL clock offset measured for this session's source, if any (the dashboard).
     pub fn clock_offset(&self) -> Option<f64> {
         Some(f64::from_bits(self.clock_offset.load(Ordering::Relaxed))).filter(|o| !o.is_nan())
     }
@@ -124,6 +123,7 @@ impl Session {
         self.clock_offset.store(offset.to_bits(), Ordering::Relaxed);
     }
 
+    /// Records a measured clock offset (LSL sources) when the session is recorded. Blocking.
     pub fn record_clock_offset(&self, timestamp: f64, json: String) {
         if self.recording_path.is_some() {
             let _ = self.commands.blocking_send(Command::ClockOffset { timestamp, json });
