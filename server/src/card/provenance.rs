@@ -37,7 +37,9 @@ impl Provenance {
         let mut paths: Vec<String> = texts
             .iter()
             .flat_map(|text| text.split(|c: char| c.is_whitespace() || "\"'`(),;".contains(c)))
-            .map(|word| word.trim_end_matches(['.', ':']))
+            // "./models/x.py", and pytest ids ("tests/python/test_x.py::test_y") name their file.
+            .map(|word| word.trim_start_matches("./"))
+            .map(|word| word.split("::").next().unwrap_or(word).trim_end_matches(['.', ':']))
             .filter(|word| word.split_once('/').is_some_and(|(first, _)| REPOSITORY_DIRS.contains(&first)))
             .map(str::to_string)
             .collect();
@@ -64,7 +66,7 @@ mod tests {
             split: String::new(),
             metrics: BTreeMap::new(),
             command: ".venv/bin/python models/erp-linear/train.py && `tests/python/test_x.py`".into(),
-            notes: "checked by tests/python/test_x.py:".into(),
+            notes: "checked by tests/python/test_x.py: and ./models/README.md, tests/python/test_x.py::test_y".into(),
             calibrated_by: String::new(),
         };
         assert_eq!(

@@ -36,15 +36,22 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let credentials = myelin_client::Credentials { token, ..Default::default() };
     let client = Client::connect_with(&grpc.to_string(), &credentials).await?;
-    let mut demos = vec![streams::muse(&config)?];
-    match streams::seeg() {
-        Ok(demo) => demos.push(demo),
-        Err(error) => tracing::error!(error = format!("{error:#}"), "the sEEG demo stream could not be loaded"),
-    }
-    match streams::meg(galleries_dir) {
-        Ok(demo) => demos.push(demo),
-        Err(error) => tracing::error!(error = format!("{error:#}"), "the MEG demo stream could not be loaded"),
-    }
+    // Decompressing the recordings and writing the gallery is blocking work: off the async threads.
+    let galleries_dir = galleries_dir.to_path_buf();
+    let muse_config = config.clone();
+    let demos = tokio::task::spawn_blocking(move || {
+        let mut demos = vec![streams::muse(&muse_config)?];
+        match streams::seeg() {
+            Ok(demo) => demos.push(demo),
+            Err(error) => tracing::error!(error = format!("{error:#}"), "the sEEG demo stream could not be loaded"),
+        }
+        match streams::meg(&galleries_dir) {
+            Ok(demo) => demos.push(demo),
+            Err(error) => tracing::error!(error = format!("{error:#}"), "the MEG demo stream could not be loaded"),
+        }
+        anyhow::Ok(demos)
+    })
+    .await??;
     let speed = config.speed;
     let plays = demos.into_iter().map(|demo| {
         let (client, shutdown) = (client.clone(), shutdown.clone());
