@@ -77,7 +77,7 @@ enum TokenCommand {
         name: String,
         /// Its scopes: ingest, decode, observe, admin (comma-separated).
         #[arg(long, value_delimiter = ',', default_value = "ingest,decode")]
-        scopes: Vec<String>,
+        scopes: Vec<Scope>,
     },
     /// The salted hash of a token read from stdin (for a token made elsewhere).
     Hash,
@@ -266,14 +266,8 @@ fn token(command: TokenCommand) -> anyhow::Result<()> {
     match command {
         TokenCommand::New { name, scopes } => {
             anyhow::ensure!(myelin_server::id::is_valid_id(&name), "the name must be {}", myelin_server::id::ID_RULE);
-            for scope in &scopes {
-                anyhow::ensure!(
-                    matches!(scope.as_str(), "ingest" | "decode" | "observe" | "admin"),
-                    "unknown scope {scope:?} (ingest, decode, observe, admin)"
-                );
-            }
             let token = new_token()?;
-            let scopes: Vec<String> = scopes.iter().map(|s| format!("{s:?}")).collect();
+            let scopes: Vec<String> = scopes.iter().map(|s| format!("{:?}", myelin_server::auth::scope_name(*s))).collect();
             println!("{token}");
             eprintln!(
                 "# The token above is shown once: give it to the client (MYELIN_TOKEN). Add to the config:\n[[auth.principals]]\nname = {name:?}\nscopes = [{}]\ntoken_hashes = [\"{}\"]",

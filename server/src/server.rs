@@ -195,10 +195,7 @@ fn incoming(
 /// TLS and the gate from `[tls]` and `[auth]`, and the refusal to serve a public address
 /// without them (unless `server.allow_insecure_public`, warned about here at every start).
 fn security(config: &Config) -> anyhow::Result<(Option<Arc<TlsSettings>>, Arc<Gate>)> {
-    let addresses = [("server.grpc_addr", config.server.grpc_addr), ("server.http_addr", config.server.http_addr)];
-    crate::config::check_public_binding(&addresses, &config.tls, &config.auth, config.server.allow_insecure_public)?;
-    let public = addresses.iter().any(|(_, a)| !a.ip().is_loopback());
-    if public && !(config.tls.enabled() && config.auth.enabled()) {
+    if config.check_public_binding()? {
         tracing::warn!(
             tls = config.tls.enabled(),
             authentication = config.auth.enabled(),

@@ -13,7 +13,7 @@ pub mod token;
 
 pub use gate::{Gate, Peer, scope_name};
 pub use layer::AuthLayer;
-pub use principal::{ANONYMOUS, Principal, SERVER};
+pub use principal::Principal;
 
 /// The principal the gate put on a call. A call without one did not pass the gate (a service
 /// mounted without [`AuthLayer`]): refused, never taken for an admin.

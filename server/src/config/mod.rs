@@ -307,6 +307,12 @@ impl Config {
         Ok(config)
     }
 
+    /// [`check_public_binding`] for the two ports.
+    pub fn check_public_binding(&self) -> anyhow::Result<bool> {
+        let addresses = [("server.grpc_addr", self.server.grpc_addr), ("server.http_addr", self.server.http_addr)];
+        check_public_binding(&addresses, &self.tls, &self.auth, self.server.allow_insecure_public)
+    }
+
     fn validate(&self) -> anyhow::Result<()> {
         anyhow::ensure!(self.sessions.ring_buffer_seconds > 0.0, "sessions.ring_buffer_seconds must be > 0");
         anyhow::ensure!(self.models.queue_depth > 0, "models.queue_depth must be > 0");

@@ -30,7 +30,7 @@ impl TlsConfig {
 }
 
 /// What a principal may do. Scopes add up; `admin` is all of them, on everyone's resources.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
 pub enum Scope {
     /// Ingest.Stream and ConnectLsl: open sessions (they belong to the principal).
@@ -102,10 +102,14 @@ impl AuthConfig {
 
 /// Refuses to serve a non-loopback address without TLS and authentication, unless explicitly
 /// allowed: patient data must not be readable, nor the server steerable, by whoever reaches it.
-pub fn check_public_binding(addresses: &[(&str, SocketAddr)], tls: &TlsConfig, auth: &AuthConfig, allow: bool) -> anyhow::Result<()> {
+/// Ok(true): such an address is served insecurely because `allow` says so (warn about it).
+pub fn check_public_binding(addresses: &[(&str, SocketAddr)], tls: &TlsConfig, auth: &AuthConfig, allow: bool) -> anyhow::Result<bool> {
     let public: Vec<String> = addresses.iter().filter(|(_, a)| !a.ip().is_loopback()).map(|(key, a)| format!("{key} = {a}")).collect();
-    if public.is_empty() || allow || (tls.enabled() && auth.enabled()) {
-        return Ok(());
+    if public.is_empty() || (tls.enabled() && auth.enabled()) {
+        return Ok(false);
+    }
+    if allow {
+        return Ok(true);
     }
     let mut missing = Vec::new();
     if !tls.enabled() {
@@ -142,17 +146,17 @@ mod tests {
         let public: SocketAddr = "0.0.0.0:50051".parse().unwrap();
         let local: SocketAddr = "127.0.0.1:50051".parse().unwrap();
         let (plain, open) = (TlsConfig::default(), AuthConfig::default());
-        assert!(check_public_binding(&[("server.grpc_addr", local)], &plain, &open, false).is_ok());
+        assert!(!check_public_binding(&[("server.grpc_addr", local)], &plain, &open, false).unwrap());
         let error = check_public_binding(&[("server.grpc_addr", public)], &plain, &open, false).unwrap_err().to_string();
         assert!(
             error.contains("server.grpc_addr = 0.0.0.0:50051") && error.contains("tls.cert") && error.contains("auth.principals"),
             "{error}"
         );
-        assert!(check_public_binding(&[("server.grpc_addr", public)], &plain, &open, true).is_ok());
+        assert!(check_public_binding(&[("server.grpc_addr", public)], &plain, &open, true).unwrap(), "allowed, and to be warned about");
         let tls = TlsConfig { cert: "c.pem".into(), key: "k.pem".into(), ..Default::default() };
         let error = check_public_binding(&[("server.grpc_addr", public)], &tls, &open, false).unwrap_err().to_string();
         assert!(!error.contains("tls.cert") && error.contains("auth.principals"), "{error}");
         let auth = AuthConfig { principals_file: "p.toml".into(), ..Default::default() };
-        assert!(check_public_binding(&[("server.grpc_addr", public)], &tls, &auth, false).is_ok());
+        assert!(!check_public_binding(&[("server.grpc_addr", public)], &tls, &auth, false).unwrap());
     }
 }

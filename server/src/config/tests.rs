@@ -46,24 +46,25 @@ fn unknown_keys_are_refused_by_name() {
     assert!(error.to_string().contains("grpc_adr"), "{error}");
 }
 
+/// A config file of deploy/ over the defaults, validated.
+fn deploy_config(file: &str) -> Config {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy").join(file);
+    let config: Config = Figment::from(Serialized::defaults(Config::default())).merge(Toml::file(&path)).extract().expect(file);
+    config.validate().expect(file);
+    config
+}
+
 #[test]
 fn the_secured_example_serves_public_addresses_with_tls_and_tokens() {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/myelin.secure.example.toml");
-    let secure: Config =
-        Figment::from(Serialized::defaults(Config::default())).merge(Toml::file(&path)).extract().expect("secured example parses");
-    secure.validate().expect("secured example is valid");
+    let secure = deploy_config("myelin.secure.example.toml");
     assert!(secure.tls.enabled() && secure.auth.enabled() && !secure.auth.metrics_open);
-    let addresses = [("server.grpc_addr", secure.server.grpc_addr), ("server.http_addr", secure.server.http_addr)];
-    assert!(!secure.server.grpc_addr.ip().is_loopback());
-    check_public_binding(&addresses, &secure.tls, &secure.auth, false).expect("secure enough to serve 0.0.0.0");
+    assert!(!secure.server.grpc_addr.ip().is_loopback() && !secure.server.allow_insecure_public);
+    assert!(!secure.check_public_binding().expect("secure enough to serve 0.0.0.0"));
 }
 
 #[test]
 fn the_kubernetes_config_is_valid_and_secure_enough_for_a_pod_address() {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/k8s/myelin.toml");
-    let config: Config =
-        Figment::from(Serialized::defaults(Config::default())).merge(Toml::file(&path)).extract().expect("k8s config parses");
-    config.validate().expect("k8s config is valid");
-    let addresses = [("server.grpc_addr", config.server.grpc_addr), ("server.http_addr", config.server.http_addr)];
-    check_public_binding(&addresses, &config.tls, &config.auth, false).expect("TLS and authentication on");
+    let config = deploy_config("k8s/myelin.toml");
+    assert!(!config.server.allow_insecure_public);
+    assert!(!config.check_public_binding().expect("TLS and authentication on"));
 }
