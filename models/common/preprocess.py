@@ -1,20 +1,28 @@
 """Offline twin of the server's online preprocessing (server/src/dsp).
 
 Training and evaluation code use these functions so that a model sees, offline, exactly the
-windows the server will feed it online. The server's parity test (tests/python/test_dsp_parity.py
-and the golden vectors of models/fixtures) checks the two against each other.
+windows the server will feed it online. The parity tests check the two against each other:
+tests/python/test_resampling.py (filter design and rational resampling against scipy, through
+the live server) and tests/tests/golden_e2e.rs (the golden vectors of models/fixtures).
 
 Order of operations, as in the server:
   1. causal IIR filter (scipy.signal.sosfilt, zero initial state) over the whole stream at the
-     stream rate, on the model's channels;
-  2. cut [start, start + length) stream samples;
-  3. decimate by an integer factor (x[::k], the filter is the anti-alias stage);
+     stream rate, on the model's channels: the card's fixed `filter` sections (for streams at its
+     design rate only), or its `filters` specification designed for the stream's rate
+     (scipy.signal.butter / iirnotch);
+  2. cut the window starting at stream sample `start`;
+  3. to the model's rate: decimate by an integer factor (x[::k], the filter is the anti-alias
+     stage), or, for `resample = "polyphase"`, resample by the rational ratio model/stream with
+     scipy.signal.resample_poly's filter, the model's grid starting at `start` and reading the
+     stream on both sides of the window (what the server waits for before decoding);
   4. re-reference (average of the model's channels), if asked;
   5. baseline correction over the card's baseline interval;
   6. scaling (fixed centre/scale from the card, or per-window z-score);
   7. clamping.
 """
 from __future__ import annotations
+
+import math
 
 import numpy as np
 from scipy import signal
@@ -34,6 +42,64 @@ def design_sos(bandpass=None, notch=None, rate=None, order=4):
     return np.concatenate(sections, axis=0)
 
 
+def design_filters(filters: list, rate: float) -> np.ndarray:
+    """A card's `preprocessing.filters` specification as second-order sections at `rate` Hz."""
+    sections = []
+    for f in filters:
+        kind = f["kind"]
+        if kind == "notch":
+            b, a = signal.iirnotch(f["freq_hz"], f["quality"], fs=rate)
+            sections.append(np.concatenate([b, a])[None, :])
+        elif kind in ("lowpass", "highpass"):
+            sections.append(signal.butter(f["order"], f["cutoff_hz"], btype=kind, fs=rate, output="sos"))
+        elif kind in ("bandpass", "bandstop"):
+            sections.append(signal.butter(f["order"], [f["low_hz"], f["high_hz"]], btype=kind, fs=rate, output="sos"))
+        else:
+            raise ValueError(f"unknown filter kind {kind!r}")
+    if not sections:
+        return np.zeros((0, 6))
+    return np.concatenate(sections, axis=0)
+
+
+def card_sos(card: dict, stream_rate: float) -> np.ndarray:
+    """The stream filter the server uses for this card on a stream at `stream_rate` Hz."""
+    pre = card.get("preprocessing", {})
+    if pre.get("filter") is not None:
+        fixed = pre["filter"]
+        if abs(fixed["design_rate_hz"] - stream_rate) > 1e-9:
+            raise ValueError(f"{card['id']}: fixed filter coefficients are for {fixed['design_rate_hz']} Hz streams")
+        return np.asarray(fixed["sos"], dtype=np.float64)
+    return design_filters(pre.get("filters", []), stream_rate)
+
+
+def resample_ratio(stream_rate: float, model_rate: float) -> tuple[int, int]:
+    """(up, down): model_rate / stream_rate reduced, from rates in millihertz (as the server)."""
+    fs, fm = int(round(stream_rate * 1000)), int(round(model_rate * 1000))
+    g = math.gcd(fs, fm)
+    return fm // g, fs // g
+
+
+def polyphase_reach(up: int, down: int, t: int) -> tuple[int, int]:
+    """(history, reach): stream samples a window of `t` model samples reads before its first
+    sample, and from its first sample on."""
+    half = 10 * max(up, down)
+    return half // up, ((t - 1) * down + half) // up + 1
+
+
+def polyphase_window(filtered: np.ndarray, start: int, up: int, down: int, t: int) -> np.ndarray:
+    """Model samples 0..t of the window whose first stream sample is `start`: sample j at stream
+    time start + j * down / up, by scipy.signal.resample_poly on a segment that begins a whole
+    number of output samples earlier. Returns [t, channels] float32."""
+    history, reach = polyphase_reach(up, down, t)
+    q = -(-history // down)  # whole output samples of lead-in covering the filter's history
+    s0, end = start - q * down, start + reach
+    seg = np.zeros((end - s0, filtered.shape[1]), dtype=np.float64)
+    lo = max(s0, 0)
+    seg[lo - s0:] = filtered[lo:end]
+    y = signal.resample_poly(seg, up, down, axis=0, window=("kaiser", 5.0), padtype="constant")
+    return y[q * up:q * up + t].astype(np.float32)
+
+
 def filter_stream(samples: np.ndarray, sos: np.ndarray) -> np.ndarray:
     """samples: [n_samples, n_channels] float32 as received. Returns float32 like the server,
     which filters in float64 and stores float32."""
@@ -48,12 +114,16 @@ def window_from_filtered(filtered: np.ndarray, start: int, card: dict, stream_ra
     """Cut and preprocess one window. filtered: [n_samples, model_channels] at the stream rate.
     Returns the model input for one example, laid out as the card says (without batch dim)."""
     model_rate = card["sample_rate_hz"]
-    k = int(round(stream_rate / model_rate))
     tmin, tmax = card["window"]["tmin_s"], card["window"]["tmax_s"]
     t = int(round((tmax - tmin) * model_rate))
-    seg = filtered[start:start + t * k].astype(np.float32)
-    x = seg[::k].T.copy()  # [C, T]
     pre = card.get("preprocessing", {})
+    up, down = resample_ratio(stream_rate, model_rate)
+    if pre.get("resample", "decimate") == "polyphase" and (up, down) != (1, 1):
+        x = polyphase_window(filtered, start, up, down, t).T.copy()  # [C, T]
+    else:
+        k = int(round(stream_rate / model_rate))
+        seg = filtered[start:start + t * k].astype(np.float32)
+        x = seg[::k].T.copy()  # [C, T]
     # The server computes in float64 and stores float32 after each step; mirror that.
     if pre.get("reference", "none") == "average" and x.shape[0] > 1:
         x = (x.astype(np.float64) - x.astype(np.float64).mean(axis=0, keepdims=True)).astype(np.float32)

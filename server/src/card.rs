@@ -2,7 +2,9 @@
 //! needs to feed the ONNX graph exactly as it was trained, and where the model came from.
 //! See `models/README.md` for the format and `models/fixtures/` for examples.
 
+mod preprocessing;
 mod provenance;
+pub use preprocessing::{FilterDesign, FilterSpec, Preprocessing, Reference, Resample, Scaling};
 pub use provenance::Provenance;
 
 use std::path::{Path, PathBuf};
@@ -46,61 +48,6 @@ pub enum CardModality {
     Meg,
     Seeg,
     Ecog,
-}
-
-#[derive(Debug, Clone, Copy, Deserialize, serde::Serialize, PartialEq, Eq, Default)]
-#[serde(rename_all = "snake_case")]
-pub enum Reference {
-    #[default]
-    None,
-    /// Subtract the mean of the model's channels at every sample.
-    Average,
-}
-
-#[derive(Debug, Clone, Deserialize, serde::Serialize, PartialEq, Default)]
-#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
-pub enum Scaling {
-    #[default]
-    None,
-    /// (x - center[c]) / scale[c], statistics stored in the card (z-score: mean/std; robust
-    /// scaling: median/IQR).
-    Fixed { center: Vec<f64>, scale: Vec<f64> },
-    /// Per-window, per-channel z-score: (x - mean) / (std + epsilon).
-    WindowZscore {
-        #[serde(default = "default_epsilon")]
-        epsilon: f64,
-    },
-}
-
-fn default_epsilon() -> f64 {
-    1e-6
-}
-
-#[derive(Debug, Clone, Deserialize, serde::Serialize, Default)]
-#[serde(deny_unknown_fields)]
-pub struct FilterSpec {
-    /// How the sections were designed, in words (e.g. "Butterworth band-pass 0.5-30 Hz, order 4").
-    #[serde(default)]
-    pub design: String,
-    /// The stream rate the sections were designed for; attaching a stream at another rate is refused.
-    pub design_rate_hz: f64,
-    /// Second-order sections, scipy layout [b0, b1, b2, a0, a1, a2].
-    pub sos: Vec<[f64; 6]>,
-}
-
-#[derive(Debug, Clone, Deserialize, serde::Serialize, Default)]
-#[serde(deny_unknown_fields)]
-pub struct Preprocessing {
-    /// Causal IIR filter (band-pass, notch, ...) run continuously at the stream rate.
-    pub filter: Option<FilterSpec>,
-    #[serde(default)]
-    pub reference: Reference,
-    /// Baseline interval [from, to) in seconds on the window's time axis (relative to the event).
-    pub baseline_s: Option<[f64; 2]>,
-    #[serde(default)]
-    pub scaling: Scaling,
-    /// Clamp every value to [-clamp, clamp] after scaling.
-    pub clamp: Option<f32>,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, serde::Serialize, PartialEq, Eq)]
@@ -203,7 +150,8 @@ pub struct ModelCard {
     pub description: Option<String>,
     /// Expected channels, in the order of the model input.
     pub channels: Vec<String>,
-    /// The model's sample rate (Hz); streams must be an integer multiple of it.
+    /// The model's sample rate (Hz). Streams at other rates are resampled as
+    /// `preprocessing.resample` says.
     pub sample_rate_hz: f64,
     pub window: WindowSpec,
     #[serde(default)]
@@ -332,22 +280,7 @@ impl ModelCard {
         if self.sensors.is_some() && self.native.is_some() {
             return Err(self.field("sensors", "native decoders take no sensor positions or mask"));
         }
-        if let Some(filter) = &self.preprocessing.filter {
-            if !(filter.design_rate_hz > 0.0) {
-                return Err(self.field("preprocessing.filter.design_rate_hz", "must be > 0"));
-            }
-            if filter.sos.iter().any(|s| s[3] == 0.0 || s.iter().any(|v| !v.is_finite())) {
-                return Err(self.field("preprocessing.filter.sos", "a0 must be non-zero and all values finite"));
-            }
-        }
-        if let Scaling::Fixed { center, scale } = &self.preprocessing.scaling {
-            if center.len() != self.channels.len() || scale.len() != self.channels.len() {
-                return Err(self.field("preprocessing.scaling", "center and scale need one value per channel"));
-            }
-            if scale.iter().any(|s| !(*s > 0.0)) {
-                return Err(self.field("preprocessing.scaling", "scale values must be > 0"));
-            }
-        }
+        self.preprocessing.validate(self.channels.len()).map_err(|(field, message)| self.field(field, message))?;
         if !matches!(self.provenance.data_kind.as_str(), "real" | "proxy" | "synthetic" | "fixture" | "live") {
             return Err(self.field("provenance.data_kind", "must be real, proxy, synthetic, fixture or live (fitted on a live stream)"));
         }

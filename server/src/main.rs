@@ -96,6 +96,13 @@ enum ModelsCommand {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// Print, as JSON, the filters and resampler the server designs from a card for a stream at
+    /// `--rate` Hz: what Attach would use.
+    Design {
+        card: PathBuf,
+        #[arg(long)]
+        rate: f64,
+    },
 }
 
 fn main() -> ExitCode {
@@ -109,6 +116,7 @@ fn main() -> ExitCode {
         }
         Some(Command::Token { command }) => token(command),
         Some(Command::Models { command: ModelsCommand::Check { card, config } }) => check_card(&card, config),
+        Some(Command::Models { command: ModelsCommand::Design { card, rate } }) => design(&card, rate),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -314,6 +322,22 @@ fn list_models(config_path: Option<PathBuf>) -> anyhow::Result<()> {
             Err(error) => println!("FAIL  {}: {error:#}", path.display()),
         }
     }
+    Ok(())
+}
+
+fn design(path: &std::path::Path, rate: f64) -> anyhow::Result<()> {
+    use myelin_server::decode::input::Resampling;
+    let card = card::ModelCard::load(path)?;
+    let (resampling, sos) = myelin_server::attach::window::rates(&card, rate)?;
+    let resample = match &resampling {
+        Resampling::Decimate { factor } => serde_json::json!({ "method": "decimate", "factor": factor }),
+        Resampling::Polyphase(p) => serde_json::json!({
+            "method": "polyphase", "up": p.up(), "down": p.down(), "taps": p.taps(),
+            "history": p.history(), "lookahead": p.reach(card.window_samples()) - p.span(card.window_samples()),
+        }),
+    };
+    let report = serde_json::json!({ "model": card.id, "stream_rate_hz": rate, "model_rate_hz": card.sample_rate_hz, "sos": sos, "resample": resample });
+    println!("{report}");
     Ok(())
 }
 

@@ -9,21 +9,22 @@ use std::path::{Path, PathBuf};
 
 /// Top-level modules from the top floor down. A module may import from its own floor's module
 /// and from any module on a lower floor, never from a higher one. The data path runs
-/// ingest -> session -> dsp -> window -> decode -> (record) -> publish; the last three floors are
-/// what stands beside the path (the ports' transport; principals, model cards, the buffer budget;
-/// configuration, metrics, clocks, ids, rings, shutdown).
+/// ingest -> session -> window -> decode -> (record) -> publish; the last four floors are what
+/// stands beside the path (the ports' transport; the signal processing the session's filters and
+/// the windows' resampling use; principals, model cards, the buffer budget; configuration,
+/// metrics, clocks, ids, rings, shutdown).
 const FLOORS: &[&[&str]] = &[
     &["server"],
     &["grpc", "http", "demo", "replay"],
     &["attach", "calibrate"],
     &["ingest"],
     &["session"],
-    &["dsp"],
     &["window"],
     &["decode"],
     &["record"],
     &["publish"],
     &["transport"],
+    &["dsp"],
     &["auth", "card", "budget"],
     &["config", "metrics", "clock", "id", "ring", "shutdown"],
 ];

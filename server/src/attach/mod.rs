@@ -6,7 +6,7 @@
 
 mod channels;
 pub mod gallery_cache;
-mod window;
+pub mod window;
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
@@ -22,7 +22,7 @@ use crate::decode::job::WindowBuffers;
 use crate::decode::registry::{Lookup, ModelRegistry};
 use crate::decode::result::retrieval_top_k;
 use crate::decode::{Attachment, LoadedModel};
-use crate::dsp::SosFilter;
+use crate::dsp::sos::SosFilter;
 use crate::publish::Hub;
 use crate::publish::lsl::{OutletGuard, OutletSpec};
 use crate::session::attachment::AttachmentState;
@@ -117,7 +117,7 @@ impl Attacher {
         let preprocessor = WindowPreprocessor::new(
             &card.preprocessing,
             card.channels.len(),
-            plan.decimation,
+            plan.resampling.clone(),
             plan.model_samples,
             plan.tmin_s,
             card.sample_rate_hz,
@@ -148,8 +148,7 @@ impl Attacher {
             in_flight: session.in_flight().clone(),
             fairness: Default::default(),
         });
-        let sos = card.preprocessing.filter.as_ref().map(|f| f.sos.clone()).unwrap_or_default();
-        let filter = SosFilter::new(&sos, channels.index.len());
+        let filter = SosFilter::new(&plan.sos, channels.index.len());
         let mut state = AttachmentState::new(shared, channels.index, filter, session.capacity, plan.cutter, memory);
         let lsl_outlets = match outlets {
             Some((names, guard)) => {
@@ -162,6 +161,7 @@ impl Attacher {
         Ok(pb::AttachReply {
             attachment_id: id,
             window_stream_samples: plan.length as u64,
+            window_lookahead_samples: plan.lookahead as u64,
             window_model_samples: plan.model_samples as u64,
             latency_budget_ms: spec.budget_ms,
             lsl_outlets,

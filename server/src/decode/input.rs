@@ -1,13 +1,24 @@
 //! A model's input from a cut window: the per-window steps of its card's preprocessing, run on
 //! the session's thread as the window is cut, so that the model's threads only run the model
-//! (decimation to the model rate, re-referencing,
-//! baseline correction, per-channel scaling, clamping, the layout the graph expects), and the
-//! sensor positions and mask that spatial-attention models take beside the window.
+//! (decimation or polyphase resampling to the model rate, re-referencing, baseline correction,
+//! per-channel scaling, clamping, the layout the graph expects), and the sensor positions and
+//! mask that spatial-attention models take beside the window.
 //!
 //! Hand-written for the reasons `dsp` gives: a few lines a step, bit-for-bit predictable against
 //! numpy (the parity test), no allocation per window once the scratch buffer has grown.
 
 use crate::card::{Preprocessing, Reference, Scaling};
+use crate::dsp::polyphase::Polyphase;
+
+/// How a window's filtered stream samples become model samples.
+#[derive(Debug, Clone)]
+pub enum Resampling {
+    /// Every `factor`-th stream sample from the window's first (1: the stream is at the
+    /// model's rate).
+    Decimate { factor: usize },
+    /// Any rational ratio, through an anti-alias FIR ([`Polyphase`]).
+    Polyphase(Polyphase),
+}
 
 /// The extra inputs of a spatial-attention model, fixed for an attachment: each model
 /// channel's layout position ([channels x 2]) and whether the stream has it (1) or not (0).
@@ -21,8 +32,7 @@ pub struct SensorInputs {
 #[derive(Debug, Clone)]
 pub struct WindowPreprocessor {
     n_channels: usize,
-    /// Stream samples per model sample (integer decimation after the anti-alias filter).
-    decimation: usize,
+    resampling: Resampling,
     model_samples: usize,
     reference: Reference,
     /// Model-sample range [start, end) used for baseline correction.
@@ -37,7 +47,7 @@ impl WindowPreprocessor {
     pub fn new(
         pre: &Preprocessing,
         n_channels: usize,
-        decimation: usize,
+        resampling: Resampling,
         model_samples: usize,
         window_tmin_s: f64,
         model_rate_hz: f64,
@@ -49,7 +59,7 @@ impl WindowPreprocessor {
         });
         Self {
             n_channels,
-            decimation,
+            resampling,
             model_samples,
             reference: pre.reference,
             baseline,
@@ -59,40 +69,80 @@ impl WindowPreprocessor {
         }
     }
 
-    /// Values of one window at the stream rate (the input of [`Self::run`]).
+    /// Stream samples before a window's first sample that it reads (the resampling filter's
+    /// left half).
+    pub fn history(&self) -> usize {
+        match &self.resampling {
+            Resampling::Decimate { .. } => 0,
+            Resampling::Polyphase(p) => p.history(),
+        }
+    }
+
+    /// Stream samples from a window's first sample through the last it needs: the window can be
+    /// decoded once the stream has reached them.
+    pub fn reach(&self) -> usize {
+        match &self.resampling {
+            Resampling::Decimate { factor } => self.model_samples * factor,
+            Resampling::Polyphase(p) => p.reach(self.model_samples),
+        }
+    }
+
+    /// Stream samples a window's nominal span covers (its first to its last model sample).
+    pub fn span(&self) -> usize {
+        match &self.resampling {
+            Resampling::Decimate { factor } => self.model_samples * factor,
+            Resampling::Polyphase(p) => p.span(self.model_samples),
+        }
+    }
+
+    /// Stream samples one window reads: `history() + reach()`.
+    pub fn segment_len(&self) -> usize {
+        self.history() + self.reach()
+    }
+
+    /// Values of one window's segment at the stream rate (the input of [`Self::run`]).
     pub fn stream_values(&self) -> usize {
-        self.n_channels * self.model_samples * self.decimation
+        self.n_channels * self.segment_len()
     }
 
-    /// Stream samples per model sample: a window's samples at the stream rate that the model
-    /// keeps are every `decimation()`-th, from the first.
-    pub fn decimation(&self) -> usize {
-        self.decimation
+    /// With integer decimation, the stream samples per model sample: a window's samples the
+    /// model keeps are every `decimation()`-th from the first, and are all a cut needs to copy.
+    pub fn decimation(&self) -> Option<usize> {
+        match &self.resampling {
+            Resampling::Decimate { factor } => Some(*factor),
+            Resampling::Polyphase(_) => None,
+        }
     }
 
-    /// `window`: channel-major [n_channels x (model_samples * decimation)] filtered samples.
+    /// `segment`: channel-major [n_channels x segment_len()] filtered samples, from history()
+    /// samples before the window's first.
     /// `out`: the model input, [n_channels x model_samples] or [model_samples x n_channels].
     /// `scratch`: reusable buffer of n_channels * model_samples values.
-    pub fn run(&self, window: &[f32], scratch: &mut Vec<f32>, out: &mut [f32]) {
+    pub fn run(&self, segment: &[f32], scratch: &mut Vec<f32>, out: &mut [f32]) {
         let (c, t) = (self.n_channels, self.model_samples);
-        let stream_len = t * self.decimation;
-        debug_assert_eq!(window.len(), c * stream_len);
+        let len = self.segment_len();
+        debug_assert_eq!(segment.len(), c * len);
         scratch.clear();
         scratch.resize(c * t, 0.0);
-        // Decimate: keep every `decimation`-th sample starting at the first (numpy x[::k]).
         for ch in 0..c {
-            let src = &window[ch * stream_len..(ch + 1) * stream_len];
+            let src = &segment[ch * len..(ch + 1) * len];
             let dst = &mut scratch[ch * t..(ch + 1) * t];
-            for (v, &s) in dst.iter_mut().zip(src.iter().step_by(self.decimation)) {
-                *v = s;
+            match &self.resampling {
+                // Decimate: keep every k-th sample starting at the first (numpy x[::k]).
+                Resampling::Decimate { factor } => {
+                    for (v, &s) in dst.iter_mut().zip(src.iter().step_by(*factor)) {
+                        *v = s;
+                    }
+                }
+                Resampling::Polyphase(p) => p.resample(src, dst),
             }
         }
         self.run_decimated(scratch, out);
     }
 
-    /// The same from a window already at the model rate ([n_channels x model_samples], only the
-    /// samples decimation keeps), which it changes in place: what a cut copies out of the ring,
-    /// so that the samples decimation drops are never copied.
+    /// The same from a window already at the model rate ([n_channels x model_samples]), which it
+    /// changes in place: with integer decimation, what a cut copies out of the ring (only the
+    /// samples decimation keeps).
     pub fn run_decimated(&self, scratch: &mut [f32], out: &mut [f32]) {
         let (c, t) = (self.n_channels, self.model_samples);
         debug_assert_eq!(scratch.len(), c * t);

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use crate::budget::Reservation;
 use crate::decode::{Attachment, WindowJob};
-use crate::dsp::SosFilter;
+use crate::dsp::sos::SosFilter;
 use crate::ring::FrameRing;
 use crate::window::collector::Collector;
 use crate::window::dispatch::{CutFrom, StreamView, WindowScratch, dispatch};
@@ -60,8 +60,7 @@ impl AttachmentState {
 
     /// Cuts the window `cut` into `cut_windows` (or publishes why it cannot be decoded).
     pub fn dispatch(&mut self, cut: Cut, stream: &StreamView<'_>, cut_windows: &mut Vec<WindowJob>) {
-        let from =
-            CutFrom { attachment: &self.shared, filtered: &self.ring, length: self.cutter.length(), collector: self.collector.as_ref() };
+        let from = CutFrom { attachment: &self.shared, filtered: &self.ring, collector: self.collector.as_ref() };
         dispatch(from, &mut self.scratch, cut, stream, cut_windows);
     }
 

@@ -36,12 +36,11 @@ impl StreamView<'_> {
     }
 }
 
-/// Where an attachment's windows are cut from: its filtered ring, its window length (stream
-/// samples), and the calibration collecting its epochs, if any.
+/// Where an attachment's windows are cut from: its filtered ring, and the calibration collecting
+/// its epochs, if any. (The attachment's preprocessor says which stream samples a window reads.)
 pub struct CutFrom<'a> {
     pub attachment: &'a Arc<Attachment>,
     pub filtered: &'a FrameRing,
-    pub length: usize,
     pub collector: Option<&'a Collector>,
 }
 
@@ -50,23 +49,29 @@ pub struct CutFrom<'a> {
 pub struct WindowScratch {
     /// The window's samples that decimation keeps, channel-major.
     window: Vec<f32>,
-    /// The whole window at the stream rate, for a calibration's collector.
+    /// The window's whole segment at the stream rate (for resampling, or a calibration's
+    /// collector).
     stream_rate: Vec<f32>,
+    /// The model-rate window a resampled segment becomes.
+    resampled: Vec<f32>,
 }
 
 /// Cuts the window `cut` of `length` samples of `filtered` into its model's input (preprocessed
 /// here, on the session's thread, so that the model's threads only run the model) and adds it to
-/// `cut_windows` (see [`hand_over`]), or publishes why it cannot be decoded. Offers decodable event-locked windows, at the
-/// stream rate, to a calibration's `collector`.
+/// `cut_windows` (see [`hand_over`]), or publishes why it cannot be decoded. Offers decodable
+/// event-locked windows, as their segments at the stream rate, to a calibration's `collector`.
 pub fn dispatch(from: CutFrom<'_>, scratch: &mut WindowScratch, cut: Cut, stream: &StreamView<'_>, cut_windows: &mut Vec<WindowJob>) {
-    let CutFrom { attachment, filtered, length, collector } = from;
+    let CutFrom { attachment, filtered, collector } = from;
+    let pre = &attachment.preprocessor;
     let (start, trigger, mut refusal) = match cut {
         Cut::Ready { start, trigger } => (start as i64, trigger, None),
         Cut::Refused { start, trigger, reason } => (start, trigger, Some(reason)),
     };
     let first = start.max(0) as u64;
-    let last = first + length as u64 - 1;
-    let (first_sample, last_sample) = (stream.sample(first), stream.sample(last));
+    let last = first + pre.span() as u64 - 1;
+    // What the window reads: its resampling filter's reach on either side of the span.
+    let (read_from, read_to) = (first.saturating_sub(pre.history() as u64), first + pre.reach() as u64);
+    let (first_sample, last_sample) = (stream.sample(first), stream.sample(read_to - 1));
     let span = pb::WindowSpan {
         first_sample_index: first,
         last_sample_index: last,
@@ -74,9 +79,9 @@ pub fn dispatch(from: CutFrom<'_>, scratch: &mut WindowScratch, cut: Cut, stream
         last_timestamp: last_sample.map_or(f64::NAN, |s| s.0),
     };
     if refusal.is_none()
-        && let Some(&(a, b)) = stream.gaps.iter().find(|&&(a, b)| a <= last && b > first)
+        && let Some(&(a, b)) = stream.gaps.iter().find(|&&(a, b)| a < read_to && b > read_from)
     {
-        refusal = Some(format!("window [{first}, {}] touches missing samples [{a}, {b})", last + 1));
+        refusal = Some(format!("window [{first}, {}] (reading [{read_from}, {read_to})) touches missing samples [{a}, {b})", last + 1));
     }
     let now = clock::now_ns();
     let last_sample_received_ns = last_sample.map_or(now, |s| s.1);
@@ -91,29 +96,68 @@ pub fn dispatch(from: CutFrom<'_>, scratch: &mut WindowScratch, cut: Cut, stream
         deadline_ns: deadline_of(last_sample_received_ns, attachment.budget_ms),
         in_flight: attachment.in_flight.window(),
     };
-    // Only the samples the model keeps after decimation are copied out of the ring.
-    let step = attachment.preprocessor.decimation();
-    if refusal.is_none() {
-        scratch.window.resize(filtered.width() * length.div_ceil(step), 0.0);
-        if !filtered.copy_channel_major_every(first, length, step, &mut scratch.window) {
-            refusal = Some(format!("window [{first}, {}] is no longer buffered", last + 1));
-        }
+    if refusal.is_none() && !copy_window(filtered, first, pre, scratch, collector.is_some() && job.trigger.is_some()) {
+        refusal = Some(format!("window [{first}, {}] is no longer buffered", last + 1));
     }
     if let Some(reason) = refusal {
         job.publish_undecoded(PredictionStatus::Error, reason);
         return;
     }
     if let (Some(collector), Some(trigger)) = (collector, &job.trigger) {
-        // A calibration keeps the whole window at the stream rate (it refits on it).
-        scratch.stream_rate.resize(filtered.width() * length, 0.0);
-        filtered.copy_channel_major(first, length, &mut scratch.stream_rate);
+        // A calibration keeps the whole segment at the stream rate (it refits on it).
         collector.offer(&scratch.stream_rate, trigger);
     }
     job.data = attachment.buffers.take();
-    attachment.preprocessor.run_decimated(&mut scratch.window, &mut job.data);
+    match pre.decimation() {
+        Some(_) => pre.run_decimated(&mut scratch.window, &mut job.data),
+        None => pre.run(&scratch.stream_rate, &mut scratch.resampled, &mut job.data),
+    }
     job.enqueued_ns = clock::now_ns();
     m::stage("cut", job.enqueued_ns.saturating_sub(now));
     cut_windows.push(job);
+}
+
+/// Copies what the window starting at stream sample `first` reads out of `filtered`: with integer
+/// decimation only the samples the model keeps (into `scratch.window`), unless `whole` (a
+/// calibration wants the segment); with resampling, or `whole`, the segment from `history()`
+/// samples before `first` (into `scratch.stream_rate`; zeros before the stream began, as a
+/// filter started from rest sees them). False when part of it is no longer buffered.
+fn copy_window(
+    filtered: &FrameRing,
+    first: u64,
+    pre: &crate::decode::input::WindowPreprocessor,
+    scratch: &mut WindowScratch,
+    whole: bool,
+) -> bool {
+    let width = filtered.width();
+    if let Some(step) = pre.decimation() {
+        let length = pre.reach();
+        scratch.window.resize(width * length.div_ceil(step), 0.0);
+        if !filtered.copy_channel_major_every(first, length, step, &mut scratch.window) {
+            return false;
+        }
+        if !whole {
+            return true;
+        }
+    }
+    let (history, len) = (pre.history() as u64, pre.segment_len());
+    scratch.stream_rate.resize(width * len, 0.0);
+    let missing = history.saturating_sub(first) as usize;
+    if missing == 0 {
+        return filtered.copy_channel_major(first - history, len, &mut scratch.stream_rate);
+    }
+    // The window starts within the filter's reach of the stream's first sample.
+    let held = len - missing;
+    scratch.resampled.resize(width * held, 0.0);
+    if !filtered.copy_channel_major(0, held, &mut scratch.resampled) {
+        return false;
+    }
+    for ch in 0..width {
+        let row = &mut scratch.stream_rate[ch * len..(ch + 1) * len];
+        row[..missing].fill(0.0);
+        row[missing..].copy_from_slice(&scratch.resampled[ch * held..(ch + 1) * held]);
+    }
+    true
 }
 
 /// Hands the windows of one pass (`cut_windows`, drained) to their models, each model's windows

@@ -261,6 +261,7 @@ class Client:
             lsl_outlets=list(reply.lsl_outlets),
             gallery_items=reply.gallery_items,
             missing_channels=list(reply.missing_channels),
+            window_lookahead_samples=reply.window_lookahead_samples,
         )
 
     @_calls

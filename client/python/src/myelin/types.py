@@ -137,6 +137,9 @@ class Attachment:
     lsl_outlets: List[str]
     gallery_items: int
     missing_channels: List[str]
+    #: Stream samples after a window's end the server waits for before decoding it (the
+    #: anti-alias filter of a card that resamples by a rational ratio; 0 otherwise).
+    window_lookahead_samples: int = 0
 
 
 @dataclass(frozen=True)
