@@ -224,8 +224,11 @@ def main():
             "window": {"tmin_s": meta["tmin_s"], "tmax_s": meta["tmax_s"]},
             "preprocessing": {
                 "scaling": {"kind": "fixed", "center": mean.astype(float).tolist(), "scale": std.astype(float).tolist()},
-                **({"filter": {"design": "Butterworth band-pass 0.5-200 Hz order 2 + notch 50 Hz Q 30 (scipy.signal), causal, at 1 kHz",
-                               "design_rate_hz": float(meta["rate_hz"]), "sos": sos.tolist()}} if len(sos) else {}),
+                # Designed by the server for the stream's own rate; `sos` is the same design at
+                # the training rate.
+                **({"filters": [{"kind": "bandpass", "order": 2, "low_hz": 0.5, "high_hz": 200.0},
+                                {"kind": "notch", "freq_hz": 50.0, "quality": 30.0}]} if len(sos) else {}),
+                "resample": "polyphase",
             },
             "input": {"name": "window", "shape": [-1, window, x_train.shape[2]], "layout": "time_channels", "max_batch": 8},
             "output": {"name": "scores", "shape": [-1, n_words], "kind": "probabilities"},

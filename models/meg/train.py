@@ -49,8 +49,10 @@ def base_card(sos, center, scale) -> dict:
             "baseline_s": BASELINE,
             "clamp": CLAMP,
             "scaling": {"kind": "fixed", "center": [float(v) for v in center], "scale": [float(v) for v in scale]},
-            "filter": {"design": f"Butterworth band-pass {BANDPASS[0]}-{BANDPASS[1]} Hz order 2 (scipy.signal), causal, at 120 Hz",
-                       "design_rate_hz": sim.RATE, "sos": sos.tolist()},
+            # Designed by the server for the stream's own rate (a CTF system at 1200 Hz or more);
+            # `sos` is that design at the simulator's 120 Hz, what training saw.
+            "filters": [{"kind": "bandpass", "order": 2, "low_hz": BANDPASS[0], "high_hz": BANDPASS[1]}],
+            "resample": "polyphase",
         },
     }
 

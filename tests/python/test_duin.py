@@ -37,7 +37,7 @@ def test_served_du_in_matches_its_offline_evaluation(server):
     # z-score from the card), ONNX Runtime for Python.
     session = ort.InferenceSession(str(CARD.parent / card["onnx"]), providers=["CPUExecutionProvider"])
     offset = int(round(card["window"]["tmin_s"] * rate))
-    filtered = preprocess.filter_stream(x, np.asarray(card["preprocessing"]["filter"]["sos"]))
+    filtered = preprocess.filter_stream(x, preprocess.card_sos(card, rate))
     offline = {}
     for onset, word in events:
         window = preprocess.window_from_filtered(filtered, onset + offset, card, rate)

@@ -23,7 +23,7 @@ def offline_predictions(card: dict, onnx_path: Path, samples: np.ndarray, stream
     """What the server must publish, computed here: scipy filtering over the whole stream (the
     offline twin), then ONNX Runtime for Python. Returns {window start: (event index, outputs)}."""
     idx = [stream_channels.index(c) for c in card["channels"]]
-    filtered = preprocess.filter_stream(samples[:, idx], np.asarray(card["preprocessing"]["filter"]["sos"]))
+    filtered = preprocess.filter_stream(samples[:, idx], preprocess.card_sos(card, rate))
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     offset = int(round(card["window"]["tmin_s"] * rate))
     length = int(round((card["window"]["tmax_s"] - card["window"]["tmin_s"]) * rate))
