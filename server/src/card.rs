@@ -13,6 +13,10 @@ use serde::Deserialize;
 
 use crate::id::{ID_RULE, is_valid_id};
 
+/// The `native.kind`s the server can run (`decode::native` decodes them; cards are read before
+/// and without the decoders, so the names are listed here).
+pub const NATIVE_KINDS: [&str; 2] = ["xdawn_lda", "xdawn_riemann"];
+
 #[derive(Debug, thiserror::Error)]
 pub enum CardError {
     #[error("cannot read model card {path}: {source}")]
@@ -128,7 +132,8 @@ pub struct WindowSpec {
 #[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct NativeSpec {
-    /// "xdawn_lda": xDAWN spatial filters + shrinkage LDA (decode::erp).
+    /// "xdawn_lda": xDAWN spatial filters + shrinkage LDA (decode::erp); "xdawn_riemann": xDAWN
+    /// covariances + Riemannian tangent space + logistic regression (decode::riemann).
     pub kind: String,
     /// Fitted parameters (JSON), relative to the card.
     pub params: PathBuf,
@@ -214,9 +219,11 @@ impl ModelCard {
         }
         match (&self.onnx, &self.native) {
             (Some(_), None) => {}
-            (None, Some(native)) if native.kind == "xdawn_lda" => {}
+            (None, Some(native)) if NATIVE_KINDS.contains(&native.kind.as_str()) => {}
             (None, Some(native)) => {
-                return Err(self.field("native.kind", format!("unknown native decoder {:?} (known: xdawn_lda)", native.kind)));
+                return Err(
+                    self.field("native.kind", format!("unknown native decoder {:?} (known: {})", native.kind, NATIVE_KINDS.join(", ")))
+                );
             }
             _ => return Err(self.field("onnx", "a card names exactly one of `onnx` (a file) or `native` (a built-in decoder)")),
         }

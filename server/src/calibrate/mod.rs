@@ -3,6 +3,7 @@
 //! the attachment, all while the stream and its subscribers carry on.
 
 mod artifact;
+mod fit;
 mod plan;
 
 use std::sync::Arc;
@@ -16,14 +17,13 @@ use crate::budget::{MemoryBudget, Slot};
 use crate::card::ModelCard;
 use crate::clock::utc_stamp;
 use crate::decode::ModelRegistry;
-use crate::decode::erp::XdawnLda;
 use crate::decode::input::WindowPreprocessor;
 use crate::id::{ID_RULE, is_valid_id, shown};
 use crate::session::{Session, SessionManager};
 use crate::shutdown::Shutdown;
 use crate::window::Cutter;
 use crate::window::collector::Collector;
-use plan::Plan;
+use plan::{DecoderChoice, Plan};
 
 /// Longest collection a calibration may ask for (a day), and its other bounds.
 const MAX_SECONDS: f64 = 86_400.0;
@@ -79,6 +79,9 @@ pub async fn start(
     if request.folds == 1 {
         return Err(Status::invalid_argument("folds must be 0 (the default, 5) or at least 2"));
     }
+    let decoder = DecoderChoice::parse(&request.decoder).ok_or_else(|| {
+        Status::invalid_argument(format!("decoder must be empty, xdawn_lda, xdawn_riemann or best; got {}", shown(&request.decoder)))
+    })?;
     let max_epochs = if request.max_epochs == 0 { TIMED_EPOCHS } else { request.max_epochs as usize };
     let session = sessions.with_attachment(&request.attachment_id)?;
     let attachment = session.attachment(&request.attachment_id).ok_or_else(|| Status::not_found("the attachment's session has ended"))?;
@@ -132,6 +135,7 @@ pub async fn start(
         model_id,
         filters_per_class: if request.filters_per_class == 0 { 2 } else { request.filters_per_class as usize },
         folds: if request.folds == 0 { 5 } else { request.folds as usize },
+        decoder,
         swap: !request.keep_current_model,
         calibrated_by: resources.principal.name().to_string(),
     };
@@ -207,32 +211,17 @@ async fn run(
             plan.folds, plan.folds
         )));
     }
-    let fit_plan = (plan.filters_per_class, plan.folds);
     let (n_channels, n_samples) = (base.channels.len(), base.window_samples());
-    let fitting = tokio::task::spawn_blocking(move || {
-        let fit_started = Instant::now();
-        let mut scratch = Vec::new();
-        let inputs: Vec<Vec<f32>> = epochs
-            .iter()
-            .map(|(window, _)| {
-                let mut input = vec![0.0f32; n_channels * n_samples];
-                preprocessor.run(window, &mut scratch, &mut input);
-                input
-            })
-            .collect();
-        let labels: Vec<bool> = epochs.iter().map(|(_, l)| *l).collect();
-        let refs: Vec<&[f32]> = inputs.iter().map(Vec::as_slice).collect();
-        let cv = XdawnLda::cross_validate(&refs, &labels, n_channels, n_samples, fit_plan.0, fit_plan.1)?;
-        let model = XdawnLda::fit(&refs, &labels, n_channels, n_samples, fit_plan.0)?;
-        Ok::<_, crate::decode::erp::ErpError>((model, cv, fit_started.elapsed().as_secs_f64()))
-    });
+    let fit_plan =
+        fit::FitPlan { choice: plan.decoder, n_channels, n_samples, filters_per_class: plan.filters_per_class, folds: plan.folds };
+    let fitting = tokio::task::spawn_blocking(move || fit::fit(&fit_plan, &preprocessor, &epochs));
     // Shutdown does not wait for a fit (nor register what it fits: the models are stopping).
     let fitted = tokio::select! {
         biased;
         _ = shutdown.wait() => return Err(crate::shutdown::shutting_down()),
         fitted = fitting => fitted,
     };
-    let (decoder, cv, fit_seconds) = fitted
+    let fit::Fitted { decoder, cv, candidates, seconds: fit_seconds } = fitted
         .map_err(|e| Status::internal(format!("fitting task failed: {e}")))?
         .map_err(|e| Status::failed_precondition(format!("cannot fit the decoder: {e}")))?;
     if shutdown.is_triggered() {
@@ -240,11 +229,12 @@ async fn run(
     }
 
     let version = utc_stamp();
-    let card = artifact::calibrated_card(&base, &plan, &session_id, &version, targets, others, &cv);
+    let card = artifact::calibrated_card(&base, &plan, &session_id, &version, (targets, others), decoder.kind(), &candidates);
     let artifact = artifact::save(models.calibrations_dir(), card.clone(), &decoder)
         .map_err(|e| Status::internal(format!("saving the fitted decoder failed: {e}")))?;
     let mut card = card;
     card.card_path = artifact.clone();
+    let kind = decoder.kind();
     let model = models.register_native(card, Arc::new(decoder)).map_err(|e| Status::internal(e.to_string()))?;
     let swapped = plan.swap && session.visit(&plan.attachment_id, move |runtime| runtime.swap_model(model)).await.is_ok();
     tracing::info!(model = %plan.model_id, %version, auc = cv.auc, swapped, "calibration done");
@@ -263,6 +253,11 @@ async fn run(
         fit_seconds,
         artifact: artifact.display().to_string(),
         swapped,
+        decoder: kind.as_str().to_string(),
+        candidates: candidates
+            .iter()
+            .map(|(k, cv)| pb::DecoderQuality { decoder: k.as_str().into(), cv_auc: cv.auc, cv_balanced_accuracy: cv.balanced_accuracy })
+            .collect(),
     };
     let _ = progress.send(Ok(pb::CalibrateProgress { target_epochs: targets, non_target_epochs: others, result: Some(result) })).await;
     Ok(())

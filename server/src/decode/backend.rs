@@ -3,8 +3,8 @@
 
 use std::sync::Arc;
 
-use super::erp::XdawnLda;
 use super::input::SensorInputs;
+use super::native::NativeDecoder;
 use super::onnx::{self, Outputs, SensorBatch};
 use crate::card::ModelCard;
 
@@ -35,8 +35,9 @@ impl Backend for OnnxBackend {
     }
 }
 
-/// The native xDAWN + LDA decoder: [p(non-target), p(target)] per window.
-pub struct XdawnBackend(pub Arc<XdawnLda>);
+/// A native decoder (xDAWN + LDA, or xDAWN covariances + tangent space + logistic regression):
+/// [p(non-target), p(target)] per window.
+pub struct XdawnBackend(pub Arc<NativeDecoder>);
 
 impl Backend for XdawnBackend {
     fn infer(&mut self, input: &[f32], batch: usize, _sensors: &[Option<&SensorInputs>]) -> Result<Outputs, String> {

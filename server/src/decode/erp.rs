@@ -39,14 +39,6 @@ pub struct XdawnLda {
     pub shrinkage: f64,
 }
 
-/// Cross-validated quality of a fit on the calibration epochs.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct CrossValidation {
-    pub folds: usize,
-    pub auc: f64,
-    pub balanced_accuracy: f64,
-}
-
 impl XdawnLda {
     /// `epochs`: each channel-major [n_channels x n_samples] (the model input after the card's
     /// preprocessing); `labels`: true for targets. `filters_per_class` xDAWN components are
@@ -130,37 +122,6 @@ impl XdawnLda {
         }
         sigmoid(score)
     }
-
-    /// Stratified k-fold cross-validation of the whole fit (filters and LDA) on these epochs.
-    pub fn cross_validate(
-        epochs: &[&[f32]],
-        labels: &[bool],
-        n_channels: usize,
-        n_samples: usize,
-        filters_per_class: usize,
-        folds: usize,
-    ) -> Result<CrossValidation, ErpError> {
-        let folds = folds.max(2);
-        // Deal each class's epochs round-robin into folds (order preserved: no shuffling needed
-        // to keep folds balanced, and the result is deterministic).
-        let mut fold_of = vec![0usize; labels.len()];
-        for class in [true, false] {
-            for (n, i) in (0..labels.len()).filter(|&i| labels[i] == class).enumerate() {
-                fold_of[i] = n % folds;
-            }
-        }
-        let mut scores = vec![0.0; labels.len()];
-        for fold in 0..folds {
-            let train: Vec<usize> = (0..labels.len()).filter(|&i| fold_of[i] != fold).collect();
-            let train_epochs: Vec<&[f32]> = train.iter().map(|&i| epochs[i]).collect();
-            let train_labels: Vec<bool> = train.iter().map(|&i| labels[i]).collect();
-            let model = Self::fit(&train_epochs, &train_labels, n_channels, n_samples, filters_per_class)?;
-            for i in (0..labels.len()).filter(|&i| fold_of[i] == fold) {
-                scores[i] = model.predict(epochs[i]);
-            }
-        }
-        Ok(CrossValidation { folds, auc: auc(&scores, labels), balanced_accuracy: balanced_accuracy(&scores, labels, 0.5) })
-    }
 }
 
 fn sigmoid(x: f64) -> f64 {
@@ -218,44 +179,10 @@ fn ledoit_wolf(x: &DMatrix<f64>) -> (DMatrix<f64>, f64) {
     (shrunk, shrinkage)
 }
 
-/// Area under the ROC curve (Mann-Whitney U with mid-ranks for ties).
-pub fn auc(scores: &[f64], labels: &[bool]) -> f64 {
-    let mut order: Vec<usize> = (0..scores.len()).collect();
-    order.sort_by(|&a, &b| scores[a].total_cmp(&scores[b]));
-    let mut ranks = vec![0.0; scores.len()];
-    let mut i = 0;
-    while i < order.len() {
-        let mut j = i;
-        while j + 1 < order.len() && scores[order[j + 1]] == scores[order[i]] {
-            j += 1;
-        }
-        let mid = (i + j) as f64 / 2.0 + 1.0;
-        for k in i..=j {
-            ranks[order[k]] = mid;
-        }
-        i = j + 1;
-    }
-    let positives = labels.iter().filter(|&&l| l).count() as f64;
-    let negatives = labels.len() as f64 - positives;
-    if positives == 0.0 || negatives == 0.0 {
-        return f64::NAN;
-    }
-    let rank_sum: f64 = ranks.iter().zip(labels).filter(|(_, l)| **l).map(|(r, _)| r).sum();
-    (rank_sum - positives * (positives + 1.0) / 2.0) / (positives * negatives)
-}
-
-/// Mean of the true-positive and true-negative rates at `threshold`.
-pub fn balanced_accuracy(scores: &[f64], labels: &[bool], threshold: f64) -> f64 {
-    let rate = |class: bool| {
-        let members: Vec<f64> = scores.iter().zip(labels).filter(|(_, l)| **l == class).map(|(s, _)| *s).collect();
-        members.iter().filter(|&&s| (s > threshold) == class).count() as f64 / members.len().max(1) as f64
-    };
-    (rate(true) + rate(false)) / 2.0
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::decode::cross_validation::{auc, cross_validate};
 
     /// Deterministic pseudo-random numbers (no dependency needed for a test).
     fn noise(seed: &mut u64) -> f64 {
@@ -294,7 +221,7 @@ mod tests {
     fn learns_a_buried_erp_and_cross_validates_well() {
         let (epochs, labels) = synthetic(300, 1.0, 42);
         let refs: Vec<&[f32]> = epochs.iter().map(Vec::as_slice).collect();
-        let cv = XdawnLda::cross_validate(&refs, &labels, 4, 32, 2, 5).unwrap();
+        let cv = cross_validate(&refs, &labels, 5, |e, l| XdawnLda::fit(e, l, 4, 32, 2), XdawnLda::predict).unwrap();
         assert!(cv.auc > 0.9, "{cv:?}");
         assert!(cv.balanced_accuracy > 0.8, "{cv:?}");
         let model = XdawnLda::fit(&refs, &labels, 4, 32, 2).unwrap();
@@ -307,7 +234,7 @@ mod tests {
     fn without_an_erp_it_stays_near_chance() {
         let (epochs, labels) = synthetic(300, 0.0, 3);
         let refs: Vec<&[f32]> = epochs.iter().map(Vec::as_slice).collect();
-        let cv = XdawnLda::cross_validate(&refs, &labels, 4, 32, 2, 5).unwrap();
+        let cv = cross_validate(&refs, &labels, 5, |e, l| XdawnLda::fit(e, l, 4, 32, 2), XdawnLda::predict).unwrap();
         assert!((cv.auc - 0.5).abs() < 0.12, "{cv:?}");
     }
 
@@ -319,15 +246,6 @@ mod tests {
         labels[0] = true;
         assert!(matches!(XdawnLda::fit(&refs, &labels, 4, 32, 2), Err(ErpError::TooFewEpochs { .. })));
         assert!(matches!(XdawnLda::fit(&refs, &labels, 4, 31, 2), Err(ErpError::BadEpoch { .. })));
-    }
-
-    #[test]
-    fn auc_and_balanced_accuracy_match_hand_computed_values() {
-        let scores = [0.1, 0.4, 0.35, 0.8];
-        let labels = [false, false, true, true];
-        assert!((auc(&scores, &labels) - 0.75).abs() < 1e-12);
-        assert!((balanced_accuracy(&scores, &labels, 0.5) - 0.75).abs() < 1e-12);
-        assert!((auc(&[0.5, 0.5], &[true, false]) - 0.5).abs() < 1e-12);
     }
 
     #[test]

@@ -7,13 +7,16 @@
 
 pub mod backend;
 pub mod cost;
+pub mod cross_validation;
 pub mod erp;
 pub mod gallery;
 pub mod input;
 pub mod job;
+pub mod native;
 pub mod onnx;
 pub mod registry;
 pub mod result;
+pub mod riemann;
 pub mod schedule;
 pub mod worker;
 

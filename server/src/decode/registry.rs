@@ -5,8 +5,8 @@ use std::sync::{Arc, PoisonError, RwLock};
 
 use super::backend::{Backend, OnnxBackend, XdawnBackend};
 use super::cost::{self, CostModel};
-use super::erp;
 use super::job::LoadedModel;
+use super::native::{NativeDecoder, NativeKind};
 use super::onnx;
 use super::schedule::{ModelQueue, QueueSettings};
 use super::worker;
@@ -117,7 +117,7 @@ impl ModelRegistry {
     }
 
     /// A native decoder's threads: its decode is cheap, so it also runs inline.
-    fn start_native(&self, card: ModelCard, decoder: Arc<erp::XdawnLda>) -> Arc<LoadedModel> {
+    fn start_native(&self, card: ModelCard, decoder: Arc<NativeDecoder>) -> Arc<LoadedModel> {
         let backend = || Box::new(XdawnBackend(decoder.clone())) as Box<dyn Backend>;
         let backends = (0..self.config.workers()).map(|_| backend()).collect();
         let mut probe = backend();
@@ -142,7 +142,7 @@ impl ModelRegistry {
     }
 
     /// Adds a model fitted while running (it becomes attachable by id at once).
-    pub fn register_native(&self, card: ModelCard, decoder: Arc<erp::XdawnLda>) -> anyhow::Result<Arc<LoadedModel>> {
+    pub fn register_native(&self, card: ModelCard, decoder: Arc<NativeDecoder>) -> anyhow::Result<Arc<LoadedModel>> {
         check_native(&card, &decoder)?;
         let model = self.start_native(card, decoder);
         self.entries.write().unwrap_or_else(PoisonError::into_inner).push(ModelEntry::Ready(model.clone()));
@@ -250,23 +250,26 @@ pub fn check_offline(env: &ort::environment::Environment, card: &ModelCard, prov
 }
 
 /// Reads a native decoder's fitted parameters and checks them against its card.
-fn load_native(card: &ModelCard) -> anyhow::Result<erp::XdawnLda> {
+fn load_native(card: &ModelCard) -> anyhow::Result<NativeDecoder> {
     let params = card.native_params_path().ok_or_else(|| anyhow::anyhow!("model {}: not a native decoder", card.id))?;
+    let kind = card.native.as_ref().and_then(|n| NativeKind::parse(&n.kind));
+    let kind = kind.ok_or_else(|| anyhow::anyhow!("model {}: unknown native decoder kind", card.id))?;
     let error = |e: &dyn std::fmt::Display| anyhow::anyhow!("model {}: {}: {e}", card.id, params.display());
     let text = std::fs::read_to_string(&params).map_err(|e| error(&e))?;
-    let decoder: erp::XdawnLda = serde_json::from_str(&text).map_err(|e| error(&e))?;
+    let decoder = NativeDecoder::from_json(kind, &text).map_err(|e| error(&e))?;
     check_native(card, &decoder)?;
     Ok(decoder)
 }
 
 /// A native decoder's parameters must fit its card's input.
-fn check_native(card: &ModelCard, decoder: &erp::XdawnLda) -> anyhow::Result<()> {
+fn check_native(card: &ModelCard, decoder: &NativeDecoder) -> anyhow::Result<()> {
+    let (n_channels, n_samples) = decoder.shape();
     anyhow::ensure!(
-        decoder.n_channels == card.channels.len() && decoder.n_samples == card.window_samples(),
+        n_channels == card.channels.len() && n_samples == card.window_samples(),
         "model {}: card field `input.shape`: the decoder was fitted on {} channels x {} samples, the card says {} x {}",
         card.id,
-        decoder.n_channels,
-        decoder.n_samples,
+        n_channels,
+        n_samples,
         card.channels.len(),
         card.window_samples()
     );

@@ -305,11 +305,14 @@ class Client:
         filters_per_class: int = 0,
         folds: int = 0,
         keep_current_model: bool = False,
+        decoder: str = "",
         on_progress: Optional[Callable[[Progress], None]] = None,
     ) -> Calibration:
-        """Calibrates the native xDAWN + LDA decoder live on an event-locked attachment: collects
-        epochs until `max_epochs` or `max_seconds`, calling `on_progress` for each, then fits,
-        saves and (unless `keep_current_model`) swaps it in. Returns the result."""
+        """Calibrates a native decoder live on an event-locked attachment: collects epochs until
+        `max_epochs` or `max_seconds`, calling `on_progress` for each, then fits, saves and
+        (unless `keep_current_model`) swaps it in. `decoder`: "xdawn_lda" (the default),
+        "xdawn_riemann" (xDAWN covariances + tangent space + logistic regression), or "best"
+        (both cross-validated, the better one kept). Returns the result."""
         request = pb.CalibrateRequest(
             attachment_id=attachment_id,
             target_codes=list(target_codes),
@@ -320,11 +323,14 @@ class Client:
             filters_per_class=filters_per_class,
             folds=folds,
             keep_current_model=keep_current_model,
+            decoder=decoder,
         )
         for update in self._decoding.Calibrate(request, metadata=self._metadata):
             if update.HasField("result"):
                 r = update.result
-                return Calibration(r.model_id, r.model_version, r.epochs, r.target_epochs, r.cv_auc, r.cv_balanced_accuracy, r.folds, r.fit_seconds, r.artifact, r.swapped)
+                candidates = {c.decoder: (c.cv_auc, c.cv_balanced_accuracy) for c in r.candidates}
+                return Calibration(r.model_id, r.model_version, r.epochs, r.target_epochs, r.cv_auc, r.cv_balanced_accuracy, r.folds,
+                                   r.fit_seconds, r.artifact, r.swapped, r.decoder, candidates)
             if on_progress is not None:
                 on_progress(Progress(update.target_epochs, update.non_target_epochs))
         raise MyelinError(grpc.StatusCode.UNKNOWN, "the calibration ended without a result")

@@ -3,7 +3,7 @@ the wire messages."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -165,6 +165,10 @@ class Calibration:
     fit_seconds: float
     artifact: str
     swapped: bool
+    #: The decoder fitted: "xdawn_lda" or "xdawn_riemann".
+    decoder: str = "xdawn_lda"
+    #: Every decoder cross-validated: {decoder: (cv_auc, cv_balanced_accuracy)}.
+    candidates: Dict[str, Tuple[float, float]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
