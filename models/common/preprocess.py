@@ -79,24 +79,39 @@ def resample_ratio(stream_rate: float, model_rate: float) -> tuple[int, int]:
     return fm // g, fs // g
 
 
-def polyphase_reach(up: int, down: int, t: int) -> tuple[int, int]:
+def polyphase_reach(up: int, down: int, t: int, half_width: int = 10) -> tuple[int, int]:
     """(history, reach): stream samples a window of `t` model samples reads before its first
-    sample, and from its first sample on."""
-    half = 10 * max(up, down)
+    sample, and from its first sample on (the filter spans +-half_width samples of the slower
+    rate; scipy's default is 10)."""
+    half = half_width * max(up, down)
     return half // up, ((t - 1) * down + half) // up + 1
 
 
-def polyphase_window(filtered: np.ndarray, start: int, up: int, down: int, t: int) -> np.ndarray:
+def window_reach(card: dict, stream_rate: float) -> int:
+    """Stream samples from a window's first sample through the last one it reads (the server
+    decodes the window once they have arrived): a window starting at `start` needs the
+    stream up to start + reach."""
+    model_rate = card["sample_rate_hz"]
+    t = int(round((card["window"]["tmax_s"] - card["window"]["tmin_s"]) * model_rate))
+    up, down = resample_ratio(stream_rate, model_rate)
+    if card.get("preprocessing", {}).get("resample", "decimate") == "polyphase" and (up, down) != (1, 1):
+        return polyphase_reach(up, down, t, card["preprocessing"].get("resample_half_width", 10))[1]
+    return t * int(round(stream_rate / model_rate))
+
+
+def polyphase_window(filtered: np.ndarray, start: int, up: int, down: int, t: int, half_width: int = 10) -> np.ndarray:
     """Model samples 0..t of the window whose first stream sample is `start`: sample j at stream
     time start + j * down / up, by scipy.signal.resample_poly on a segment that begins a whole
     number of output samples earlier. Returns [t, channels] float32."""
-    history, reach = polyphase_reach(up, down, t)
+    history, reach = polyphase_reach(up, down, t, half_width)
     q = -(-history // down)  # whole output samples of lead-in covering the filter's history
     s0, end = start - q * down, start + reach
     seg = np.zeros((end - s0, filtered.shape[1]), dtype=np.float64)
     lo = max(s0, 0)
     seg[lo - s0:] = filtered[lo:end]
-    y = signal.resample_poly(seg, up, down, axis=0, window=("kaiser", 5.0), padtype="constant")
+    # resample_poly's own filter for this half-width (its default design when half_width = 10).
+    taps = signal.firwin(2 * half_width * max(up, down) + 1, 1.0 / max(up, down), window=("kaiser", 5.0))
+    y = signal.resample_poly(seg, up, down, axis=0, window=taps, padtype="constant")
     return y[q * up:q * up + t].astype(np.float32)
 
 
@@ -119,7 +134,7 @@ def window_from_filtered(filtered: np.ndarray, start: int, card: dict, stream_ra
     pre = card.get("preprocessing", {})
     up, down = resample_ratio(stream_rate, model_rate)
     if pre.get("resample", "decimate") == "polyphase" and (up, down) != (1, 1):
-        x = polyphase_window(filtered, start, up, down, t).T.copy()  # [C, T]
+        x = polyphase_window(filtered, start, up, down, t, pre.get("resample_half_width", 10)).T.copy()  # [C, T]
     else:
         k = int(round(stream_rate / model_rate))
         seg = filtered[start:start + t * k].astype(np.float32)

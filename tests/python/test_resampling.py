@@ -92,18 +92,23 @@ def test_filters_designed_for_the_stream_rate_equal_scipy(tmp_path, filters, rat
     np.testing.assert_allclose(signal.sosfilt(got, impulse), signal.sosfilt(expected, impulse), rtol=1e-9, atol=1e-12)
 
 
-@pytest.mark.parametrize("stream_rate,model_rate", [(256.0, 200.0), (1000.0, 120.0), (1200.0, 120.0), (250.0, 64.0), (2048.0, 200.0)])
-def test_the_resampling_filter_is_scipys_resample_poly_filter(tmp_path, stream_rate, model_rate):
+@pytest.mark.parametrize("stream_rate,model_rate,half_width",
+                         [(256.0, 200.0, 10), (1000.0, 120.0, 10), (1200.0, 120.0, 10), (250.0, 64.0, 10), (2048.0, 200.0, 10),
+                          (256.0, 32.0, 3), (500.0, 32.0, 1)])
+def test_the_resampling_filter_is_scipys_resample_poly_filter(tmp_path, stream_rate, model_rate, half_width):
     write_card(tmp_path, "fixture-design", channels=["C3"], model_rate=model_rate, tmin=0.0, tmax=0.5,
-               filters=[{"kind": "lowpass", "order": 2, "cutoff_hz": 30.0}])
+               filters=[{"kind": "lowpass", "order": 2, "cutoff_hz": 15.0}], pre={"resample_half_width": half_width})
     resample = design(tmp_path / "fixture-design.card.toml", stream_rate)["resample"]
     up, down = preprocess.resample_ratio(stream_rate, model_rate)
     assert (resample["method"], resample["up"], resample["down"]) == ("polyphase", up, down)
-    half = 10 * max(up, down)
+    half = half_width * max(up, down)
     expected = signal.firwin(2 * half + 1, 1.0 / max(up, down), window=("kaiser", 5.0)) * up
+    if half_width == 10:  # scipy's own default filter, as resample_poly designs it
+        assert len(expected) == 20 * max(up, down) + 1
     np.testing.assert_allclose(resample["taps"], expected, rtol=1e-9, atol=1e-15)
-    history, reach = preprocess.polyphase_reach(up, down, int(round(0.5 * model_rate)))
+    history, reach = preprocess.polyphase_reach(up, down, int(round(0.5 * model_rate)), half_width)
     assert resample["history"] == history
+    assert resample["lookahead"] == reach - ((int(round(0.5 * model_rate)) - 1) * down // up + 1)
 
 
 def test_a_card_refuses_rates_it_cannot_serve_with_a_clear_error(tmp_path):

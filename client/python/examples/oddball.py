@@ -73,7 +73,9 @@ def main():
     onsets = np.flatnonzero(codes)
     if args.trials:
         onsets = onsets[: args.trials]
-    last_sample = min(len(data), int(onsets[-1]) + int(rate))  # a second after the last onset
+    # Two seconds past the last onset: its window ends 0.75 s after it, and the decoder reads a
+    # little beyond (erp.window_lookahead_samples) before it decodes.
+    last_sample = min(len(data), int(onsets[-1]) + 2 * int(rate))
     began = time.monotonic()
 
     def wall(t: float) -> float:

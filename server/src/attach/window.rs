@@ -152,7 +152,7 @@ pub fn rates(card: &ModelCard, stream_rate: f64) -> Result<(Resampling, Vec<[f64
             }
             Resampling::Decimate { factor: factor as usize }
         }
-        Resample::Polyphase => match Polyphase::new(stream_rate, card.sample_rate_hz) {
+        Resample::Polyphase => match Polyphase::new(stream_rate, card.sample_rate_hz, pre.resample_half_width) {
             Ok(p) if p.up() == 1 && p.down() == 1 => Resampling::Decimate { factor: 1 },
             Ok(p) => Resampling::Polyphase(p),
             Err(e) => return Err(invalid(format!("model {} at {} Hz: {e}", card.id, card.sample_rate_hz))),

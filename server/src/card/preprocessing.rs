@@ -32,6 +32,10 @@ fn default_epsilon() -> f64 {
     1e-6
 }
 
+fn default_half_width() -> usize {
+    10
+}
+
 /// Fixed filter coefficients, valid for streams at one rate only.
 #[derive(Debug, Clone, Deserialize, serde::Serialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -122,7 +126,7 @@ pub enum Resample {
     Decimate,
     /// Any rational ratio (or none): a linear-phase polyphase FIR with its own anti-alias
     /// low-pass, the same filter and alignment as `scipy.signal.resample_poly` (Kaiser window,
-    /// beta 5, 10 x max(up, down) taps each side); see `dsp::polyphase`.
+    /// beta 5, `resample_half_width` x max(up, down) taps each side); see `dsp::polyphase`.
     Polyphase,
 }
 
@@ -137,6 +141,11 @@ pub struct Preprocessing {
     pub filters: Vec<FilterDesign>,
     #[serde(default)]
     pub resample: Resample,
+    /// Polyphase: the anti-alias filter spans +-this many samples of the slower rate (1 to 64;
+    /// scipy's resample_poly uses 10). The server waits as many model samples past a window's
+    /// end before decoding it: a shorter filter decodes sooner and filters less sharply.
+    #[serde(default = "default_half_width")]
+    pub resample_half_width: usize,
     #[serde(default)]
     pub reference: Reference,
     /// Baseline interval [from, to) in seconds on the window's time axis (relative to the event).
@@ -163,6 +172,9 @@ impl Preprocessing {
             if filter.sos.iter().any(|s| s[3] == 0.0 || s.iter().any(|v| !v.is_finite())) {
                 return Err(("preprocessing.filter.sos", "a0 must be non-zero and all values finite".into()));
             }
+        }
+        if !(1..=64).contains(&self.resample_half_width) {
+            return Err(("preprocessing.resample_half_width", format!("must be 1 to 64, got {}", self.resample_half_width)));
         }
         if self.filters.len() > 16 {
             return Err(("preprocessing.filters", format!("{} filters, at most 16", self.filters.len())));

@@ -1,7 +1,8 @@
 //! [`Polyphase`]: a window at the stream's rate brought to the model's rate by a rational ratio
 //! up/down, with a linear-phase anti-alias FIR: the filter and the alignment of
 //! `scipy.signal.resample_poly(x, up, down)` (Kaiser-windowed sinc, beta 5, cutoff at the lower
-//! of the two Nyquist frequencies, 10 x max(up, down) taps each side of the centre).
+//! of the two Nyquist frequencies, `half_width` x max(up, down) taps each side of the centre:
+//! the filter spans +-half_width samples of the slower rate; scipy's default is 10).
 //!
 //! Model sample j of a window whose first stream sample is `first` sits at stream time
 //! first + j * down / up (the model's grid starts at the window, as decimation's x[first::k]
@@ -17,8 +18,11 @@
 
 use std::sync::Arc;
 
-/// The largest up or down factor served: the filter has 20 x max(up, down) + 1 taps.
+/// The largest up or down factor served: the filter has 2 x half_width x max(up, down) + 1 taps.
 pub const MAX_RATIO_TERM: u64 = 5000;
+
+/// scipy.signal.resample_poly's filter half-width, in samples of the slower rate.
+pub const DEFAULT_HALF_WIDTH: usize = 10;
 
 /// scipy.signal.resample_poly's default window: Kaiser with this beta.
 const KAISER_BETA: f64 = 5.0;
@@ -43,12 +47,13 @@ pub struct Polyphase {
 }
 
 impl Polyphase {
-    /// The resampler from `stream_rate` to `model_rate` (Hz, multiples of 0.001 Hz).
-    pub fn new(stream_rate: f64, model_rate: f64) -> Result<Self, RatioError> {
+    /// The resampler from `stream_rate` to `model_rate` (Hz, multiples of 0.001 Hz) whose filter
+    /// spans +-`half_width` samples of the slower rate (1 to 64).
+    pub fn new(stream_rate: f64, model_rate: f64, half_width: usize) -> Result<Self, RatioError> {
         let (up, down) = ratio(stream_rate, model_rate)?;
         let (up, down) = (up as usize, down as usize);
         let widest = up.max(down);
-        let half = 10 * widest;
+        let half = half_width.clamp(1, 64) * widest;
         let mut taps = lowpass(2 * half + 1, 1.0 / widest as f64);
         for tap in &mut taps {
             *tap *= up as f64;
@@ -189,7 +194,7 @@ mod tests {
 
     #[test]
     fn the_filter_has_unit_dc_gain_and_a_constant_stays_constant() {
-        let resampler = Polyphase::new(256.0, 200.0).unwrap();
+        let resampler = Polyphase::new(256.0, 200.0, DEFAULT_HALF_WIDTH).unwrap();
         let sum: f64 = resampler.taps().iter().sum();
         assert!((sum - 25.0).abs() < 1e-9);
         // A constant stream, far from its start, resamples to the same constant.
