@@ -15,6 +15,7 @@ pub mod auth;
 pub mod budget;
 pub mod calibrate;
 pub mod card;
+pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod decode;

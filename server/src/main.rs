@@ -66,6 +66,23 @@ enum Command {
         #[command(subcommand)]
         command: ModelsCommand,
     },
+    /// Retrieval galleries.
+    Gallery {
+        #[command(subcommand)]
+        command: GalleryCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum GalleryCommand {
+    /// Build FILE's approximate (HNSW) search graph ahead of time and save it beside FILE
+    /// (FILE.hnsw, FILE.hnsw.json), with progress shown.
+    Build {
+        file: PathBuf,
+        /// Build threads (default: every core).
+        #[arg(long)]
+        threads: Option<usize>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -116,7 +133,8 @@ fn main() -> ExitCode {
         }
         Some(Command::Token { command }) => token(command),
         Some(Command::Models { command: ModelsCommand::Check { card, config } }) => check_card(&card, config),
-        Some(Command::Models { command: ModelsCommand::Design { card, rate } }) => design(&card, rate),
+        Some(Command::Models { command: ModelsCommand::Design { card, rate } }) => myelin_server::cli::design(&card, rate),
+        Some(Command::Gallery { command: GalleryCommand::Build { file, threads } }) => myelin_server::cli::build_gallery(&file, threads),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -322,22 +340,6 @@ fn list_models(config_path: Option<PathBuf>) -> anyhow::Result<()> {
             Err(error) => println!("FAIL  {}: {error:#}", path.display()),
         }
     }
-    Ok(())
-}
-
-fn design(path: &std::path::Path, rate: f64) -> anyhow::Result<()> {
-    use myelin_server::decode::input::Resampling;
-    let card = card::ModelCard::load(path)?;
-    let (resampling, sos) = myelin_server::attach::window::rates(&card, rate)?;
-    let resample = match &resampling {
-        Resampling::Decimate { factor } => serde_json::json!({ "method": "decimate", "factor": factor }),
-        Resampling::Polyphase(p) => serde_json::json!({
-            "method": "polyphase", "up": p.up(), "down": p.down(), "taps": p.taps(),
-            "history": p.history(), "lookahead": p.reach(card.window_samples()) - p.span(card.window_samples()),
-        }),
-    };
-    let report = serde_json::json!({ "model": card.id, "stream_rate_hz": rate, "model_rate_hz": card.sample_rate_hz, "sos": sos, "resample": resample });
-    println!("{report}");
     Ok(())
 }
 

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 /// the windows' resampling use; principals, model cards, the buffer budget; configuration,
 /// metrics, clocks, ids, rings, shutdown).
 const FLOORS: &[&[&str]] = &[
-    &["server"],
+    &["server", "cli"],
     &["grpc", "http", "demo", "replay"],
     &["attach", "calibrate"],
     &["ingest"],

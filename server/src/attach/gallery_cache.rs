@@ -10,6 +10,7 @@ use std::time::{Instant, SystemTime};
 use myelin_proto::v1 as pb;
 
 use crate::card::ModelCard;
+use crate::decode::gallery::index::{self, Saved};
 use crate::decode::gallery::{Gallery, GalleryError, file};
 
 /// A gallery file as loaded: its path, the index asked for, and the size and modification time
@@ -30,6 +31,12 @@ pub enum GalleryCacheError {
     Dimension { path: String, model: String, source: GalleryError },
     #[error("gallery {path:?}: {source}")]
     Index { path: String, source: GalleryError },
+    #[error("gallery {path:?}: its saved HNSW graph is stale ({why}); rebuild it with `myelin gallery build {file}`")]
+    Stale { path: String, why: String, file: String },
+    #[error(
+        "gallery {path:?} has {items} items: build its HNSW graph ahead of time with `myelin gallery build {file}` (inside Attach it would take minutes; up to {max} items are built here)"
+    )]
+    NotBuilt { path: String, items: usize, file: String, max: usize },
 }
 
 #[derive(Default)]
@@ -79,9 +86,24 @@ impl GalleryCache {
         let mut loaded = file::load_resolved(&path).map_err(load_error)?;
         loaded.check_dimension(dim).map_err(dimension_error)?;
         if approximate {
-            let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-            tracing::info!(gallery = %request.path, items = loaded.len(), threads, "building the HNSW graph");
-            loaded.build_hnsw(threads).map_err(|source| GalleryCacheError::Index { path: request.path.clone(), source })?;
+            let index_error = |source| GalleryCacheError::Index { path: request.path.clone(), source };
+            let shown = path.display().to_string();
+            match index::open_saved(&path, &loaded).map_err(index_error)? {
+                Saved::Fresh(graph) => {
+                    loaded.use_index(graph).map_err(index_error)?;
+                    tracing::info!(gallery = %request.path, items = loaded.len(), "saved HNSW graph loaded");
+                }
+                Saved::Stale(why) => return Err(GalleryCacheError::Stale { path: request.path.clone(), why, file: shown }),
+                Saved::Missing if loaded.len() > index::BUILD_AT_ATTACH_MAX => {
+                    let (items, max) = (loaded.len(), index::BUILD_AT_ATTACH_MAX);
+                    return Err(GalleryCacheError::NotBuilt { path: request.path.clone(), items, file: shown, max });
+                }
+                Saved::Missing => {
+                    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+                    tracing::info!(gallery = %request.path, items = loaded.len(), threads, "building the HNSW graph (none saved)");
+                    loaded.build_hnsw(threads).map_err(index_error)?;
+                }
+            }
         }
         tracing::info!(gallery = %request.path, items = loaded.len(), dim, approximate, seconds = started.elapsed().as_secs_f64(), "gallery loaded");
         let shared = Arc::new(loaded);
@@ -98,6 +120,7 @@ impl From<GalleryCacheError> for crate::session::SessionError {
         match error {
             GalleryCacheError::NotFound(_) => SessionError::NotFound(error.to_string()),
             GalleryCacheError::Index { .. } => SessionError::Unavailable(error.to_string()),
+            GalleryCacheError::Stale { .. } | GalleryCacheError::NotBuilt { .. } => SessionError::FailedPrecondition(error.to_string()),
             _ => SessionError::InvalidArgument(error.to_string()),
         }
     }

@@ -160,3 +160,19 @@ pub fn rates(card: &ModelCard, stream_rate: f64) -> Result<(Resampling, Vec<[f64
     };
     Ok((resampling, sos))
 }
+
+/// What Attach designs for a stream at `stream_rate`, as JSON (`myelin models design`).
+pub fn design_report(card: &ModelCard, stream_rate: f64) -> Result<serde_json::Value, SessionError> {
+    let (resampling, sos) = rates(card, stream_rate)?;
+    let t = card.window_samples();
+    let resample = match &resampling {
+        Resampling::Decimate { factor } => serde_json::json!({ "method": "decimate", "factor": factor }),
+        Resampling::Polyphase(p) => serde_json::json!({
+            "method": "polyphase", "up": p.up(), "down": p.down(), "taps": p.taps(),
+            "history": p.history(), "lookahead": p.reach(t) - p.span(t),
+        }),
+    };
+    Ok(
+        serde_json::json!({ "model": card.id, "stream_rate_hz": stream_rate, "model_rate_hz": card.sample_rate_hz, "sos": sos, "resample": resample }),
+    )
+}

@@ -5,8 +5,9 @@
 //!   SIMD kernels) streaming the whole gallery from memory, then a k-sized heap. Its speed is
 //!   bounded by memory bandwidth (`myelin-bench gallery` reports the achieved GB/s against a
 //!   measured read bandwidth).
-//! * Approximate: an HNSW graph (usearch, float16 vectors in the graph) built when the gallery
-//!   loads, for galleries too large to scan within a budget. The graph proposes
+//! * Approximate: an HNSW graph (usearch, float16 vectors in the graph), built ahead of time and
+//!   saved beside the gallery ([`index`]) for galleries too large to scan within a budget
+//!   (small ones may still build theirs when they load). The graph proposes
 //!   `RERANK_FACTOR * k` candidates, which are rescored exactly in float32; its recall@k
 //!   against exact search is measured by the benchmark, not assumed.
 //!
@@ -16,6 +17,7 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 
 pub mod file;
+pub mod index;
 
 #[derive(Debug, thiserror::Error)]
 pub enum GalleryError {
@@ -125,6 +127,11 @@ impl Gallery {
     /// Builds the HNSW graph on `threads` threads (usearch: connectivity 16, expansion 128 when
     /// adding, 64 when searching; float16 vectors in the graph).
     pub fn build_hnsw(&mut self, threads: usize) -> Result<(), GalleryError> {
+        self.build_hnsw_counting(threads, &std::sync::atomic::AtomicUsize::new(0))
+    }
+
+    /// [`Self::build_hnsw`], counting the items added in `added` as it goes (for progress).
+    pub fn build_hnsw_counting(&mut self, threads: usize, added: &std::sync::atomic::AtomicUsize) -> Result<(), GalleryError> {
         let index_error = |e: &dyn std::fmt::Display| GalleryError::Index(e.to_string());
         let options = usearch::IndexOptions {
             dimensions: self.dim,
@@ -151,6 +158,7 @@ impl Gallery {
                     scope.spawn(move || {
                         for (i, row) in chunk.iter().enumerate() {
                             index.add((t * per_thread + i) as u64, row).map_err(|e| index_error(&e))?;
+                            added.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         }
                         Ok::<(), GalleryError>(())
                     })
@@ -158,6 +166,14 @@ impl Gallery {
                 .collect();
             handles.into_iter().try_for_each(|h| h.join().map_err(|_| GalleryError::Index("a build thread panicked".into()))?)
         })?;
+        self.hnsw = Some(index);
+        Ok(())
+    }
+
+    /// Searches through `index` from now on: a graph built for this gallery and saved
+    /// ([`index::open_saved`] checks it is this gallery's).
+    pub fn use_index(&mut self, index: usearch::Index) -> Result<(), GalleryError> {
+        index.reserve_capacity_and_threads(self.len(), SEARCH_THREADS).map_err(|e| GalleryError::Index(e.to_string()))?;
         self.hnsw = Some(index);
         Ok(())
     }
