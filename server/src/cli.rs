@@ -23,12 +23,14 @@ pub fn build_gallery(file: &Path, threads: Option<usize>) -> anyhow::Result<()> 
             .progress_chars("=> "),
     );
     bar.set_message(format!("building the HNSW graph of {} on {threads} threads", file.display()));
-    let last_line = std::sync::atomic::AtomicUsize::new(0);
+    let last_line = std::sync::atomic::AtomicUsize::new(usize::MAX);
     let progress = |added: usize, total: usize| {
         bar.set_length(total as u64);
         bar.set_position(added as u64);
         let percent = (added * 100).checked_div(total).unwrap_or(100);
-        if bar.is_hidden() && percent / 5 > last_line.load(std::sync::atomic::Ordering::Relaxed) / 5 {
+        let shown = last_line.load(std::sync::atomic::Ordering::Relaxed);
+        // usize::MAX: nothing printed yet, so the first call prints where the build starts.
+        if bar.is_hidden() && (shown == usize::MAX || percent / 5 > shown / 5) {
             last_line.store(percent, std::sync::atomic::Ordering::Relaxed);
             eprintln!("built {percent} % ({added}/{total} items, {:.0} s)", bar.elapsed().as_secs_f64());
         }

@@ -65,10 +65,15 @@ def serve(server, rate, x, events):
         subscription.cancel()
         stream.close()
     scores = {}
-    offset = -int(round(-0.125 * rate))  # the card's window starts 0.125 s before its marker
+    onsets = np.array(sorted(code_at))
     for p in got:
         if p.status == "ok":
-            marker = min(code_at, key=lambda i: abs(i - (p.window.first_index - offset)))
+            # The card's window starts 0.125 s before its marker (the server rounds half away
+            # from zero, Python half to even: at 500 Hz they differ by one sample).
+            at = p.window.first_index + 0.125 * rate
+            marker = int(onsets[np.argmin(np.abs(onsets - at))])
+            assert abs(marker - at) <= 1, (marker, at)
+            assert ordinal_of[marker] not in scores, "two windows for one marker"
             scores[ordinal_of[marker]] = p.probabilities[1]
     return scores
 

@@ -55,7 +55,7 @@ def test_a_gallery_built_ahead_of_time_loads_at_attach_and_a_changed_one_is_refu
     # Progress while it builds (a line every 5 % when stderr is not a terminal), then the summary.
     lines = [line for line in built.stderr.splitlines() if line.startswith("built ")]
     assert lines[-1].startswith("built 100 % (5000/5000 items"), built.stderr
-    assert len(lines) >= 2 and all(int(line.split()[1]) < 100 for line in lines[:-1]), built.stderr
+    assert lines[0].startswith("built 0 % (0/5000 items"), built.stderr
     assert "saved " in built.stderr and "5000 items, dimension 768" in built.stderr
     stamp = json.loads((galleries / "items.npy.hnsw.json").read_text())
     assert stamp["items"] == 5_000 and stamp["dim"] == DIM and len(stamp["gallery_sha256"]) == 64

@@ -44,9 +44,20 @@ pub fn fit(plan: &FitPlan, preprocessor: &WindowPreprocessor, epochs: &[(Vec<f32
     let labels: Vec<bool> = epochs.iter().map(|(_, l)| *l).collect();
     let refs: Vec<&[f32]> = inputs.iter().map(Vec::as_slice).collect();
     let mut candidates = Vec::new();
+    let mut failure = None;
     for kind in plan.choice.candidates() {
-        let cv = NativeDecoder::cross_validate(kind, &refs, &labels, c, t, plan.filters_per_class, plan.folds)?;
-        candidates.push((kind, cv));
+        // With "best", a decoder that cannot be fitted on these epochs (a flat epoch makes a
+        // covariance singular) leaves the choice to the others.
+        match NativeDecoder::cross_validate(kind, &refs, &labels, c, t, plan.filters_per_class, plan.folds) {
+            Ok(cv) => candidates.push((kind, cv)),
+            Err(error) => {
+                tracing::warn!(decoder = kind.as_str(), %error, "calibration candidate failed");
+                failure = Some(error);
+            }
+        }
+    }
+    if candidates.is_empty() {
+        return Err(failure.expect("at least one candidate was tried"));
     }
     // The highest cross-validated AUC; on a tie the first tried (xDAWN + LDA, the cheaper).
     let (kind, cv) = candidates.iter().copied().fold(candidates[0], |best, next| if next.1.auc > best.1.auc { next } else { best });

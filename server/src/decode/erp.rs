@@ -105,9 +105,21 @@ impl XdawnLda {
         Ok(Self { n_channels, n_samples, filters, n_components, weights: weights.iter().copied().collect(), bias, shrinkage })
     }
 
+    /// Whether the parameters fit together (a saved file read back must, before it decodes).
+    pub fn check(&self) -> Result<(), String> {
+        let (c, t, k) = (self.n_channels, self.n_samples, self.n_components);
+        if self.filters.len() != k * c || self.weights.len() != k * t {
+            return Err(format!("{k} components need {} filter and {} weight values", k * c, k * t));
+        }
+        Ok(())
+    }
+
     /// Target probability of one epoch (channel-major [n_channels x n_samples]).
     pub fn predict(&self, epoch: &[f32]) -> f64 {
         let (c, t) = (self.n_channels, self.n_samples);
+        if epoch.len() != c * t {
+            return 0.5;
+        }
         let mut score = self.bias;
         for k in 0..self.n_components {
             let filter = &self.filters[k * c..(k + 1) * c];

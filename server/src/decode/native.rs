@@ -88,6 +88,14 @@ impl NativeDecoder {
         }
     }
 
+    /// Whether its parameters fit together.
+    pub fn check(&self) -> Result<(), String> {
+        match self {
+            Self::XdawnLda(d) => d.check(),
+            Self::XdawnRiemann(d) => d.check(),
+        }
+    }
+
     /// (channels, samples) of the epochs it was fitted on.
     pub fn shape(&self) -> (usize, usize) {
         match self {

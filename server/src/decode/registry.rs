@@ -263,6 +263,7 @@ fn load_native(card: &ModelCard) -> anyhow::Result<NativeDecoder> {
 
 /// A native decoder's parameters must fit its card's input.
 fn check_native(card: &ModelCard, decoder: &NativeDecoder) -> anyhow::Result<()> {
+    decoder.check().map_err(|e| anyhow::anyhow!("model {}: its fitted parameters are inconsistent: {e}", card.id))?;
     let (n_channels, n_samples) = decoder.shape();
     anyhow::ensure!(
         n_channels == card.channels.len() && n_samples == card.window_samples(),

@@ -74,7 +74,9 @@ impl XdawnRiemann {
         let signal = sample_covariance(&all);
         let l_inv = signal.clone().cholesky().ok_or(ErpError::Degenerate)?.l().try_inverse().ok_or(ErpError::Degenerate)?;
 
-        let per_class = filters_per_class.clamp(1, n_channels);
+        // Both classes' filters together must not outnumber the channels: beyond that the rows
+        // of F X are linearly dependent and every covariance of [P; F X] is singular.
+        let per_class = filters_per_class.clamp(1, (n_channels / 2).max(1));
         let mut filters = DMatrix::<f64>::zeros(2 * per_class, n_channels);
         let mut prototypes = DMatrix::<f64>::zeros(2 * per_class, n_samples);
         for (c, class) in [false, true].into_iter().enumerate() {
@@ -119,6 +121,9 @@ impl XdawnRiemann {
     /// epoch (a flat segment: no covariance to take the logarithm of) scores 0.5.
     pub fn predict(&self, epoch: &[f32]) -> f64 {
         let (c, t, f) = (self.n_channels, self.n_samples, self.n_filters);
+        if epoch.len() != c * t {
+            return 0.5;
+        }
         let x = DMatrix::from_row_iterator(c, t, epoch.iter().map(|&v| f64::from(v)));
         let filters = DMatrix::from_row_slice(f, c, &self.filters);
         let prototypes = DMatrix::from_row_slice(f, t, &self.prototypes);
@@ -126,6 +131,27 @@ impl XdawnRiemann {
         match tangent_vector(&isqrt, &epoch_covariance(&filters, &prototypes, &x)) {
             Ok(features) => sigmoid(DVector::from_column_slice(&self.weights).dot(&features) + self.bias),
             Err(_) => 0.5,
+        }
+    }
+}
+
+impl XdawnRiemann {
+    /// Whether the parameters fit together (a saved file read back must, before it decodes).
+    pub fn check(&self) -> Result<(), String> {
+        let (c, t, f) = (self.n_channels, self.n_samples, self.n_filters);
+        let d = 2 * f;
+        let sizes = [
+            ("filters", self.filters.len(), f * c),
+            ("prototypes", self.prototypes.len(), f * t),
+            ("reference_isqrt", self.reference_isqrt.len(), d * d),
+            ("weights", self.weights.len(), d * (d + 1) / 2),
+        ];
+        if f == 0 || c == 0 || t == 0 {
+            return Err("n_filters, n_channels and n_samples must be positive".into());
+        }
+        match sizes.iter().find(|(_, got, want)| got != want) {
+            Some((name, got, want)) => Err(format!("{name} has {got} values, expected {want}")),
+            None => Ok(()),
         }
     }
 }
@@ -289,6 +315,40 @@ mod tests {
             (DMatrix::from_diagonal(&DVector::from_vec(vec![1.0, 4.0])), DMatrix::from_diagonal(&DVector::from_vec(vec![9.0, 1.0])));
         let mean = riemannian_mean(&[p, q]).unwrap();
         assert!((mean[(0, 0)] - 3.0).abs() < 1e-7 && (mean[(1, 1)] - 2.0).abs() < 1e-7, "{mean}");
+    }
+
+    /// Epochs of 4 channels x 32 samples: noise, and a positive bump on targets.
+    fn epochs(n: usize, seed: u64) -> (Vec<Vec<f32>>, Vec<bool>) {
+        let mut s = seed;
+        let mut noise = move || {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            (s % 10_000) as f32 / 5_000.0 - 1.0
+        };
+        (0..n)
+            .map(|k| {
+                let target = k % 4 == 0;
+                let e = (0..4 * 32).map(|i| noise() + if target && (12..20).contains(&(i % 32)) { 1.0 } else { 0.0 }).collect();
+                (e, target)
+            })
+            .unzip()
+    }
+
+    #[test]
+    fn too_many_filters_are_clamped_and_inconsistent_parameters_are_caught() {
+        let (epochs, labels) = epochs(120, 9);
+        let refs: Vec<&[f32]> = epochs.iter().map(Vec::as_slice).collect();
+        // 3 per class on 4 channels would make every covariance singular: clamped to 2.
+        let model = XdawnRiemann::fit(&refs, &labels, 4, 32, 3).unwrap();
+        assert_eq!(model.n_filters, 4);
+        assert!(model.check().is_ok());
+        let p = model.predict(refs[0]);
+        assert!(p > 0.0 && p < 1.0);
+        assert_eq!(model.predict(&refs[0][..10]), 0.5, "a short epoch scores 0.5 instead of panicking");
+        let mut broken = model.clone();
+        broken.weights.pop();
+        assert!(broken.check().unwrap_err().contains("weights"));
     }
 
     #[test]

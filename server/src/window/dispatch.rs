@@ -71,7 +71,10 @@ pub fn dispatch(from: CutFrom<'_>, scratch: &mut WindowScratch, cut: Cut, stream
     let last = first + pre.span() as u64 - 1;
     // What the window reads: its resampling filter's reach on either side of the span.
     let (read_from, read_to) = (first.saturating_sub(pre.history() as u64), first + pre.reach() as u64);
-    let (first_sample, last_sample) = (stream.sample(first), stream.sample(read_to - 1));
+    let (first_sample, last_sample) = (stream.sample(first), stream.sample(last));
+    // The window is decodable once the last sample it reads has arrived: its deadline counts
+    // from then (the resampling filter's lookahead is part of the window, not of the budget).
+    let last_needed = stream.sample(read_to - 1);
     let span = pb::WindowSpan {
         first_sample_index: first,
         last_sample_index: last,
@@ -84,7 +87,7 @@ pub fn dispatch(from: CutFrom<'_>, scratch: &mut WindowScratch, cut: Cut, stream
         refusal = Some(format!("window [{first}, {}] (reading [{read_from}, {read_to})) touches missing samples [{a}, {b})", last + 1));
     }
     let now = clock::now_ns();
-    let last_sample_received_ns = last_sample.map_or(now, |s| s.1);
+    let last_sample_received_ns = last_needed.map_or(now, |s| s.1);
     let mut job = WindowJob {
         attachment: attachment.clone(),
         data: Vec::new(),

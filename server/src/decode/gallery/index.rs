@@ -106,6 +106,10 @@ pub fn build_and_save(gallery_path: &Path, threads: usize, progress: &(dyn Fn(us
     let partial = with_suffix(&index_file, ".partial");
     let utf8 = |p: &Path| p.to_str().map(str::to_string).ok_or_else(|| load_error(p, "the path is not UTF-8"));
     index.save(&utf8(&partial)?).map_err(|e| GalleryError::Index(e.to_string()))?;
+    // The old stamp goes first: it must never vouch for the new graph.
+    if stamp_file.exists() {
+        std::fs::remove_file(&stamp_file).map_err(|e| load_error(&stamp_file, e))?;
+    }
     std::fs::rename(&partial, &index_file).map_err(|e| load_error(&index_file, e))?;
     let stamp = IndexStamp {
         format: STAMP_FORMAT,
