@@ -92,8 +92,20 @@ class DuINEncoder(nn.Module):
         self.blocks = nn.ModuleList([Block(self.dim) for _ in range(depth)])
         self.mask_token = nn.Parameter(torch.zeros(self.dim))
 
-    def tokens(self, x, subject: int = 0):
-        return self.tokenizer(self.subject_layers[subject](x))
+    def subject_layer(self, x, subject):
+        """Each sample through its own subject's layer: `subject` is one index for the whole
+        batch (the served graph: one subject per export) or a LongTensor [B] (mixed batches in
+        training, never dropped or forced through the first sample's layer)."""
+        if not isinstance(subject, int) and bool((subject == subject[0]).all()):
+            subject = int(subject[0])  # one subject in the batch: its layer, as the served graph
+        if isinstance(subject, int):
+            return self.subject_layers[subject](x)
+        weights = torch.stack([layer.weight for layer in self.subject_layers])[subject]  # [B, V, C]
+        biases = torch.stack([layer.bias for layer in self.subject_layers])[subject]  # [B, V]
+        return torch.einsum("btc,bvc->btv", x, weights) + biases[:, None, :]
+
+    def tokens(self, x, subject=0):
+        return self.tokenizer(self.subject_layer(x, subject))
 
     def encode(self, tokens, mask=None):
         if mask is not None:  # masked modelling: hide patches behind a learned token
@@ -103,7 +115,7 @@ class DuINEncoder(nn.Module):
             h = block(h)
         return h
 
-    def forward(self, x, subject: int = 0):
+    def forward(self, x, subject=0):
         return self.encode(self.tokens(x, subject))
 
 
@@ -117,7 +129,7 @@ class DuINClassifier(nn.Module):
                                   nn.Dropout(0.2), nn.Linear(128, n_words))
         self.subject = 0
 
-    def logits(self, x, subject: int | None = None):
+    def logits(self, x, subject=None):
         return self.head(self.encoder(x, self.subject if subject is None else subject))
 
     def forward(self, x):  # the served graph: one subject, sigmoid scores
@@ -145,23 +157,36 @@ class VectorQuantizer(nn.Module):
 
 
 class DuINVQVAE(nn.Module):
-    """Pretraining stage 1: encode patches, quantise to the codebook, reconstruct each patch."""
+    """Pretraining stage 1: encode patches, quantise to the codebook, and reconstruct the raw
+    input from the codes: decoder blocks, a regressor back to each patch's samples in the
+    virtual channels, then each subject's de-subject layer back to its own contacts (the
+    authors' regressor is a transposed convolution; a linear layer per patch here)."""
 
-    def __init__(self, encoder: DuINEncoder, patch: int = 100, virtual_channels: int = 16):
+    def __init__(self, encoder: DuINEncoder, n_channels: int, n_subjects: int = 1, patch: int = 100, virtual_channels: int = 16,
+                 decoder_blocks: int = 4):
         super().__init__()
         self.encoder = encoder
         self.quantizer = VectorQuantizer(encoder.dim)
-        self.decoder = nn.Sequential(Block(encoder.dim), nn.Linear(encoder.dim, patch * virtual_channels))
+        self.decoder = nn.Sequential(*[Block(encoder.dim) for _ in range(decoder_blocks)])
+        self.regressor = nn.Linear(encoder.dim, patch * virtual_channels)
+        self.desubject = nn.ModuleList([nn.Linear(virtual_channels, n_channels) for _ in range(n_subjects)])
         self.patch, self.virtual_channels = patch, virtual_channels
 
-    def forward(self, x, subject: int = 0):
-        virtual = self.encoder.subject_layers[subject](x)
-        b, t, c = virtual.shape
-        target = virtual[:, : self.encoder.n_tokens * self.patch].reshape(b, self.encoder.n_tokens, self.patch * c)
-        h = self.encoder.encode(self.encoder.tokenizer(virtual))
+    def forward(self, x, subject=0):
+        b = x.shape[0]
+        n = self.encoder.n_tokens * self.patch
+        h = self.encoder(x, subject)
         q, indices, vq_loss = self.quantizer(h)
-        reconstruction = self.decoder(q)
-        return F.mse_loss(reconstruction, target.detach()) + vq_loss, indices
+        virtual = self.regressor(self.decoder(q)).reshape(b, n, self.virtual_channels)
+        if not isinstance(subject, int) and bool((subject == subject[0]).all()):
+            subject = int(subject[0])
+        if isinstance(subject, int):
+            reconstruction = self.desubject[subject](virtual)
+        else:
+            weights = torch.stack([layer.weight for layer in self.desubject])[subject]  # [B, C, V]
+            biases = torch.stack([layer.bias for layer in self.desubject])[subject]
+            reconstruction = torch.einsum("btv,bcv->btc", virtual, weights) + biases[:, None, :]
+        return F.mse_loss(reconstruction, x[:, :n]) + vq_loss, indices
 
 
 class DuINMAE(nn.Module):
@@ -172,11 +197,19 @@ class DuINMAE(nn.Module):
         self.encoder = encoder
         self.predict = nn.Linear(encoder.dim, codes)
 
-    def forward(self, x, target_indices, mask_ratio: float = 0.5, subject: int = 0):
+    def forward(self, x, target_indices, subject=0, generator: torch.Generator | None = None):
+        """Exactly half of each sample's patches masked (a random half), and the complementary
+        half in a second pass, so every patch is predicted once per step."""
         tokens = self.encoder.tokens(x, subject)
-        mask = torch.rand(tokens.shape[:2], device=x.device) < mask_ratio
-        h = self.encoder.encode(tokens, mask)
-        return F.cross_entropy(self.predict(h[mask]), target_indices[mask])
+        b, n = tokens.shape[:2]
+        order = torch.rand(b, n, generator=generator).argsort(dim=1)
+        mask = torch.zeros(b, n, dtype=torch.bool)
+        mask.scatter_(1, order[:, : n // 2], True)
+        loss = 0.0
+        for hidden in (mask, ~mask):
+            h = self.encoder.encode(tokens, hidden)
+            loss = loss + F.cross_entropy(self.predict(h[hidden]), target_indices[hidden])
+        return loss / 2
 
 
 def count_parameters(module: nn.Module) -> int:

@@ -4,14 +4,17 @@
     .venv-train/bin/python models/erp-deep/train.py            # all four leave-one-session-out folds
     .venv-train/bin/python models/erp-deep/train.py --train subject1_session1
 
-Two architectures:
-* eegnet: the ERP benchmark's compact temporal-spatial convolution network (about 2.2 k
-  parameters on the benchmark's 26 channels; 738 on these 4): Conv2d(1->16, temporal kernel 7), BN, ELU, depthwise temporal conv (7), time
-  pooling, depthwise-separable conv across channels, adaptive average pooling, linear.
-* eegnet-wide: the same shape with more filters (F1 = 32, depth multiplier 2, F2 = 64), dropout
-  and a longer temporal kernel (about 4 k parameters on 4 channels): the "stronger deep variant".
+Two small EEGNet-style networks (Lawhern et al. 2018's layout; not the ERP benchmark's
+"EEGNet", which is models/erp-benchmark's TemporalSpatialConv):
+* mini-eegnet: Conv2d(1->16, temporal kernel 7), BN, ELU, depthwise temporal conv (7), time
+  pooling by 2, depthwise conv across all channels, pointwise conv, BN, ELU, adaptive average
+  pooling to 4 time steps, linear (738 parameters on 4 channels).
+* mini-eegnet-wide: the same shape with more filters (F1 = 32, depth multiplier 2, F2 = 64),
+  dropout and a longer temporal kernel (about 4 k parameters on 4 channels).
 
-For each training session, both are trained on every run of that session and exported as
+Preprocessing: causal band-pass 1-20 Hz designed for the stream's rate, polyphase resampling to
+64 Hz (a filter of +-3 model samples: windows are decoded 47 ms after their end), baseline,
+per-window z-score. For each training session, both are trained on every run of that session and exported as
 erp-<arch>-<session>.onnx with a card and golden vectors (inputs and PyTorch outputs). The
 windows come from models/common/preprocess.py, the offline twin of the server's
 preprocessing, so the server feeds the ONNX graph exactly what PyTorch saw. Held-out metrics
@@ -72,8 +75,8 @@ class EEGNet(nn.Module):
 
 
 ARCHS = {
-    "eegnet": dict(f1=16, depth=1, f2=16, kernel=7, dropout=0.0),
-    "eegnet-wide": dict(f1=32, depth=2, f2=64, kernel=15, dropout=0.25),
+    "mini-eegnet": dict(f1=16, depth=1, f2=16, kernel=7, dropout=0.0),
+    "mini-eegnet-wide": dict(f1=32, depth=2, f2=64, kernel=15, dropout=0.25),
 }
 
 
@@ -81,14 +84,15 @@ def model_id(arch: str, session: str) -> str:
     return f"erp-{arch}-{session.replace('_', '-')}"
 
 
-def card_for(arch: str, session: str, n_t: int, sos) -> dict:
+def card_for(arch: str, session: str, n_t: int) -> dict:
     return {
         "id": model_id(arch, session),
         "version": "1",
         "task": "classification",
         "modality": "eeg",
         "onnx": f"{model_id(arch, session)}.onnx",
-        "description": f"{arch} (PyTorch) for visual P300 target vs non-target on 4 Muse channels, trained on {session}.",
+        "description": f"{arch}, a small EEGNet-style network (PyTorch), for visual P300 target vs non-target on 4 Muse "
+                       f"channels, trained on {session}.",
         "channels": CHANNELS,
         "sample_rate_hz": MODEL_RATE,
         "labels": ["non-target", "target"],
@@ -96,8 +100,9 @@ def card_for(arch: str, session: str, n_t: int, sos) -> dict:
         "preprocessing": {
             "baseline_s": [TMIN, 0.0],
             "clamp": 20.0,
-            "filter": {"design": "Butterworth band-pass 1-20 Hz, order 4 (scipy.signal.butter, output='sos'), causal",
-                       "design_rate_hz": STREAM_RATE, "sos": sos.tolist()},
+            "filters": [{"kind": "bandpass", "order": 4, "low_hz": 1.0, "high_hz": 20.0}],
+            "resample": "polyphase",
+            "resample_half_width": 3,
             "scaling": {"kind": "window_zscore", "epsilon": 1e-6},
         },
         "input": {"name": "window", "shape": [-1, len(CHANNELS), n_t], "layout": "channels_time", "max_batch": 32},
@@ -112,9 +117,9 @@ def read_run(path: Path):
 
 def epochs(data_dir: Path, session: str, card: dict):
     xs, ys = [], []
-    sos = np.asarray(card["preprocessing"]["filter"]["sos"])
+    sos = preprocess.card_sos(card, STREAM_RATE)
     offset = int(round(TMIN * STREAM_RATE))
-    length = int(round((TMAX - TMIN) * STREAM_RATE))
+    length = preprocess.window_reach(card, STREAM_RATE)
     for path in p300.runs(data_dir, session):
         data, markers = read_run(path)
         filtered = preprocess.filter_stream(data, sos)
@@ -175,10 +180,9 @@ def main():
     args = parser.parse_args()
     torch.set_num_threads(2)
     n_t = int(round((TMAX - TMIN) * MODEL_RATE))
-    sos = preprocess.design_sos(bandpass=(1.0, 20.0), rate=STREAM_RATE, order=4)
     for session in args.train or SESSIONS:
         for arch in args.arch or list(ARCHS):
-            card = card_for(arch, session, n_t, sos)
+            card = card_for(arch, session, n_t)
             x, y = epochs(args.data, session, card)
             n_params = sum(p.numel() for p in EEGNet(len(CHANNELS), **ARCHS[arch]).parameters())
             print(f"{card['id']}: {len(y)} epochs ({y.sum()} targets), {n_params} parameters", flush=True)

@@ -3,15 +3,24 @@
     .venv/bin/python models/erp-eval/evaluate.py            # builds target/release/myelin if needed
 
 For each fold (train on one session of a subject, test on the subject's other session):
-  * native xDAWN + shrinkage LDA: the training session is streamed into the server and the
-    decoder is fitted there by live calibration (Decoding.Calibrate, every epoch of the session);
-  * erp-eegnet and erp-eegnet-wide: the ONNX models trained offline on that session
-    (models/erp-deep/train.py);
+  * the native decoders, fitted in the server by live calibration (Decoding.Calibrate, every
+    epoch of the training session as it streams in): xDAWN + shrinkage LDA, and xDAWN
+    covariances + Riemannian tangent space + logistic regression;
+  * the ONNX models trained offline on that session: the ERP benchmark's TemporalSpatialConv
+    and ERPFeatures + linear (models/erp-benchmark/train.py, five seeds each), and the small
+    EEGNet-style networks mini-eegnet and mini-eegnet-wide (models/erp-deep/train.py);
 then the test session is streamed into the server with all of them attached to one stream,
-and AUC and balanced accuracy are computed from the predictions received by a subscriber.
-Nothing is scored offline: every number comes from the live server path.
+and the metrics are computed from the predictions a subscriber received. Nothing served is
+scored offline. Beside them, computed here by this script on the same epochs the native
+decoders see (the erp-linear-muse card's windows, from models/common/preprocess.py): pyRiemann's
+XdawnCovariances + TangentSpace + LogisticRegression, the pipeline the served decoders are
+compared against.
 
-Writes models/erp-eval/results.md (the table) and the served_* metrics into the deep models'
+Metrics: AUC (ROC), balanced accuracy, and the ERP benchmark's accuracy, macro-F1 and AUPRC
+(the mean of both classes' average precision), at the argmax of the probabilities; for the
+five-seed models, mean +- sd over seeds.
+
+Writes models/erp-eval/results.md (the tables) and the served_* metrics into the ONNX models'
 cards. A per-stimulus-repetition score does not apply: these recordings carry only the class
 codes (target / non-target), not which stimulus was shown, so there is nothing to average over.
 """
@@ -26,16 +35,27 @@ import time
 from pathlib import Path
 
 import numpy as np
+from pyriemann.estimation import XdawnCovariances
+from pyriemann.tangentspace import TangentSpace
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import accuracy_score, average_precision_score, f1_score
+from sklearn.pipeline import make_pipeline
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
 sys.path.insert(0, str(ROOT / "models"))
-from common import live, p300  # noqa: E402
+from common import cards, live, p300, preprocess  # noqa: E402
 
 DATA = ROOT / "models/data/p300"
 FOLDS = [("subject1_session1", "subject1_session2"), ("subject1_session2", "subject1_session1"),
          ("subject2_session1", "subject2_session2"), ("subject2_session2", "subject2_session1")]
-DEEP = ["eegnet", "eegnet-wide"]
+MINI = ["mini-eegnet", "mini-eegnet-wide"]
+BENCHMARK = ["tsconv", "erpfeatures"]
+SEEDS = [41, 42, 43, 44, 45]
+NAMES = {"tsconv": "TemporalSpatialConv (benchmark EEGNet)", "erpfeatures": "ERPFeatures + linear (benchmark)"}
+NATIVE = {"xdawn_lda": "xDAWN + LDA (native, calibrated live)",
+          "xdawn_riemann": "xDAWN cov. + tangent space + LR (native, calibrated live)"}
+PYRIEMANN = "pyRiemann XdawnCov + TS + LR (offline, this script)"
 
 
 def read_session(prefix: str):
@@ -72,6 +92,26 @@ def balanced_accuracy(scores, labels) -> float:
     return float(((scores[labels] > 0.5).mean() + (scores[~labels] <= 0.5).mean()) / 2)
 
 
+def metrics(scores, labels) -> dict:
+    """The benchmark's sample-level metrics (argmax of two probabilities = p(target) > 0.5) and AUC."""
+    scores, labels = np.asarray(scores, dtype=np.float64), np.asarray(labels, dtype=int)
+    pred = (scores > 0.5).astype(int)
+    auprc = (average_precision_score(labels, scores) + average_precision_score(1 - labels, 1 - scores)) / 2
+    return dict(auc=auc(scores, labels.astype(bool)), bacc=balanced_accuracy(scores, labels), acc=accuracy_score(labels, pred),
+                f1=f1_score(labels, pred, average="macro", zero_division=0), auprc=float(auprc))
+
+
+def twin_epochs(card: dict, channels, x, codes):
+    """The card's model inputs for every complete event-locked epoch, and their labels."""
+    idx = [channels.index(c) for c in card["channels"]]
+    filtered = preprocess.filter_stream(x[:, idx], preprocess.card_sos(card, p300.RATE))
+    offset = int(round(card["window"]["tmin_s"] * p300.RATE))
+    reach = preprocess.window_reach(card, p300.RATE)
+    onsets = [i for i in np.flatnonzero((codes == 1) | (codes == 2)) if i + offset >= 0 and i + offset + reach <= len(x)]
+    windows = np.stack([preprocess.window_from_filtered(filtered, i + offset, card, p300.RATE) for i in onsets])
+    return windows.astype(np.float64), codes[onsets] == 2
+
+
 def wait_quiet(items: list, expected: int, timeout=60.0):
     deadline = time.time() + timeout
     while time.time() < deadline and len(items) < expected:
@@ -100,7 +140,9 @@ def main():
         binary = str(ROOT / "target/release/myelin")
     pb, rpc = live.load_stubs(Path(tempfile.mkdtemp(prefix="myelin-stubs-")))
     calibrations = tempfile.mkdtemp(prefix="myelin-calibrations-")
-    server = live.Server(binary, env={"MYELIN_MODELS__CALIBRATIONS_DIR": calibrations, "MYELIN_PUBLISH__SUBSCRIBER_QUEUE": "8192"})
+    server = live.Server(binary, env={"MYELIN_MODELS__CALIBRATIONS_DIR": calibrations, "MYELIN_PUBLISH__SUBSCRIBER_QUEUE": "65536",
+                                      "MYELIN_MODELS__QUEUE_DEPTH": "4096"})
+    base_card = cards.read(ROOT / "models/erp-linear/erp-linear-muse.card.toml")
     rows = []
     try:
         with live.channel(server.grpc) as channel:
@@ -108,36 +150,54 @@ def main():
             locked = pb.WindowPolicy(event_locked=pb.EventLockedWindow(marker_codes=[1, 2]))
             for train, test in FOLDS:
                 print(f"fold: train {train} -> test {test}", file=sys.stderr, flush=True)
-                # 1. Native decoder: fitted in the server on the live training stream.
+                # 1. Native decoders: fitted in the server on the live training stream, one
+                #    calibration per decoder (each on its own attachment).
                 channels, x, ts, codes = read_session(train)
                 session = f"train-{train}"
                 ingest = live.Ingest(pb, rpc, channel, live.header(pb, session, channels, 256.0))
-                base = live.attach(decoding, pb.AttachRequest(session_id=session, model_id="erp-linear-muse", window=locked,
-                                                              latency_budget_ms=1000))
-                progress = decoding.Calibrate(pb.CalibrateRequest(
-                    attachment_id=base.attachment_id, target_codes=[2], non_target_codes=[1], max_epochs=100000,
-                    model_id=f"xdawn-{train.replace('_', '-')}", keep_current_model=True))
+                calibrating = {}
+                for kind in NATIVE:
+                    base = live.attach(decoding, pb.AttachRequest(session_id=session, model_id="erp-linear-muse", window=locked,
+                                                                  latency_budget_ms=1000))
+                    calibrating[kind] = decoding.Calibrate(pb.CalibrateRequest(
+                        attachment_id=base.attachment_id, target_codes=[2], non_target_codes=[1], max_epochs=100000,
+                        model_id=f"{kind.replace('_', '-')}-{train.replace('_', '-')}", keep_current_model=True, decoder=kind))
+                time.sleep(0.5)
                 live.stream_recording(ingest, x, ts, codes)
                 ingest.wait_acknowledged()
-                ingest.close()  # the stream ends: calibration fits on every epoch it collected
-                result = None
-                for update in progress:
-                    if update.HasField("result"):
-                        result = update.result
-                print(f"  calibrated {result.model_id} v{result.model_version}: {result.epochs} epochs, "
-                      f"CV AUC {result.cv_auc:.3f}, fit {result.fit_seconds:.2f} s", file=sys.stderr, flush=True)
+                ingest.close()  # the stream ends: each calibration fits on every epoch it collected
+                fitted = {}
+                for kind, progress in calibrating.items():
+                    for update in progress:
+                        if update.HasField("result"):
+                            fitted[kind] = update.result
+                    r = fitted[kind]
+                    print(f"  calibrated {r.model_id} v{r.model_version} ({r.decoder}): {r.epochs} epochs, "
+                          f"CV AUC {r.cv_auc:.3f}, fit {r.fit_seconds:.2f} s", file=sys.stderr, flush=True)
+                # pyRiemann, offline on the same epochs the native decoders were fitted on.
+                train_x, train_y = twin_epochs(base_card, channels, x, codes)
+                pipeline = make_pipeline(XdawnCovariances(nfilter=2), TangentSpace(metric="riemann"), LogisticRegression())
+                pipeline.fit(train_x, train_y)
 
-                # 2. Test session: every decoder attached to the same live stream.
+                # 2. Test session: every served decoder attached to the same live stream.
                 channels, x, ts, codes = read_session(test)
+                test_x, test_y = twin_epochs(base_card, channels, x, codes)
+                rows.append(dict(train=train, test=test, decoder=PYRIEMANN, seed=None, epochs=len(test_y), targets=int(test_y.sum()),
+                                 model=None, **metrics(pipeline.predict_proba(test_x)[:, 1], test_y)))
                 session = f"test-{test}-from-{train}"
                 ingest = live.Ingest(pb, rpc, channel, live.header(pb, session, channels, 256.0))
-                decoders = {"xDAWN + LDA (native, calibrated live)": (result.model_id, result.model_version)}
-                for arch in DEEP:
-                    decoders[f"{arch} (ONNX)"] = (f"erp-{arch}-{train.replace('_', '-')}", "")
+                decoders = {}
+                for kind, r in fitted.items():
+                    decoders[(NATIVE[kind], None)] = (r.model_id, r.model_version)
+                for arch in BENCHMARK:
+                    for seed in SEEDS:
+                        decoders[(NAMES[arch], seed)] = (f"erp-{arch}-{train.replace('_', '-')}-s{seed}", "")
+                for arch in MINI:
+                    decoders[(f"{arch} (ONNX)", None)] = (f"erp-{arch}-{train.replace('_', '-')}", "")
                 attachments = {}
                 for name, (model_id, version) in decoders.items():
                     reply = live.attach(decoding, pb.AttachRequest(session_id=session, model_id=model_id, model_version=version,
-                                                                   window=locked, latency_budget_ms=1000))
+                                                                   window=locked, latency_budget_ms=10000))
                     attachments[reply.attachment_id] = name
                 got: list = []
                 subscription = live.subscribe_into(decoding, pb, got, session_id=session)
@@ -145,43 +205,69 @@ def main():
                 live.stream_recording(ingest, x, ts, codes)
                 ingest.wait_acknowledged()
                 n_events = int(((codes == 1) | (codes == 2)).sum())
-                wait_quiet(got, len(attachments) * (n_events - 1))
+                wait_quiet(got, len(attachments) * (n_events - 2), timeout=300)
                 time.sleep(0.5)
                 subscription.cancel()
                 ingest.close()
-                for attachment_id, name in attachments.items():
+                for attachment_id, (name, seed) in attachments.items():
                     preds = [p for p in got if p.attachment_id == attachment_id and p.status in (pb.PREDICTION_STATUS_OK, pb.PREDICTION_STATUS_LATE)]
                     scores = [p.classification.probabilities[1] for p in preds]
                     labels = [p.trigger.code == 2 for p in preds]
-                    rows.append(dict(train=train, test=test, decoder=name, epochs=len(preds), targets=int(sum(labels)),
-                                     auc=auc(scores, labels), bacc=balanced_accuracy(scores, labels),
-                                     model=decoders[name][0]))
-                    print(f"  {name:<40} {len(preds)} epochs  AUC {rows[-1]['auc']:.3f}  BA {rows[-1]['bacc']:.3f}",
-                          file=sys.stderr, flush=True)
+                    rows.append(dict(train=train, test=test, decoder=name, seed=seed, epochs=len(preds), targets=int(sum(labels)),
+                                     model=decoders[(name, seed)][0], **metrics(scores, labels)))
+                for r in rows:
+                    if r["train"] == train and r["seed"] in (None, SEEDS[0]):
+                        print(f"  {r['decoder']:<58} {r['epochs']} epochs  AUC {r['auc']:.3f}  BA {r['bacc']:.3f}", file=sys.stderr, flush=True)
     finally:
         server.stop()
+    write_results(rows)
 
-    lines = ["| train session | held-out session | decoder | epochs (targets) | AUC | balanced accuracy |",
-             "|---|---|---|---|---|---|"]
+
+def write_results(rows: list[dict]):
+    lines = ["## Every decoder, every fold", "",
+             "Five-seed models: mean +- sd over seeds 41-45. Accuracy, macro-F1 and AUPRC at the argmax of the probabilities.", "",
+             "| train session | held-out session | decoder | epochs (targets) | AUC | balanced accuracy | accuracy | macro-F1 | AUPRC |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    groups: dict = {}
     for r in rows:
-        lines.append(f"| {r['train']} | {r['test']} | {r['decoder']} | {r['epochs']} ({r['targets']}) | {r['auc']:.3f} | {r['bacc']:.3f} |")
-    means = {}
-    for r in rows:
-        means.setdefault(r["decoder"], []).append(r["auc"])
-    lines.append("")
-    lines.append("Mean AUC over the four held-out sessions: " + "; ".join(f"{k} {np.mean(v):.3f}" for k, v in means.items()) + ".")
+        groups.setdefault((r["train"], r["test"], r["decoder"]), []).append(r)
+
+    def cell(values, seeded):
+        return f"{np.mean(values):.3f} +- {np.std(values):.3f}" if seeded else f"{values[0]:.3f}"
+
+    for (train, test, decoder), group in groups.items():
+        seeded = group[0]["seed"] is not None
+        lines.append(f"| {train} | {test} | {decoder} | {group[0]['epochs']} ({group[0]['targets']}) | "
+                     + " | ".join(cell([g[k] for g in group], seeded) for k in ("auc", "bacc", "acc", "f1", "auprc")) + " |")
+    means: dict = {}
+    for (train, test, decoder), group in groups.items():
+        means.setdefault(decoder, []).append(np.mean([g["auc"] for g in group]))
+    lines += ["", "Mean AUC over the four held-out sessions: " + "; ".join(f"{k} {np.mean(v):.3f}" for k, v in means.items()) + "."]
+    best_served = {}
+    for (train, test, decoder), group in groups.items():
+        if decoder != PYRIEMANN:
+            best_served.setdefault((train, test), []).append((np.mean([g["auc"] for g in group]), decoder))
+    lines += ["", "| held-out session | best served decoder | its AUC | pyRiemann (offline) AUC | served above pyRiemann |", "|---|---|---|---|---|"]
+    for (train, test), candidates in best_served.items():
+        top, name = max(candidates)
+        reference = groups[(train, test, PYRIEMANN)][0]["auc"]
+        lines.append(f"| {test} (trained on {train}) | {name} | {top:.3f} | {reference:.3f} | {'yes' if top > reference else 'no'} |")
     table = "\n".join(lines)
     print(table)
     (HERE / "results.md").write_text(
         "# ERP decoders, leave one session out, measured through the live server\n\n"
         "Produced by `.venv/bin/python models/erp-eval/evaluate.py` (chance AUC = 0.5). Each row: the decoder is "
         "trained (or calibrated live) on the first session and scored from the predictions a subscriber received "
-        "while the held-out session streamed into the server.\n\n" + table + "\n")
+        "while the held-out session streamed into the server; the pyRiemann rows are computed by the same script "
+        "offline, on the same epochs the native decoders see.\n\n" + table + "\n")
     for r in rows:
-        if "(ONNX)" in r["decoder"]:
-            card = ROOT / "models/erp-deep" / f"{r['model']}.card.toml"
+        if r["model"] and "(native" not in r["decoder"]:
+            folder = "erp-benchmark" if r["seed"] is not None else "erp-deep"
+            card = ROOT / "models" / folder / f"{r['model']}.card.toml"
             update_card(card, {f"served_auc_{r['test']}": round(r["auc"], 4),
-                               f"served_balanced_accuracy_{r['test']}": round(r["bacc"], 4)})
+                               f"served_balanced_accuracy_{r['test']}": round(r["bacc"], 4),
+                               f"served_macro_f1_{r['test']}": round(r["f1"], 4),
+                               f"served_auprc_{r['test']}": round(r["auprc"], 4)})
 
 
 if __name__ == "__main__":

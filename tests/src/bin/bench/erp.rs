@@ -7,7 +7,7 @@ use myelin_client::proto as pb;
 use myelin_client::recording::{Recording, ReplayOptions, replay};
 use myelin_e2e::{TestServer, event_locked, repo_root};
 
-const DECODERS: [&str; 3] = ["erp-linear-muse", "erp-eegnet-subject1-session1", "erp-eegnet-wide-subject1-session1"];
+const DECODERS: [&str; 3] = ["erp-linear-muse", "erp-mini-eegnet-subject1-session1", "erp-mini-eegnet-wide-subject1-session1"];
 
 pub async fn run(server: Option<std::path::PathBuf>, repetitions: usize) -> anyhow::Result<()> {
     let bin = server.unwrap_or_else(|| repo_root().join("target/release/myelin"));
