@@ -17,7 +17,8 @@ Order of operations, as in the server:
      stream on both sides of the window (what the server waits for before decoding);
   4. re-reference (average of the model's channels), if asked;
   5. baseline correction over the card's baseline interval;
-  6. scaling (fixed centre/scale from the card, or per-window z-score);
+  6. scaling (fixed centre/scale from the card, per-window z-score, or the session's own
+     median/IQR fitted on its first seconds);
   7. clamping.
 """
 from __future__ import annotations
@@ -155,6 +156,14 @@ def window_from_filtered(filtered: np.ndarray, start: int, card: dict, stream_ra
         c = np.asarray(scaling["center"], dtype=np.float64)[:, None]
         s = np.asarray(scaling["scale"], dtype=np.float64)[:, None]
         x = ((x.astype(np.float64) - c) / s).astype(np.float32)
+    elif scaling["kind"] == "session_robust":
+        # Median and IQR per channel of the first fit_seconds of the filtered stream, as the
+        # server fits them on the first samples an attachment filters (a stream from its start).
+        n = max(1, int(round(scaling["fit_seconds"] * stream_rate)))
+        q25, q50, q75 = np.percentile(filtered[:n].astype(np.float64), [25, 50, 75], axis=0)
+        iqr = q75 - q25
+        iqr[~(iqr > 0)] = 1.0
+        x = ((x.astype(np.float64) - q50[:, None]) / iqr[:, None]).astype(np.float32)
     elif scaling["kind"] == "window_zscore":
         eps = scaling.get("epsilon", 1e-6)
         x64 = x.astype(np.float64)

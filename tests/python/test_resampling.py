@@ -197,6 +197,38 @@ def test_served_windows_equal_the_offline_twin_after_rational_resampling(tmp_pat
         np.testing.assert_allclose(np.asarray(p.embedding).reshape(expected.shape), expected, rtol=1e-4, atol=2e-4)
 
 
+def test_session_robust_scaling_is_fitted_on_the_first_seconds_then_frozen(tmp_path):
+    """Robust scaling fitted per session (median / IQR of the first 2 s the attachment filters):
+    windows cut before the fit are refused with the reason; every later one equals the twin."""
+    models = tmp_path / "models"
+    models.mkdir()
+    channels = ["Fz", "Cz", "Pz", "Oz"]
+    card = write_card(models, "fixture-robust", channels=channels, model_rate=200.0, tmin=-0.2, tmax=0.8,
+                      filters=[{"kind": "bandpass", "order": 4, "low_hz": 0.5, "high_hz": 40.0}],
+                      pre={"baseline_s": [-0.2, 0.0], "scaling": {"kind": "session_robust", "fit_seconds": 2.0}})
+    rate = 256.0
+    x = stream_signal(rate, 20.0, len(channels), seed=11) * np.array([1.0, 5.0, 0.2, 30.0], np.float32)
+    onsets = [60, 200] + list(range(700, len(x) - 400, 233))  # the first two windows are cut before 2 s
+    server = live.Server(myelin_bin(), env={"MYELIN_MODELS__DIR": str(models)})
+    try:
+        _, got = serve_and_collect(server, "robust", card, x, rate, onsets)
+    finally:
+        server.stop()
+    assert len(got) == len(onsets)
+    refused = [p for p in got if p.status == "error"]
+    assert len(refused) == 2 and all("robust scaling" in p.error_reason for p in refused), [p.error_reason for p in got]
+    filtered = preprocess.filter_stream(x, preprocess.card_sos(card, rate))
+    ok = [p for p in got if p.status == "ok"]
+    assert len(ok) == len(onsets) - 2
+    for p in ok:
+        expected = preprocess.window_from_filtered(filtered, p.window.first_index, card, rate)
+        np.testing.assert_allclose(np.asarray(p.embedding).reshape(expected.shape), expected, rtol=1e-4, atol=2e-4)
+    # The statistics really are the session's: channel 3 (30x the amplitude) is scaled to the
+    # same spread as channel 0.
+    last = np.asarray(ok[-1].embedding).reshape(expected.shape)
+    assert 0.3 < np.std(last[3]) / np.std(last[0]) < 3
+
+
 def test_cards_with_fixed_coefficients_serve_their_design_rate_only(tmp_path):
     models = tmp_path / "models"
     models.mkdir()

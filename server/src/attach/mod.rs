@@ -22,6 +22,7 @@ use crate::decode::job::WindowBuffers;
 use crate::decode::registry::{Lookup, ModelRegistry};
 use crate::decode::result::retrieval_top_k;
 use crate::decode::{Attachment, LoadedModel};
+use crate::dsp::robust::RobustFit;
 use crate::dsp::sos::SosFilter;
 use crate::publish::Hub;
 use crate::publish::lsl::{OutletGuard, OutletSpec};
@@ -124,7 +125,9 @@ impl Attacher {
             card.input.layout == Layout::ChannelsTime,
         );
         // The ring is allocated only once the session's and the server's budgets have room.
-        let ring_bytes = AttachmentState::ring_bytes(session.capacity, channels.index.len());
+        let fit_samples = preprocessor.session_fit_samples(header.nominal_rate_hz);
+        let width = channels.index.len();
+        let ring_bytes = AttachmentState::ring_bytes(session.capacity, width) + fit_samples.map_or(0, |n| RobustFit::bytes(width, n));
         let memory = session.memory.reserve(ring_bytes, || format!("an attachment of model {} to session {:?}", card.id, session.id))?;
         let id = attachment_id()?;
         let route = self.hub.attachment_route(session.route(), &id);
@@ -149,7 +152,8 @@ impl Attacher {
             fairness: Default::default(),
         });
         let filter = SosFilter::new(&plan.sos, channels.index.len());
-        let mut state = AttachmentState::new(shared, channels.index, filter, session.capacity, plan.cutter, memory);
+        let robust_fit = fit_samples.map(|n| RobustFit::new(width, n));
+        let mut state = AttachmentState::new(shared, channels.index, filter, session.capacity, plan.cutter, robust_fit, memory);
         let lsl_outlets = match outlets {
             Some((names, guard)) => {
                 state.keep_alive = Some(Box::new(guard));

@@ -26,6 +26,9 @@ pub enum Scaling {
         #[serde(default = "default_epsilon")]
         epsilon: f64,
     },
+    /// (x - median[c]) / IQR[c], the statistics fitted on the first `fit_seconds` of filtered
+    /// stream the attachment sees, then frozen; windows cut before that are refused (ERROR).
+    SessionRobust { fit_seconds: f64 },
 }
 
 fn default_epsilon() -> f64 {
@@ -181,6 +184,11 @@ impl Preprocessing {
         }
         for (i, design) in self.filters.iter().enumerate() {
             design.validate().map_err(|message| ("preprocessing.filters", format!("filter {i} ({}): {message}", design.describe())))?;
+        }
+        if let Scaling::SessionRobust { fit_seconds } = self.scaling
+            && !(fit_seconds > 0.0 && fit_seconds <= 60.0)
+        {
+            return Err(("preprocessing.scaling.fit_seconds", format!("must be above 0 and at most 60, got {fit_seconds}")));
         }
         if let Scaling::Fixed { center, scale } = &self.scaling {
             if center.len() != n_channels || scale.len() != n_channels {

@@ -7,6 +7,8 @@
 //! Hand-written for the reasons `dsp` gives: a few lines a step, bit-for-bit predictable against
 //! numpy (the parity test), no allocation per window once the scratch buffer has grown.
 
+use std::sync::{Arc, OnceLock};
+
 use crate::card::{Preprocessing, Reference, Scaling};
 use crate::dsp::polyphase::Polyphase;
 
@@ -41,6 +43,9 @@ pub struct WindowPreprocessor {
     clamp: Option<f32>,
     /// Layout of the model input: true = [channels x time], false = [time x channels].
     channels_first: bool,
+    /// `Scaling::SessionRobust`: (median, IQR) per channel once the session worker has fitted
+    /// them (shared by the attachment's clones: a swapped model keeps them).
+    session_stats: Arc<OnceLock<Vec<(f64, f64)>>>,
 }
 
 impl WindowPreprocessor {
@@ -66,7 +71,26 @@ impl WindowPreprocessor {
             scaling: pre.scaling.clone(),
             clamp: pre.clamp,
             channels_first,
+            session_stats: Arc::default(),
         }
+    }
+
+    /// Stream samples a session-robust scaling is fitted on (None for other scalings).
+    pub fn session_fit_samples(&self, stream_rate: f64) -> Option<usize> {
+        match self.scaling {
+            Scaling::SessionRobust { fit_seconds } => Some(((fit_seconds * stream_rate).round() as usize).max(1)),
+            _ => None,
+        }
+    }
+
+    /// Freezes the session-robust statistics (the first call wins).
+    pub fn set_session_stats(&self, stats: Vec<(f64, f64)>) {
+        let _ = self.session_stats.set(stats);
+    }
+
+    /// Whether windows can be scaled yet: false while a session-robust scaling is still fitting.
+    pub fn scaling_ready(&self) -> bool {
+        !matches!(self.scaling, Scaling::SessionRobust { .. }) || self.session_stats.get().is_some()
     }
 
     /// Stream samples before a window's first sample that it reads (the resampling filter's
@@ -170,6 +194,16 @@ impl WindowPreprocessor {
                     let (m, s) = (center[ch], scale[ch]);
                     for v in &mut scratch[ch * t..(ch + 1) * t] {
                         *v = ((f64::from(*v) - m) / s) as f32;
+                    }
+                }
+            }
+            Scaling::SessionRobust { .. } => {
+                // Dispatch refuses windows before the statistics exist (scaling_ready).
+                if let Some(stats) = self.session_stats.get() {
+                    for (ch, &(median, range)) in stats.iter().enumerate().take(c) {
+                        for v in &mut scratch[ch * t..(ch + 1) * t] {
+                            *v = ((f64::from(*v) - median) / range) as f32;
+                        }
                     }
                 }
             }

@@ -8,4 +8,5 @@
 
 pub mod design;
 pub mod polyphase;
+pub mod robust;
 pub mod sos;

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use crate::budget::Reservation;
 use crate::decode::{Attachment, WindowJob};
+use crate::dsp::robust::RobustFit;
 use crate::dsp::sos::SosFilter;
 use crate::ring::FrameRing;
 use crate::window::collector::Collector;
@@ -27,7 +28,9 @@ pub struct AttachmentState {
     pub collector: Option<Collector>,
     /// Resources that live as long as the attachment (its LSL outlets).
     pub keep_alive: Option<Box<dyn std::any::Any + Send>>,
-    /// The session's memory its ring takes.
+    /// Session-robust scaling: its first frames, until they are in.
+    robust_fit: Option<RobustFit>,
+    /// The session's memory its ring (and robust fit) takes.
     _memory: Reservation,
     frame: Vec<f32>,
     scratch: WindowScratch,
@@ -41,6 +44,7 @@ impl AttachmentState {
         filter: SosFilter,
         ring_capacity: usize,
         cutter: Cutter,
+        robust_fit: Option<RobustFit>,
         memory: Reservation,
     ) -> Self {
         let width = channel_index.len();
@@ -52,6 +56,7 @@ impl AttachmentState {
             cutter,
             collector: None,
             keep_alive: None,
+            robust_fit,
             _memory: memory,
             frame: vec![0.0; width],
             scratch: WindowScratch::default(),
@@ -81,6 +86,10 @@ impl AttachmentState {
         }
         self.filter.process_frame(&mut self.frame);
         self.ring.push(&self.frame);
+        if let Some(stats) = self.robust_fit.as_mut().and_then(|fit| fit.push(&self.frame)) {
+            self.shared.preprocessor.set_session_stats(stats);
+            self.robust_fit = None;
+        }
     }
 
     /// Primes the filter and ring with what the session has buffered, so that windows can use

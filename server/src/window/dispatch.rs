@@ -99,6 +99,9 @@ pub fn dispatch(from: CutFrom<'_>, scratch: &mut WindowScratch, cut: Cut, stream
         deadline_ns: deadline_of(last_sample_received_ns, attachment.budget_ms),
         in_flight: attachment.in_flight.window(),
     };
+    if refusal.is_none() && !pre.scaling_ready() {
+        refusal = Some(format!("window [{first}, {}] is cut before the session's robust scaling was fitted (its first seconds)", last + 1));
+    }
     if refusal.is_none() && !copy_window(filtered, first, pre, scratch, collector.is_some() && job.trigger.is_some()) {
         refusal = Some(format!("window [{first}, {}] is no longer buffered", last + 1));
     }
