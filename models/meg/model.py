@@ -29,15 +29,20 @@ from torch import nn
 
 
 class FourierEmbedding(nn.Module):
-    def __init__(self, n_freqs: int):
+    """cos/sin of positions at n_freqs^2 frequency pairs, with brainmagick's margin: the unit
+    square is placed inside a period spanning [-margin, 1 + margin], so sensors at opposite edges
+    of the layout do not embed alike (without it, with period 1, they alias)."""
+
+    def __init__(self, n_freqs: int, margin: float = 0.2):
         super().__init__()
+        self.margin = margin
         k = torch.arange(n_freqs, dtype=torch.float32)
         kx, ky = torch.meshgrid(k, k, indexing="ij")
         self.register_buffer("freqs", torch.stack([kx.flatten(), ky.flatten()], dim=0) * 2 * math.pi)  # [2, F]
         self.dim = 2 * n_freqs * n_freqs
 
     def forward(self, pos: torch.Tensor) -> torch.Tensor:  # [B, C, 2] in [0, 1]
-        phase = pos @ self.freqs  # [B, C, F]
+        phase = ((pos + self.margin) / (1 + 2 * self.margin)) @ self.freqs  # [B, C, F]
         return torch.cat([torch.cos(phase), torch.sin(phase)], dim=-1)
 
 

@@ -38,7 +38,10 @@ BASELINE = [-0.5, 0.0]
 CLAMP = 20.0
 
 
-def base_card(sos, center, scale) -> dict:
+FIT_SECONDS = 2.0  # session-robust scaling: fitted on a session's first 2 s (before its first onset)
+
+
+def base_card(sos) -> dict:
     """The parts of the card the offline preprocessing needs (same dict the server reads)."""
     return {
         "channels": sim.CHANNELS,
@@ -48,7 +51,9 @@ def base_card(sos, center, scale) -> dict:
         "preprocessing": {
             "baseline_s": BASELINE,
             "clamp": CLAMP,
-            "scaling": {"kind": "fixed", "center": [float(v) for v in center], "scale": [float(v) for v in scale]},
+            # Median / IQR per sensor of the session's own first seconds, then frozen (brainmagick
+            # fits its robust scaler per recording); the server fits them online the same way.
+            "scaling": {"kind": "session_robust", "fit_seconds": FIT_SECONDS},
             # Designed by the server for the stream's own rate (a CTF system at 1200 Hz or more);
             # `sos` is that design at the simulator's 120 Hz, what training saw.
             "filters": [{"kind": "bandpass", "order": 2, "low_hz": BANDPASS[0], "high_hz": BANDPASS[1]}],
@@ -58,18 +63,14 @@ def base_card(sos, center, scale) -> dict:
 
 
 def epochs(subject, world, images, seed, sos):
-    """Unscaled windows [n, 275, 180] (filtered, baseline-corrected) and image indices."""
+    """Model inputs [n, 275, 180] of one simulated session (filtered, baseline-corrected, scaled
+    by the session's own first seconds, clamped: the card's preprocessing) and image indices."""
     x, events = subject.stream(world, list(images), seed)
     filtered = preprocess.filter_stream(x, sos)
-    card = base_card(sos, np.zeros(len(sim.CHANNELS)), np.ones(len(sim.CHANNELS)))
-    del card["preprocessing"]["clamp"]
+    card = base_card(sos)
     offset = int(round(sim.TMIN * sim.RATE))
     windows = np.stack([preprocess.window_from_filtered(filtered, onset + offset, card, sim.RATE) for onset, _ in events])
-    return windows, np.array([image for _, image in events])
-
-
-def scale(windows, center, scale_):
-    return np.clip((windows - center[None, :, None]) / scale_[None, :, None], -CLAMP, CLAMP).astype(np.float32)
+    return windows.astype(np.float32), np.array([image for _, image in events])
 
 
 def retrieval(pred: np.ndarray, truth: np.ndarray, gallery: np.ndarray) -> tuple[float, float]:
@@ -129,13 +130,7 @@ def main():
     del xa, xb, xc
     x_test, y_test = epochs(subject, world, TEST_IMAGES, 2, sos)
     x_val, y_val = epochs(subject, world, VAL_IMAGES, 5, sos)
-    # Robust scaling statistics (per channel, over all training windows and samples).
-    flat = x_train.transpose(1, 0, 2).reshape(len(sim.CHANNELS), -1)
-    q25, center, q75 = np.percentile(flat, [25, 50, 75], axis=1)
-    iqr = np.maximum(q75 - q25, 1e-6)
-    del flat
-    xs_train, xs_test, xs_val = scale(x_train, center, iqr), scale(x_test, center, iqr), scale(x_val, center, iqr)
-    del x_train, x_test, x_val
+    xs_train, xs_test, xs_val = x_train, x_test, x_val
     t_train = world.embeddings[y_train]
     gallery = world.embeddings[list(TEST_IMAGES)]
     truth = y_test - TEST_IMAGES.start
@@ -200,6 +195,15 @@ def main():
     o1, o5 = retrieval(predict(model, xs_test, positions, occipital_mask)[0], truth, gallery)
     log(f"sensors removed: 55 random -> top-1/top-5 {r1:.3f}/{r5:.3f}; occipital ({int((occipital_mask == 0).sum())}) -> {o1:.3f}/{o5:.3f}")
 
+    # The position embedding's margin: opposite helmet edges must not embed alike.
+    with torch.no_grad():
+        emb = model.attention.embedding(pos01[None])[0]
+        emb = emb / emb.norm(dim=1, keepdim=True)
+    index = {name: i for i, name in enumerate(sim.CHANNELS)}
+    edge_cosine = float(emb[index["MLT51"]] @ emb[index["MRT51"]])
+    neighbour_cosine = float(emb[index["MLT51"]] @ emb[index["MLT52"]])
+    log(f"position embedding cosine: MLT51-MRT51 (opposite edges) {edge_cosine:.3f}, MLT51-MLT52 (neighbours) {neighbour_cosine:.3f}")
+
     args.out.mkdir(parents=True, exist_ok=True)
     stem = "meg-brain-synthetic"
     onnx_path = args.out / f"{stem}.onnx"
@@ -229,7 +233,7 @@ def main():
         "description": ("Brain module (spatial attention over CTF-275 layout positions with a sensor mask, subject layer, "
                         "dilated residual Conv1d + GLU, temporal aggregation, CLIP head) mapping a MEG window around image "
                         "onset to a 768-dim image embedding; retrieval against the gallery given at Attach."),
-        **base_card(sos, center, iqr),
+        **base_card(sos),
         "sensors": {"positions_input": "positions", "mask_input": "mask", "optional": True,
                     "min_present": len(sim.CHANNELS) // 2, "positions": sim.POSITIONS.round(6).tolist()},
         "output": {"name": "embedding", "shape": [-1, sim.EMBED_DIM], "kind": "embedding"},
@@ -250,13 +254,16 @@ def main():
                 "random55_removed_test_top1_accuracy": round(r1, 4), "random55_removed_test_top5_accuracy": round(r5, 4),
                 "occipital_removed_test_top1_accuracy": round(o1, 4), "occipital_removed_test_top5_accuracy": round(o5, 4),
                 "chance_top1": 1 / 200, "chance_top5": 5 / 200,
+                "embedding_cosine_MLT51_MRT51": round(edge_cosine, 4), "embedding_cosine_MLT51_MLT52": round(neighbour_cosine, 4),
                 "parameters": float(count_parameters(model)), "epochs": float(args.epochs), "chosen_epoch": float(chosen_epoch),
                 "train_seconds": round(time.time() - started, 1),
             },
             "command": " ".join(["models/meg/train.py"] + sys.argv[1:]),
             "notes": (f"Loss {args.clip_weight} x CLIP (learned temperature) + {1 - args.clip_weight:.2f} x MSE; AdamW (weight decay 0.05), one-cycle lr 3e-4 (10 % warm-up), MSE averaged over dimensions, "
                       f"batch 64, epoch chosen on validation, sensor-dropout augmentation (random blobs or random subsets). Served output is the CLIP head. "
-                      f"Sizes: {size or 'paper'}. Ridge: sklearn RidgeCV on the flattened preprocessed window."),
+                      f"Sizes: {size or 'paper'}. Ridge: sklearn RidgeCV on the flattened preprocessed window. "
+                      f"Position embedding with brainmagick's 0.2 margin; robust scaling fitted on each session's first "
+                      f"{FIT_SECONDS:g} s (training sessions each on their own), as the server fits it online."),
         },
     }
     cards.write(args.out / f"{stem}.card.toml", card, header="# Generated by models/meg/train.py.")
