@@ -31,3 +31,18 @@ def read_run(path: Path, channels=None):
 def runs(data_dir: Path, session: str):
     """The run files of a session ("subject1_session2"), in recording order."""
     return sorted(Path(data_dir).glob(session + "_*.csv*"))
+
+
+def read_session(data_dir: Path, session: str):
+    """All runs of a session on one continuous clock, 1 s between runs: (channel labels,
+    samples [n, channels], timestamps [n], marker codes [n])."""
+    parts, codes, stamps, start, channels = [], [], [], None, None
+    for path in runs(data_dir, session):
+        data, markers, ts, channels = read_run(path)
+        start = ts[0] if start is None else start
+        ts = ts - ts[0] + start
+        start = ts[-1] + 1.0
+        parts.append(data)
+        stamps.append(ts)
+        codes.append(markers)
+    return channels, np.concatenate(parts), np.concatenate(stamps), np.concatenate(codes)

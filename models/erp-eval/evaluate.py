@@ -59,20 +59,7 @@ PYRIEMANN = "pyRiemann XdawnCov + TS + LR (offline, this script)"
 
 
 def read_session(prefix: str):
-    """All runs of a session on one continuous clock (1 s between runs)."""
-    parts, codes, stamps = [], [], []
-    next_start = None
-    channels = None
-    for path in p300.runs(DATA, prefix):
-        data, markers, ts, channels = p300.read_run(path)
-        if next_start is None:
-            next_start = ts[0]
-        ts = ts - ts[0] + next_start
-        next_start = ts[-1] + 1.0
-        parts.append(data)
-        stamps.append(ts)
-        codes.append(markers)
-    return channels, np.concatenate(parts), np.concatenate(stamps), np.concatenate(codes)
+    return p300.read_session(DATA, prefix)
 
 
 def auc(scores, labels) -> float:

@@ -29,17 +29,8 @@ CALIBRATION_EPOCHS = 400
 
 
 def read_session(prefix: str):
-    """All runs of a session on one clock, 1 s between runs (as models/erp-eval/evaluate.py)."""
-    parts, codes, stamps, start = [], [], [], None
-    for path in p300.runs(ROOT / "models/data/p300", prefix):
-        data, markers, ts, channels = p300.read_run(path)
-        start = ts[0] if start is None else start
-        ts = ts - ts[0] + start
-        start = ts[-1] + 1.0
-        parts.append(data)
-        stamps.append(ts)
-        codes.append(markers)
-    return channels, np.concatenate(parts).astype(np.float32), np.concatenate(stamps), np.concatenate(codes)
+    channels, x, ts, codes = p300.read_session(ROOT / "models/data/p300", prefix)
+    return channels, x.astype(np.float32), ts, codes
 
 
 def stream(client, session, channels, x, ts, codes, attachment_kwargs, calibrate=None):

@@ -65,10 +65,7 @@ pub fn plan_window(
     }
     let (resampling, sos) = rates(card, stream_rate)?;
     let model_samples = card.window_samples();
-    let (length, reach) = match &resampling {
-        Resampling::Decimate { factor } => (model_samples * factor, model_samples * factor),
-        Resampling::Polyphase(p) => (p.span(model_samples), p.reach(model_samples)),
-    };
+    let (length, reach) = (resampling.span(model_samples), resampling.reach(model_samples));
     let seconds_to_samples = |s: f64| (s * stream_rate).round() as i64;
     let (cutter, tmin_s) = match &policy.policy {
         Some(pb::window_policy::Policy::EventLocked(locked)) => {
@@ -169,7 +166,7 @@ pub fn design_report(card: &ModelCard, stream_rate: f64) -> Result<serde_json::V
         Resampling::Decimate { factor } => serde_json::json!({ "method": "decimate", "factor": factor }),
         Resampling::Polyphase(p) => serde_json::json!({
             "method": "polyphase", "up": p.up(), "down": p.down(), "taps": p.taps(),
-            "history": p.history(), "lookahead": p.reach(t) - p.span(t),
+            "history": p.history(), "lookahead": resampling.reach(t) - resampling.span(t),
         }),
     };
     Ok(

@@ -50,18 +50,7 @@ impl XdawnLda {
         n_samples: usize,
         filters_per_class: usize,
     ) -> Result<Self, ErpError> {
-        let expected = n_channels * n_samples;
-        if let Some((index, e)) = epochs.iter().enumerate().find(|(_, e)| e.len() != expected) {
-            return Err(ErpError::BadEpoch { index, got: e.len(), expected });
-        }
-        let targets = labels.iter().filter(|&&l| l).count();
-        let non_targets = labels.len() - targets;
-        let needed = 3;
-        if targets < needed || non_targets < needed {
-            return Err(ErpError::TooFewEpochs { needed, targets, non_targets });
-        }
-        let as_matrix = |e: &[f32]| DMatrix::from_row_iterator(n_channels, n_samples, e.iter().map(|&v| f64::from(v)));
-        let matrices: Vec<DMatrix<f64>> = epochs.iter().map(|e| as_matrix(e)).collect();
+        let matrices = epoch_matrices(epochs, labels, n_channels, n_samples)?;
 
         // Signal covariance over all epochs, lightly regularised (dry electrodes, few channels).
         let mut signal = DMatrix::<f64>::zeros(n_channels, n_channels);
@@ -134,6 +123,26 @@ impl XdawnLda {
         }
         sigmoid(score)
     }
+}
+
+/// The fitting epochs as [n_channels x n_samples] matrices, once each has the right size and
+/// both classes have at least 3 (what either native decoder needs to fit).
+pub(super) fn epoch_matrices(
+    epochs: &[&[f32]],
+    labels: &[bool],
+    n_channels: usize,
+    n_samples: usize,
+) -> Result<Vec<DMatrix<f64>>, ErpError> {
+    let expected = n_channels * n_samples;
+    if let Some((index, e)) = epochs.iter().enumerate().find(|(_, e)| e.len() != expected) {
+        return Err(ErpError::BadEpoch { index, got: e.len(), expected });
+    }
+    let targets = labels.iter().filter(|&&l| l).count();
+    let (needed, non_targets) = (3, labels.len() - targets);
+    if targets < needed || non_targets < needed {
+        return Err(ErpError::TooFewEpochs { needed, targets, non_targets });
+    }
+    Ok(epochs.iter().map(|e| DMatrix::from_row_iterator(n_channels, n_samples, e.iter().map(|&v| f64::from(v)))).collect())
 }
 
 fn sigmoid(x: f64) -> f64 {

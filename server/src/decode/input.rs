@@ -22,6 +22,33 @@ pub enum Resampling {
     Polyphase(Polyphase),
 }
 
+impl Resampling {
+    /// Stream samples before a window's first sample that it reads.
+    pub fn history(&self) -> usize {
+        match self {
+            Resampling::Decimate { .. } => 0,
+            Resampling::Polyphase(p) => p.history(),
+        }
+    }
+
+    /// Stream samples from a window of `model_samples` model samples' first sample through the
+    /// last it needs.
+    pub fn reach(&self, model_samples: usize) -> usize {
+        match self {
+            Resampling::Decimate { factor } => model_samples * factor,
+            Resampling::Polyphase(p) => p.reach(model_samples),
+        }
+    }
+
+    /// Stream samples such a window's nominal span covers (its first to its last model sample).
+    pub fn span(&self, model_samples: usize) -> usize {
+        match self {
+            Resampling::Decimate { factor } => model_samples * factor,
+            Resampling::Polyphase(p) => p.span(model_samples),
+        }
+    }
+}
+
 /// The extra inputs of a spatial-attention model, fixed for an attachment: each model
 /// channel's layout position ([channels x 2]) and whether the stream has it (1) or not (0).
 #[derive(Debug, Clone, PartialEq)]
@@ -96,27 +123,18 @@ impl WindowPreprocessor {
     /// Stream samples before a window's first sample that it reads (the resampling filter's
     /// left half).
     pub fn history(&self) -> usize {
-        match &self.resampling {
-            Resampling::Decimate { .. } => 0,
-            Resampling::Polyphase(p) => p.history(),
-        }
+        self.resampling.history()
     }
 
     /// Stream samples from a window's first sample through the last it needs: the window can be
     /// decoded once the stream has reached them.
     pub fn reach(&self) -> usize {
-        match &self.resampling {
-            Resampling::Decimate { factor } => self.model_samples * factor,
-            Resampling::Polyphase(p) => p.reach(self.model_samples),
-        }
+        self.resampling.reach(self.model_samples)
     }
 
     /// Stream samples a window's nominal span covers (its first to its last model sample).
     pub fn span(&self) -> usize {
-        match &self.resampling {
-            Resampling::Decimate { factor } => self.model_samples * factor,
-            Resampling::Polyphase(p) => p.span(self.model_samples),
-        }
+        self.resampling.span(self.model_samples)
     }
 
     /// Stream samples one window reads: `history() + reach()`.

@@ -22,7 +22,7 @@
 use nalgebra::{DMatrix, DVector};
 use serde::{Deserialize, Serialize};
 
-use super::erp::ErpError;
+use super::erp::{ErpError, epoch_matrices};
 
 /// pyRiemann's `mean_riemann` defaults.
 const MEAN_TOLERANCE: f64 = 1e-8;
@@ -54,17 +54,7 @@ impl XdawnRiemann {
         n_samples: usize,
         filters_per_class: usize,
     ) -> Result<Self, ErpError> {
-        let expected = n_channels * n_samples;
-        if let Some((index, e)) = epochs.iter().enumerate().find(|(_, e)| e.len() != expected) {
-            return Err(ErpError::BadEpoch { index, got: e.len(), expected });
-        }
-        let targets = labels.iter().filter(|&&l| l).count();
-        let (needed, non_targets) = (3, labels.len() - targets);
-        if targets < needed || non_targets < needed {
-            return Err(ErpError::TooFewEpochs { needed, targets, non_targets });
-        }
-        let matrices: Vec<DMatrix<f64>> =
-            epochs.iter().map(|e| DMatrix::from_row_iterator(n_channels, n_samples, e.iter().map(|&v| f64::from(v)))).collect();
+        let matrices = epoch_matrices(epochs, labels, n_channels, n_samples)?;
 
         // Signal covariance: every epoch side by side, centred per channel over all of them.
         let mut all = DMatrix::<f64>::zeros(n_channels, matrices.len() * n_samples);

@@ -30,9 +30,14 @@ pub fn resolve(dir: &Path, relative: &str) -> Result<PathBuf, GalleryError> {
 
 /// The ids file of a gallery file: the same name + ".ids".
 pub fn ids_path(path: &Path) -> PathBuf {
-    let mut ids = path.to_path_buf().into_os_string();
-    ids.push(".ids");
-    PathBuf::from(ids)
+    with_suffix(path, ".ids")
+}
+
+/// A file beside a gallery file: its whole name + `suffix` (".ids", ".hnsw", ...).
+pub fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
+    let mut name = path.to_path_buf().into_os_string();
+    name.push(suffix);
+    PathBuf::from(name)
 }
 
 /// Loads a gallery file (from [`resolve`]) with its `.ids` file when there is one.

@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::{Gallery, GalleryError, file};
+use super::file::{self, with_suffix};
+use super::{Gallery, GalleryError};
 
 /// Galleries up to this size may still have their graph built inside Attach (about a minute on
 /// 2 cores); larger ones must be built ahead of time.
@@ -46,12 +47,6 @@ pub fn index_path(gallery: &Path) -> PathBuf {
 
 pub fn stamp_path(gallery: &Path) -> PathBuf {
     with_suffix(gallery, ".hnsw.json")
-}
-
-fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
-    let mut name = path.to_path_buf().into_os_string();
-    name.push(suffix);
-    PathBuf::from(name)
 }
 
 fn load_error(path: &Path, message: impl std::fmt::Display) -> GalleryError {
