@@ -83,12 +83,21 @@ impl GalleryCache {
             return Ok(shared);
         }
         let started = Instant::now();
-        let mut loaded = file::load_resolved(&path).map_err(load_error)?;
+        // Only a gallery with a saved graph is hashed as it loads (its stamp names the bytes).
+        let (mut loaded, fingerprint) = if approximate && index::stamp_path(&path).is_file() {
+            file::load_resolved_fingerprinted(&path).map(|(gallery, f)| (gallery, Some(f))).map_err(load_error)?
+        } else {
+            (file::load_resolved(&path).map_err(load_error)?, None)
+        };
         loaded.check_dimension(dim).map_err(dimension_error)?;
         if approximate {
             let index_error = |source| GalleryCacheError::Index { path: request.path.clone(), source };
             let shown = path.display().to_string();
-            match index::open_saved(&path, &loaded).map_err(index_error)? {
+            let saved = match &fingerprint {
+                Some(fingerprint) => index::open_saved(&path, &loaded, fingerprint).map_err(index_error)?,
+                None => Saved::Missing,
+            };
+            match saved {
                 Saved::Fresh(graph) => {
                     loaded.use_index(graph).map_err(index_error)?;
                     tracing::info!(gallery = %request.path, items = loaded.len(), "saved HNSW graph loaded");

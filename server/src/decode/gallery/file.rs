@@ -4,7 +4,22 @@
 
 use std::path::{Component, Path, PathBuf};
 
+use sha2::{Digest, Sha256};
+
 use super::{Gallery, GalleryError};
+
+/// SHA-256 (hex) of the very bytes a gallery was built from: its file and its ids file. Hashed
+/// from the bytes in memory, not by reading the files again, so that a file replaced while it
+/// loads is never vouched for, and a 3 GB gallery is read once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fingerprint {
+    pub gallery_sha256: String,
+    pub ids_sha256: Option<String>,
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
 
 /// Resolves a client-given gallery path under `dir`, refusing anything that could leave it.
 pub fn resolve(dir: &Path, relative: &str) -> Result<PathBuf, GalleryError> {
@@ -46,6 +61,14 @@ pub fn load_resolved(path: &Path) -> Result<Gallery, GalleryError> {
     Gallery::load(path, ids.is_file().then_some(ids.as_path()))
 }
 
+/// [`load_resolved`], with the fingerprint of the bytes it loaded (for saved graphs, whose stamp
+/// must name exactly what is served).
+pub fn load_resolved_fingerprinted(path: &Path) -> Result<(Gallery, Fingerprint), GalleryError> {
+    let ids = ids_path(path);
+    let (gallery, fingerprint) = Gallery::load_bytes(path, ids.is_file().then_some(ids.as_path()), true)?;
+    Ok((gallery, fingerprint.expect("asked for")))
+}
+
 /// Little-endian float32 or float16 bytes to f32.
 fn floats(bytes: &[u8], half: bool) -> Vec<f32> {
     if half {
@@ -59,8 +82,13 @@ impl Gallery {
     /// Loads `[N, D]` float32 or float16 embeddings from .npy or .safetensors (tensor
     /// "embeddings"); `ids` is a text file with one id per line.
     pub fn load(path: &Path, ids: Option<&Path>) -> Result<Self, GalleryError> {
+        Self::load_bytes(path, ids, false).map(|(gallery, _)| gallery)
+    }
+
+    fn load_bytes(path: &Path, ids: Option<&Path>, fingerprint: bool) -> Result<(Self, Option<Fingerprint>), GalleryError> {
         let error = |message: String| GalleryError::Load { path: path.display().to_string(), message };
         let bytes = std::fs::read(path).map_err(|e| error(e.to_string()))?;
+        let gallery_sha256 = fingerprint.then(|| sha256_hex(&bytes));
         let (data, dim) = if path.extension().is_some_and(|e| e == "safetensors") {
             let tensors = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| error(format!("not a .safetensors file: {e}")))?;
             let view = tensors.tensor("embeddings").map_err(|e| error(format!("tensor \"embeddings\": {e}")))?;
@@ -88,19 +116,18 @@ impl Gallery {
             };
             (data, shape[1] as usize)
         };
-        let ids = match ids {
-            Some(ids_path) => Some(
-                std::fs::read_to_string(ids_path)
-                    .map_err(|e| error(format!("ids {}: {e}", ids_path.display())))?
-                    .lines()
-                    .map(str::to_string)
-                    .collect(),
-            ),
+        drop(bytes);
+        let ids_text = match ids {
+            Some(ids_path) => Some(std::fs::read_to_string(ids_path).map_err(|e| error(format!("ids {}: {e}", ids_path.display())))?),
             None => None,
         };
-        Self::from_vectors(data, dim, ids).map_err(|e| match e {
+        let fingerprint = gallery_sha256
+            .map(|gallery_sha256| Fingerprint { gallery_sha256, ids_sha256: ids_text.as_deref().map(|t| sha256_hex(t.as_bytes())) });
+        let ids = ids_text.map(|text| text.lines().map(str::to_string).collect());
+        let gallery = Self::from_vectors(data, dim, ids).map_err(|e| match e {
             GalleryError::Load { message, .. } => error(message),
             other => other,
-        })
+        })?;
+        Ok((gallery, fingerprint))
     }
 }

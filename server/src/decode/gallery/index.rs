@@ -4,15 +4,13 @@
 //! instead of building it (a 1 M-item graph takes tens of minutes on 2 cores), and refuses one
 //! whose gallery has changed since: its keys would name the wrong rows.
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
-use super::file::{self, with_suffix};
+use super::file::{self, Fingerprint, with_suffix};
 use super::{Gallery, GalleryError};
 
 /// Galleries up to this size may still have their graph built inside Attach (about a minute on
@@ -53,31 +51,10 @@ fn load_error(path: &Path, message: impl std::fmt::Display) -> GalleryError {
     GalleryError::Load { path: path.display().to_string(), message: message.to_string() }
 }
 
-/// SHA-256 of a file, streamed.
-fn fingerprint(path: &Path) -> Result<String, GalleryError> {
-    let mut file = std::fs::File::open(path).map_err(|e| load_error(path, e))?;
-    let mut hasher = Sha256::new();
-    let mut buffer = vec![0u8; 1 << 20];
-    loop {
-        let n = file.read(&mut buffer).map_err(|e| load_error(path, e))?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buffer[..n]);
-    }
-    Ok(hasher.finalize().iter().map(|b| format!("{b:02x}")).collect())
-}
-
-fn fingerprints(gallery: &Path) -> Result<(String, Option<String>), GalleryError> {
-    let ids = file::ids_path(gallery);
-    Ok((fingerprint(gallery)?, if ids.is_file() { Some(fingerprint(&ids)?) } else { None }))
-}
-
 /// Builds the gallery's graph on `threads` threads and saves it beside the gallery; `progress`
 /// is called about twice a second with (items added, items) while it builds.
 pub fn build_and_save(gallery_path: &Path, threads: usize, progress: &(dyn Fn(usize, usize) + Sync)) -> Result<IndexStamp, GalleryError> {
-    let (gallery_sha256, ids_sha256) = fingerprints(gallery_path)?;
-    let mut gallery = file::load_resolved(gallery_path)?;
+    let (mut gallery, Fingerprint { gallery_sha256, ids_sha256 }) = file::load_resolved_fingerprinted(gallery_path)?;
     let started = Instant::now();
     let added = AtomicUsize::new(0);
     let total = gallery.len();
@@ -122,9 +99,9 @@ pub fn build_and_save(gallery_path: &Path, threads: usize, progress: &(dyn Fn(us
     Ok(stamp)
 }
 
-/// The saved graph of `gallery` (loaded from `gallery_path`), if there is one and it was built
-/// from these very files.
-pub fn open_saved(gallery_path: &Path, gallery: &Gallery) -> Result<Saved, GalleryError> {
+/// The saved graph of `gallery` (loaded from `gallery_path`, with `fingerprint`), if there is one
+/// and it was built from these very bytes.
+pub fn open_saved(gallery_path: &Path, gallery: &Gallery, fingerprint: &Fingerprint) -> Result<Saved, GalleryError> {
     let (index_file, stamp_file) = (index_path(gallery_path), stamp_path(gallery_path));
     if !stamp_file.is_file() || !index_file.is_file() {
         return Ok(Saved::Missing);
@@ -134,8 +111,7 @@ pub fn open_saved(gallery_path: &Path, gallery: &Gallery) -> Result<Saved, Galle
     if stamp.format != STAMP_FORMAT {
         return Ok(Saved::Stale(format!("its stamp has format {}, this server reads {STAMP_FORMAT}", stamp.format)));
     }
-    let (gallery_sha256, ids_sha256) = fingerprints(gallery_path)?;
-    if gallery_sha256 != stamp.gallery_sha256 || ids_sha256 != stamp.ids_sha256 {
+    if fingerprint.gallery_sha256 != stamp.gallery_sha256 || fingerprint.ids_sha256 != stamp.ids_sha256 {
         return Ok(Saved::Stale("the gallery or its ids file changed after the graph was built".into()));
     }
     let utf8 = index_file.to_str().ok_or_else(|| load_error(&index_file, "the path is not UTF-8"))?;

@@ -249,6 +249,8 @@ fn top_k(scores: &[f32], k: usize) -> Vec<(usize, f32)> {
 mod tests {
     use std::path::Path;
 
+    use sha2::Digest;
+
     use super::file::{load_resolved, resolve};
     use super::*;
 
@@ -331,6 +333,11 @@ mod tests {
         let top = gallery.search_exact(&[0.0, 2.0], 2, &mut Vec::new());
         assert_eq!(gallery.ids[top[0].0], "dog");
         assert!(gallery.check_dimension(3).is_err());
+        // The fingerprint is of the bytes that were loaded (here checked against the file's own).
+        let (again, fingerprint) = super::file::load_resolved_fingerprinted(&dir.join("g.npy")).unwrap();
+        assert_eq!(again.ids, gallery.ids);
+        assert_eq!(fingerprint.ids_sha256.as_deref(), Some("564a6a0197d4f845e2c34a59f3354b2a1cbfa97647399692cc1204470a41271f"));
+        assert_eq!(fingerprint.gallery_sha256, hex::encode(sha2::Sha256::digest(std::fs::read(&path).unwrap())));
         assert!(Gallery::load(&dir.join("g.npy.ids"), None).is_err());
         assert!(matches!(open(&dir, "../g.npy"), Err(GalleryError::Path { .. })));
         assert!(matches!(open(&dir, "/etc/passwd"), Err(GalleryError::Path { .. })));
