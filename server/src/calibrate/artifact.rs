@@ -15,9 +15,10 @@ pub(super) fn calibrated_card(
     session_id: &str,
     version: &str,
     (targets, others): (u32, u32),
-    kind: NativeKind,
+    decoder: &NativeDecoder,
     candidates: &[(NativeKind, CrossValidation)],
 ) -> ModelCard {
+    let kind = decoder.kind();
     let cv = candidates.iter().find(|(k, _)| *k == kind).map(|(_, cv)| *cv).expect("the fitted decoder was cross-validated");
     let mut card = base.clone();
     card.id = plan.model_id.clone();
@@ -31,7 +32,7 @@ pub(super) fn calibrated_card(
     card.native = Some(NativeSpec { kind: kind.as_str().into(), params });
     card.description = Some(format!(
         "{}, calibrated live; channels, window and preprocessing from {} v{}",
-        kind.describe(plan.filters_per_class),
+        kind.describe(decoder.filters_per_class()),
         base.id,
         base.version
     ));
@@ -47,7 +48,7 @@ pub(super) fn calibrated_card(
             plan.non_target_codes
         ),
         split: format!(
-            "{}-fold stratified cross-validation on the calibration epochs (the whole decoder refitted per fold){}",
+            "{}-fold stratified cross-validation on the calibration epochs (contiguous blocks in time per class; the whole decoder refitted per fold){}",
             cv.folds,
             if candidates.len() > 1 { "; the decoder with the highest cv_auc of those tried was kept" } else { "" }
         ),

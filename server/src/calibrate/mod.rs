@@ -229,7 +229,7 @@ async fn run(
     }
 
     let version = utc_stamp();
-    let card = artifact::calibrated_card(&base, &plan, &session_id, &version, (targets, others), decoder.kind(), &candidates);
+    let card = artifact::calibrated_card(&base, &plan, &session_id, &version, (targets, others), &decoder, &candidates);
     let artifact = artifact::save(models.calibrations_dir(), card.clone(), &decoder)
         .map_err(|e| Status::internal(format!("saving the fitted decoder failed: {e}")))?;
     let mut card = card;

@@ -20,12 +20,15 @@ pub fn cross_validate<M, E>(
     predict: impl Fn(&M, &[f32]) -> f64,
 ) -> Result<CrossValidation, E> {
     let folds = folds.max(2);
-    // Deal each class's epochs round-robin into folds (order preserved: no shuffling needed to
-    // keep folds balanced, and the result is deterministic: every decoder sees the same folds).
+    // Each class's epochs, in time order, cut into `folds` contiguous blocks (as scikit-learn's
+    // unshuffled StratifiedKFold does). Dealt round-robin instead, neighbouring epochs, whose
+    // windows overlap in time and share slow drifts, would sit on both sides of every split and
+    // inflate the score. Deterministic: every decoder sees the same folds.
     let mut fold_of = vec![0usize; labels.len()];
     for class in [true, false] {
-        for (n, i) in (0..labels.len()).filter(|&i| labels[i] == class).enumerate() {
-            fold_of[i] = n % folds;
+        let members: Vec<usize> = (0..labels.len()).filter(|&i| labels[i] == class).collect();
+        for (n, &i) in members.iter().enumerate() {
+            fold_of[i] = n * folds / members.len();
         }
     }
     let mut scores = vec![0.0; labels.len()];
@@ -105,5 +108,31 @@ mod tests {
         .unwrap();
         assert_eq!(cv.folds, 5);
         assert_eq!(cv.balanced_accuracy, 0.5, "no epoch was predicted by a model that saw it");
+    }
+
+    #[test]
+    fn folds_are_contiguous_blocks_in_time() {
+        // 20 epochs, one in four a target: each fold left out is a run of neighbouring epochs
+        // of each class, never every fifth one.
+        let labels: Vec<bool> = (0..20).map(|i| i % 4 == 0).collect();
+        let epochs: Vec<Vec<f32>> = (0..20).map(|i| vec![i as f32]).collect();
+        let refs: Vec<&[f32]> = epochs.iter().map(Vec::as_slice).collect();
+        let folds_seen = std::cell::RefCell::new(Vec::new());
+        cross_validate(
+            &refs,
+            &labels,
+            5,
+            |e, _| {
+                folds_seen.borrow_mut().push(e.iter().map(|x| x[0] as usize).collect::<Vec<usize>>());
+                Ok::<_, ()>(())
+            },
+            |_, _| 0.5,
+        )
+        .unwrap();
+        let held_out: Vec<Vec<usize>> = folds_seen.borrow().iter().map(|train| (0..20).filter(|i| !train.contains(i)).collect()).collect();
+        // Non-targets 1,2,3,5,6,7,... in blocks of 3; targets 0,4,8,12,16 one per fold.
+        assert_eq!(held_out[0], vec![0, 1, 2, 3]);
+        assert_eq!(held_out[1], vec![4, 5, 6, 7]);
+        assert_eq!(held_out[4], vec![16, 17, 18, 19]);
     }
 }

@@ -60,6 +60,15 @@ impl NativeDecoder {
         })
     }
 
+    /// xDAWN filters per class the fit kept: the requested count, clamped to what the montage
+    /// allows (so a card never states more than the decoder uses).
+    pub fn filters_per_class(&self) -> usize {
+        match self {
+            Self::XdawnLda(d) => d.n_components / 2,
+            Self::XdawnRiemann(d) => d.n_filters / 2,
+        }
+    }
+
     /// Stratified k-fold cross-validation of a `kind` fit on these epochs.
     pub fn cross_validate(
         kind: NativeKind,

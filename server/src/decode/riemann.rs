@@ -333,6 +333,9 @@ mod tests {
         let model = XdawnRiemann::fit(&refs, &labels, 4, 32, 3).unwrap();
         assert_eq!(model.n_filters, 4);
         assert!(model.check().is_ok());
+        // What the calibrated card states is the count used, not the one requested.
+        let decoder = crate::decode::native::NativeDecoder::XdawnRiemann(model.clone());
+        assert_eq!(decoder.filters_per_class(), 2);
         let p = model.predict(refs[0]);
         assert!(p > 0.0 && p < 1.0);
         assert_eq!(model.predict(&refs[0][..10]), 0.5, "a short epoch scores 0.5 instead of panicking");
