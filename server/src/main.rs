@@ -356,6 +356,13 @@ fn check_card(path: &std::path::Path, config_path: Option<PathBuf>) -> anyhow::R
     if let Some(repository) = &repository {
         let missing = card.provenance.missing_citations(repository);
         anyhow::ensure!(missing.is_empty(), "{}: its provenance cites files that do not exist: {}", path.display(), missing.join(", "));
+        let unknown = card.provenance.unknown_options(repository);
+        anyhow::ensure!(
+            unknown.is_empty(),
+            "{}: its command passes options the script does not define: {}",
+            path.display(),
+            unknown.join(", ")
+        );
     }
     let env = onnx::init_runtime(&config.models.onnxruntime_library, &config.models.execution_providers)?;
     let provider = decode::check_offline(&env, &card, &config.models.execution_providers)?;

@@ -1,5 +1,6 @@
 //! Honest cards: every file a bundled model card's provenance cites exists in the repository
-//! (the training script, the evaluation, the test that backs a claim). Reads the cards as text
+//! (the training script, the evaluation, the test that backs a claim), and every option its
+//! command passes to a repository script is one the script defines. Reads the cards as text
 //! through the server's own parser; nothing is built or run.
 
 use std::path::{Path, PathBuf};
@@ -30,7 +31,10 @@ fn every_file_a_card_cites_exists() {
         for file in card.provenance.missing_citations(&repository) {
             missing.push(format!("{} cites {file}", path.display()));
         }
+        for option in card.provenance.unknown_options(&repository) {
+            missing.push(format!("{} runs {option}, which the script does not define", path.display()));
+        }
     }
-    assert!(missing.is_empty(), "cards cite files that do not exist:\n{}", missing.join("\n"));
+    assert!(missing.is_empty(), "cards cite files or options that do not exist:\n{}", missing.join("\n"));
     assert!(cited >= found.len(), "the cards cite almost nothing ({cited} paths): is cited_paths still finding them?");
 }

@@ -52,6 +52,36 @@ impl Provenance {
     pub fn missing_citations(&self, repository: &std::path::Path) -> Vec<String> {
         self.cited_paths().into_iter().filter(|path| !repository.join(path).exists()).collect()
     }
+
+    /// Options the command passes to a repository script that the script never names: for each
+    /// command of the line (split at `&&`, `;`, `|`) that runs a `.py` file of the repository
+    /// (first word, or after a `python`), each `--option` after it whose quoted name (`"--option"`)
+    /// is not in the script's text, as "script --option". A plain text search, not argparse:
+    /// enough to catch an option that was renamed or removed since the card was written.
+    pub fn unknown_options(&self, repository: &std::path::Path) -> Vec<String> {
+        let mut unknown = Vec::new();
+        for command in self.command.split(['&', ';', '|']) {
+            let words: Vec<&str> = command.split_whitespace().map(|w| w.trim_matches('`')).collect();
+            let runs_script = |i: usize| {
+                let script = words[i].trim_start_matches("./");
+                script.ends_with(".py")
+                    && script.split_once('/').is_some_and(|(first, _)| REPOSITORY_DIRS.contains(&first))
+                    && (i == 0 || words[i - 1].ends_with("python") || words[i - 1].ends_with("python3"))
+            };
+            let Some(at) = (0..words.len()).find(|&i| runs_script(i)) else { continue };
+            let script = words[at].trim_start_matches("./");
+            // A missing script is reported by missing_citations.
+            let Ok(text) = std::fs::read_to_string(repository.join(script)) else { continue };
+            for word in &words[at + 1..] {
+                let Some(name) = word.strip_prefix("--").map(|o| o.split('=').next().unwrap_or(o)) else { continue };
+                let option = format!("--{name}");
+                if name != "help" && !text.contains(&format!("\"{option}\"")) && !text.contains(&format!("'{option}'")) {
+                    unknown.push(format!("{script} {option}"));
+                }
+            }
+        }
+        unknown
+    }
 }
 
 #[cfg(test)]
@@ -75,5 +105,28 @@ mod tests {
         );
         let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
         assert_eq!(provenance.missing_citations(&root), ["tests/python/test_x.py"]);
+    }
+
+    #[test]
+    fn options_a_script_does_not_define_are_found() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let provenance = |command: &str| Provenance {
+            data_kind: "real".into(),
+            training_data: String::new(),
+            split: String::new(),
+            metrics: BTreeMap::new(),
+            command: command.into(),
+            notes: String::new(),
+            calibrated_by: String::new(),
+        };
+        let real = provenance(
+            ".venv-train/bin/python models/erp-benchmark/train.py --arch tsconv --max-epochs=20 --passes 1 \
+             && .venv/bin/python models/erp-eval/evaluate.py --server-binary x",
+        );
+        assert!(real.unknown_options(&root).is_empty(), "{:?}", real.unknown_options(&root));
+        let renamed = provenance("models/duin/train.py --synthetic --max-shift 0.3 && python3 models/erp-eval/evaluate.py --fast");
+        assert_eq!(renamed.unknown_options(&root), ["models/duin/train.py --max-shift", "models/erp-eval/evaluate.py --fast"]);
+        // pytest's own options are not the test file's.
+        assert!(provenance(".venv/bin/python -m pytest tests/python/test_meg.py --maxfail 1").unknown_options(&root).is_empty());
     }
 }
