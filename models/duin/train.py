@@ -1,6 +1,6 @@
 """Train Du-IN on labelled sEEG epochs and export it for Myelin (ONNX, card, golden vectors).
 
-    # the bundled model (synthetic data; about 10 minutes on 2 CPU cores)
+    # the bundled model (synthetic data; about 4 minutes on 2 CPU cores, 228 s measured)
     .venv-train/bin/python models/duin/train.py --synthetic --out models/duin
 
     # a lab's own recordings (format below), with the optional pretraining stages

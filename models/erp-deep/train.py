@@ -10,7 +10,7 @@ Two small EEGNet-style networks (Lawhern et al. 2018's layout; not the ERP bench
   pooling by 2, depthwise conv across all channels, pointwise conv, BN, ELU, adaptive average
   pooling to 4 time steps, linear (738 parameters on 4 channels).
 * mini-eegnet-wide: the same shape with more filters (F1 = 32, depth multiplier 2, F2 = 64),
-  dropout and a longer temporal kernel (about 4 k parameters on 4 channels).
+  dropout and a longer temporal kernel (6,018 parameters on 4 channels).
 
 Preprocessing: causal band-pass 1-20 Hz designed for the stream's rate, polyphase resampling to
 64 Hz (a filter of +-3 model samples: windows are decoded 47 ms after their end), baseline,

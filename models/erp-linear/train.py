@@ -1,4 +1,4 @@
-"""ERP baseline for the embedded default: band-pass -> decimate -> shrinkage LDA, on real Muse EEG.
+"""ERP baseline for the embedded default: band-pass -> polyphase resampling to 32 Hz -> shrinkage LDA, on real Muse EEG.
 
     .venv/bin/python models/erp-linear/train.py [--data models/data/p300]
 
