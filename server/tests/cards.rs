@@ -22,6 +22,7 @@ fn every_file_a_card_cites_exists() {
     let mut found = Vec::new();
     cards(&repository.join("models"), &mut found);
     cards(&repository.join("tests/fixtures"), &mut found);
+    cards(&repository.join("evaluation-models"), &mut found);
     assert!(found.len() >= 10, "expected the bundled cards, found {}", found.len());
     let mut missing = Vec::new();
     let mut cited = 0;

@@ -11,7 +11,8 @@ import onnxruntime as ort
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-GOLDEN = sorted(ROOT.glob("models/**/*.golden.json"))
+# models/ (served by default) and evaluation-models/ (the large benchmark networks).
+GOLDEN = sorted([*ROOT.glob("models/**/*.golden.json"), *ROOT.glob("evaluation-models/**/*.golden.json")])
 
 
 def test_there_are_golden_vectors_to_check():

@@ -26,7 +26,7 @@ pub struct Provenance {
 }
 
 /// Top-level directories of the repository that a card's provenance may cite files in.
-const REPOSITORY_DIRS: &[&str] = &["models", "tests", "deploy", "server", "client", "proto"];
+const REPOSITORY_DIRS: &[&str] = &["models", "evaluation-models", "tests", "deploy", "server", "client", "proto"];
 
 impl Provenance {
     /// The repository paths its texts name (scripts, tests, data): words with a '/' whose first
