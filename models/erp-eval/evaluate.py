@@ -6,8 +6,9 @@ For each fold (train on one session of a subject, test on the subject's other se
   * the native decoders, fitted in the server by live calibration (Decoding.Calibrate, every
     epoch of the training session as it streams in): xDAWN + shrinkage LDA, and xDAWN
     covariances + Riemannian tangent space + logistic regression;
-  * the ONNX models trained offline on that session: the ERP benchmark's TemporalSpatialConv
-    and ERPFeatures + linear (models/erp-benchmark/train.py, five seeds each), and the small
+  * the ONNX models trained offline on that session: the ERP benchmark's TemporalSpatialConv,
+    EEGInception, EEGConformer and ERPFeatures + linear (models/erp-benchmark/train.py, five
+    seeds each; the two large networks on a reduced training budget), and the small
     EEGNet-style networks mini-eegnet and mini-eegnet-wide (models/erp-deep/train.py);
 then the test session is streamed into the server with all of them attached to one stream,
 and the metrics are computed from the predictions a subscriber received. Nothing served is
@@ -47,12 +48,14 @@ sys.path.insert(0, str(ROOT / "models"))
 from common import cards, live, p300, preprocess  # noqa: E402
 
 DATA = ROOT / "models/data/p300"
+MODEL_ROOTS = [ROOT / "models", ROOT / "evaluation-models"]
 FOLDS = [("subject1_session1", "subject1_session2"), ("subject1_session2", "subject1_session1"),
          ("subject2_session1", "subject2_session2"), ("subject2_session2", "subject2_session1")]
 MINI = ["mini-eegnet", "mini-eegnet-wide"]
-BENCHMARK = ["tsconv", "erpfeatures"]
+BENCHMARK = ["tsconv", "eeginception", "eegconformer", "erpfeatures"]
 SEEDS = [41, 42, 43, 44, 45]
-NAMES = {"tsconv": "TemporalSpatialConv (benchmark EEGNet)", "erpfeatures": "ERPFeatures + linear (benchmark)"}
+NAMES = {"tsconv": "TemporalSpatialConv (benchmark EEGNet)", "eeginception": "EEGInception (benchmark, reduced budget)",
+         "eegconformer": "EEGConformer (benchmark, reduced budget)", "erpfeatures": "ERPFeatures + linear (benchmark)"}
 NATIVE = {"xdawn_lda": "xDAWN + LDA (native, calibrated live)",
           "xdawn_riemann": "xDAWN cov. + tangent space + LR (native, calibrated live)"}
 PYRIEMANN = "pyRiemann XdawnCov + TS + LR (offline, this script)"
@@ -127,10 +130,15 @@ def main():
         binary = str(ROOT / "target/release/myelin")
     pb, rpc = live.load_stubs(Path(tempfile.mkdtemp(prefix="myelin-stubs-")))
     calibrations = tempfile.mkdtemp(prefix="myelin-calibrations-")
-    server = live.Server(binary, env={"MYELIN_MODELS__CALIBRATIONS_DIR": calibrations, "MYELIN_PUBLISH__SUBSCRIBER_QUEUE": "65536",
-                                      "MYELIN_MODELS__QUEUE_DEPTH": "4096"})
+    # The bundled models and the evaluation-only ones (the large benchmark networks, which a
+    # default server does not load), side by side in one models directory.
+    served = Path(tempfile.mkdtemp(prefix="myelin-evaluated-models-"))
+    for folder in MODEL_ROOTS:
+        (served / folder.name).symlink_to(folder, target_is_directory=True)
+    server = live.Server(binary, env={"MYELIN_MODELS__DIR": str(served), "MYELIN_MODELS__CALIBRATIONS_DIR": calibrations,
+                                      "MYELIN_PUBLISH__SUBSCRIBER_QUEUE": "65536", "MYELIN_MODELS__QUEUE_DEPTH": "4096"})
     base_card = cards.read(ROOT / "models/erp-linear/erp-linear-muse.card.toml")
-    rows = []
+    rows, calibrations = [], []
     try:
         with live.channel(server.grpc) as channel:
             decoding = rpc.DecodingStub(channel)
@@ -161,9 +169,13 @@ def main():
                     r = fitted[kind]
                     print(f"  calibrated {r.model_id} v{r.model_version} ({r.decoder}): {r.epochs} epochs, "
                           f"CV AUC {r.cv_auc:.3f}, fit {r.fit_seconds:.2f} s", file=sys.stderr, flush=True)
+                    calibrations.append(dict(train=train, decoder=NATIVE[kind], epochs=r.epochs, folds=r.folds,
+                                             cv_auc=r.cv_auc, cv_bacc=r.cv_balanced_accuracy))
                 # pyRiemann, offline on the same epochs the native decoders were fitted on.
                 train_x, train_y = twin_epochs(base_card, channels, x, codes)
-                pipeline = make_pipeline(XdawnCovariances(nfilter=2), TangentSpace(metric="riemann"), LogisticRegression())
+                # Solved to convergence, as the server solves it (and as test_riemann.py compares).
+                pipeline = make_pipeline(XdawnCovariances(nfilter=2), TangentSpace(metric="riemann"),
+                                         LogisticRegression(tol=1e-12, max_iter=100000))
                 pipeline.fit(train_x, train_y)
 
                 # 2. Test session: every served decoder attached to the same live stream.
@@ -207,12 +219,13 @@ def main():
                         print(f"  {r['decoder']:<58} {r['epochs']} epochs  AUC {r['auc']:.3f}  BA {r['bacc']:.3f}", file=sys.stderr, flush=True)
     finally:
         server.stop()
-    write_results(rows)
+    write_results(rows, calibrations)
 
 
-def write_results(rows: list[dict]):
+def write_results(rows: list[dict], calibrations: list[dict]):
     lines = ["## Every decoder, every fold", "",
-             "Five-seed models: mean +- sd over seeds 41-45. Accuracy, macro-F1 and AUPRC at the argmax of the probabilities.", "",
+             "Five-seed models: mean +- sd (population, ddof 0) over seeds 41-45. Accuracy and macro-F1 at the argmax of "
+             "the probabilities; AUC and AUPRC need no threshold.", "",
              "| train session | held-out session | decoder | epochs (targets) | AUC | balanced accuracy | accuracy | macro-F1 | AUPRC |",
              "|---|---|---|---|---|---|---|---|---|"]
     groups: dict = {}
@@ -239,6 +252,14 @@ def write_results(rows: list[dict]):
         top, name = max(candidates)
         reference = groups[(train, test, PYRIEMANN)][0]["auc"]
         lines.append(f"| {test} (trained on {train}) | {name} | {top:.3f} | {reference:.3f} | {'yes' if top > reference else 'no'} |")
+    lines += ["", "The best served decoder is the highest held-out AUC among all the served decoders: a choice made "
+              "after seeing the held-out session, so optimistic; on subject 2 every decoder is near or below chance.",
+              "", "## Live calibration on each training session", "",
+              "Cross-validated inside the server (stratified, contiguous blocks in time), on the epochs the calibration "
+              "collected from the training session's stream.", "",
+              "| training session | native decoder | epochs | folds | CV AUC | CV balanced accuracy |", "|---|---|---|---|---|---|"]
+    lines += [f"| {c['train']} | {c['decoder']} | {c['epochs']} | {c['folds']} | {c['cv_auc']:.3f} | {c['cv_bacc']:.3f} |"
+              for c in calibrations]
     table = "\n".join(lines)
     print(table)
     (HERE / "results.md").write_text(
@@ -246,11 +267,13 @@ def write_results(rows: list[dict]):
         "Produced by `.venv/bin/python models/erp-eval/evaluate.py` (chance AUC = 0.5). Each row: the decoder is "
         "trained (or calibrated live) on the first session and scored from the predictions a subscriber received "
         "while the held-out session streamed into the server; the pyRiemann rows are computed by the same script "
-        "offline, on the same epochs the native decoders see.\n\n" + table + "\n")
+        "offline, on the same epochs the native decoders see (the erp-linear-muse card's windows: causal 1-12 Hz "
+        "band-pass, 32 Hz, [-0.125, 0.75) s). Epoch counts are those served: a session streams as one recording, its "
+        "runs back to back, so they can differ by one from the training scripts, which cut each run on its own.\n\n"
+        + table + "\n")
     for r in rows:
         if r["model"] and "(native" not in r["decoder"]:
-            folder = "erp-benchmark" if r["seed"] is not None else "erp-deep"
-            card = ROOT / "models" / folder / f"{r['model']}.card.toml"
+            card = next(path for root in MODEL_ROOTS for path in root.glob(f"**/{r['model']}.card.toml"))
             update_card(card, {f"served_auc_{r['test']}": round(r["auc"], 4),
                                f"served_balanced_accuracy_{r['test']}": round(r["bacc"], 4),
                                f"served_macro_f1_{r['test']}": round(r["f1"], 4),
