@@ -104,7 +104,7 @@ impl Decoding for DecodingService {
         };
         let detached = match session.detach(&attachment_id).await {
             Ok(true) => Ok(pb::DetachReply {}),
-            Ok(false) => Err(Status::not_found(format!("attachment {attachment_id:?} does not exist"))),
+            Ok(false) => Err(Status::not_found(format!("attachment {} does not exist", shown(&attachment_id)))),
             Err(error) => Err(error.into()),
         };
         audit::record(&principal, "detach", &resource, &detached);

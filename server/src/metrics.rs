@@ -27,6 +27,8 @@ pub const BATCH_SIZE: &str = "myelin_batch_size";
 pub const BATCH_FORMATION: &str = "myelin_batch_formation_seconds";
 pub const INFERENCE_ESTIMATE: &str = "myelin_model_inference_estimate_seconds";
 pub const STAGE: &str = "myelin_stage_seconds";
+pub const FILTER_RESETS: &str = "myelin_filter_resets_total";
+pub const NON_FINITE_OUTPUTS: &str = "myelin_non_finite_outputs_total";
 
 /// Latency buckets from 10 us to 2.5 s: decoding budgets are typically 10-500 ms, and the
 /// server's own share (and each of its stages) is sub-millisecond.
@@ -72,7 +74,15 @@ pub fn install() -> anyhow::Result<PrometheusHandle> {
     describe_histogram!(GALLERY_SEARCH, metrics::Unit::Seconds, "Gallery search time per retrieval prediction (exact or approximate).");
     describe_counter!(SAMPLES_INGESTED, "Samples accepted from ingest streams.");
     describe_counter!(MARKERS_INGESTED, "Markers accepted from ingest streams.");
-    describe_counter!(CHUNKS_REJECTED, "Ingest messages rejected, by reason.");
+    describe_counter!(
+        CHUNKS_REJECTED,
+        "Ingest messages (gRPC) or samples (LSL, which cannot be told) refused, by reason and door (grpc, lsl)."
+    );
+    describe_counter!(
+        FILTER_RESETS,
+        "Attachment filters reset because their state became non-finite, by model (windows within the filter's settling time are ERROR)."
+    );
+    describe_counter!(NON_FINITE_OUTPUTS, "Windows whose model output was not finite (published ERROR \"non-finite output\"), by model.");
     describe_counter!(INGEST_WARNINGS, "Ingest warnings (gap, overlap, out_of_order, clock_jump, ...), by kind.");
     describe_counter!(NON_FINITE_SAMPLES, "Non-finite sample values seen (rejected or zero-filled).");
     describe_counter!(
@@ -128,13 +138,16 @@ pub fn register_model_counters(model: &str, shed_reasons: &[&'static str]) {
     for status in ["ok", "late", "shed", "error"] {
         counter!(PREDICTIONS, "model" => model.to_string(), "status" => status).increment(0);
     }
+    counter!(NON_FINITE_OUTPUTS, "model" => model.to_string()).increment(0);
+    counter!(FILTER_RESETS, "model" => model.to_string()).increment(0);
     for reason in shed_reasons {
         counter!(SHED, "model" => model.to_string(), "reason" => *reason).increment(0);
     }
 }
 
-pub fn rejected(reason: &'static str) {
-    counter!(CHUNKS_REJECTED, "reason" => reason).increment(1);
+/// One refusal by ingest, through `door` ("grpc" or "lsl").
+pub fn rejected(reason: &'static str, door: &'static str) {
+    counter!(CHUNKS_REJECTED, "reason" => reason, "door" => door).increment(1);
 }
 
 pub fn warnings(kind: &'static str, count: u64) {

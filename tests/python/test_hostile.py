@@ -15,15 +15,9 @@ from myelin.v1 import myelin_pb2 as pb
 from myelin.v1 import myelin_pb2_grpc as rpc
 
 from common import live
+from conftest import QUIET, Healthy, drain, header, rss_mib
 
-QUIET = ["C3", "Cz", "C4", "Pz"]
 MiB = 1 << 20
-
-
-def header(session: str, channels=QUIET, rate: float = 128.0, **fields) -> pb.IngestRequest:
-    return pb.IngestRequest(header=pb.StreamHeader(
-        session_id=session, modality=pb.MODALITY_EEG, nominal_rate_hz=rate, clock=pb.CLOCK_SOURCE_UNIX,
-        channels=[pb.Channel(label=c, type="EEG", unit="uV") for c in channels], **fields))
 
 
 def regular(first: int, n: int, channels: int, rate: float, t0: float = 0.0) -> pb.IngestRequest:
@@ -43,77 +37,12 @@ def ingest(channel, requests, timeout=30.0):
         return replies, e.code(), e.details()
 
 
-def drain(call):
-    """Reads a call's replies on a thread until it ends (however it ends)."""
-    def run():
-        try:
-            for _ in call:
-                pass
-        except grpc.RpcError:
-            pass
-
-    threading.Thread(target=run, daemon=True).start()
-
-
 def held_open(channel, session: str) -> queue.Queue:
     """An Ingest call for `session` that stays open (put None to end it); its replies drained."""
     requests: queue.Queue = queue.Queue()
     requests.put(header(session))
     drain(rpc.IngestStub(channel).Stream(iter(requests.get, None)))
     return requests
-
-
-def rss_mib(server) -> float:
-    for line in open(f"/proc/{server.proc.pid}/status"):
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmRSS")
-
-
-class Healthy:
-    """A session streaming in real time (x4) with a sliding attachment, counting its predictions."""
-
-    def __init__(self, channel):
-        decoding = rpc.DecodingStub(channel)
-        self.requests: queue.Queue = queue.Queue()
-        self.requests.put(header("healthy"))
-        self.call = rpc.IngestStub(channel).Stream(iter(self.requests.get, None))
-        drain(self.call)
-        attached = live.attach(decoding, pb.AttachRequest(
-            session_id="healthy", model_id="fixture-linear", latency_budget_ms=2000,
-            window=pb.WindowPolicy(sliding=pb.SlidingWindow(hop_s=0.25))))
-        self.count = 0
-        subscription = decoding.Subscribe(pb.SubscribeRequest(attachment_id=attached.attachment_id))
-
-        def read():
-            try:
-                for p in subscription:
-                    assert p.status == pb.PREDICTION_STATUS_OK, p
-                    self.count += 1
-            except grpc.RpcError:
-                pass
-
-        threading.Thread(target=read, daemon=True).start()
-        self.stopped = threading.Event()
-        threading.Thread(target=self.stream, daemon=True).start()
-        self.assert_decoding()
-
-    def stream(self):
-        rng = np.random.default_rng(5)
-        sent = 0
-        while not self.stopped.is_set():
-            x = rng.standard_normal((16, 4)).astype("<f4")
-            self.requests.put(pb.IngestRequest(chunk=pb.SampleChunk(
-                first_sample_index=sent, n_samples=16, samples=x.tobytes(),
-                regular=pb.RegularTimestamps(first_seconds=sent / 128.0, rate_hz=128.0))))
-            sent += 16
-            time.sleep(16 / 128.0 / 4)
-
-    def assert_decoding(self):
-        before, deadline = self.count, time.monotonic() + 10
-        while self.count < before + 3:
-            assert time.monotonic() < deadline, "the healthy session stopped receiving predictions"
-            time.sleep(0.02)
 
 
 @pytest.fixture

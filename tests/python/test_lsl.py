@@ -18,19 +18,10 @@ import pyxdf
 
 import myelin
 from common import live, p300
+from conftest import make_outlet
 from feed import push_recording
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def make_outlet(name, kind, channels, rate, fmt, source_id, labels=None):
-    info = pylsl.StreamInfo(name, kind, channels, rate, fmt, source_id)
-    if labels:
-        chns = info.desc().append_child("channels")
-        for label in labels:
-            ch = chns.append_child("channel")
-            ch.append_child_value("label", label)
-    return pylsl.StreamOutlet(info, chunk_size=0, max_buffered=360)
 
 
 def resolve_inlet(name, timeout=10.0):

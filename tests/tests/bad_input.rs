@@ -274,7 +274,10 @@ async fn every_bad_input_gets_its_status_and_other_sessions_keep_decoding() {
     assert!(server.is_running());
     let (_, metrics) = server.http_get("/metrics").await;
     for reason in ["header_missing", "header_repeated", "bad_length", "non_finite", "too_large", "timestamps_backwards"] {
-        assert!(metrics.contains(&format!("myelin_chunks_rejected_total{{reason=\"{reason}\"}}")), "{reason} not counted:\n{metrics}");
+        assert!(
+            metrics.contains(&format!("myelin_chunks_rejected_total{{reason=\"{reason}\",door=\"grpc\"}}")),
+            "{reason} not counted:\n{metrics}"
+        );
     }
     assert!(metrics.contains("myelin_non_finite_samples_total 2"), "{metrics}");
 }

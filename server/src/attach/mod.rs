@@ -24,6 +24,7 @@ use crate::decode::result::retrieval_top_k;
 use crate::decode::{Attachment, LoadedModel};
 use crate::dsp::robust::RobustFit;
 use crate::dsp::sos::SosFilter;
+use crate::id::shown;
 use crate::publish::Hub;
 use crate::publish::lsl::{OutletGuard, OutletSpec};
 use crate::session::attachment::AttachmentState;
@@ -78,7 +79,7 @@ impl Attacher {
         let session = self
             .sessions
             .get(&spec.session_id)
-            .ok_or_else(|| SessionError::NotFound(format!("session {:?} does not exist", spec.session_id)))?;
+            .ok_or_else(|| SessionError::NotFound(format!("session {} does not exist", shown(&spec.session_id))))?;
         if !spec.principal.may_attach_to(&session.owner) {
             return Err(SessionError::Refused(audit::not_owner(&spec.principal, "attach", &format!("session {:?}", session.id))));
         }
@@ -92,13 +93,6 @@ impl Attacher {
                 &resource,
                 None,
                 message.into(),
-            )));
-        }
-        let limit = self.sessions.limits().attachments_per_session;
-        if session.attachment_count() >= limit {
-            return Err(SessionError::ResourceExhausted(format!(
-                "session {:?} has {limit} attachments, the most it may have (limits.attachments_per_session)",
-                session.id
             )));
         }
         let model = self.find_model(&spec)?;
@@ -153,7 +147,8 @@ impl Attacher {
         });
         let filter = SosFilter::new(&plan.sos, channels.index.len());
         let robust_fit = fit_samples.map(|n| RobustFit::new(width, n));
-        let mut state = AttachmentState::new(shared, channels.index, filter, session.capacity, plan.cutter, robust_fit, memory);
+        let mut state =
+            AttachmentState::new(shared, channels.index, filter, header.nominal_rate_hz, session.capacity, plan.cutter, robust_fit, memory);
         let lsl_outlets = match outlets {
             Some((names, guard)) => {
                 state.keep_alive = Some(Box::new(guard));
@@ -177,10 +172,13 @@ impl Attacher {
     fn find_model(&self, spec: &AttachSpec) -> Result<Arc<LoadedModel>, SessionError> {
         match self.models.find(&spec.model_id, &spec.model_version, &spec.subject) {
             Lookup::Ready(model) => Ok(model),
-            Lookup::Failed(error) => Err(SessionError::FailedPrecondition(format!("model {:?} is not available: {error}", spec.model_id))),
+            Lookup::Failed(error) => {
+                Err(SessionError::FailedPrecondition(format!("model {} is not available: {error}", shown(&spec.model_id))))
+            }
             Lookup::Missing => {
-                let version = if spec.model_version.is_empty() { String::new() } else { format!(" version {:?}", spec.model_version) };
-                Err(SessionError::NotFound(format!("model {:?}{version} is not loaded", spec.model_id)))
+                let version =
+                    if spec.model_version.is_empty() { String::new() } else { format!(" version {}", shown(&spec.model_version)) };
+                Err(SessionError::NotFound(format!("model {}{version} is not loaded", shown(&spec.model_id))))
             }
         }
     }

@@ -47,6 +47,13 @@ impl Principal {
         &self.0.name
     }
 
+    /// Held to the per-principal quotas (`limits.*_per_principal`): every caller but the server
+    /// itself (its configured sources) and the anonymous admin of a server without
+    /// authentication, whose one name stands for every caller.
+    pub fn has_quota(&self) -> bool {
+        !matches!(self.name(), ANONYMOUS | SERVER)
+    }
+
     /// Has `scope` (admin has every scope).
     pub fn has(&self, scope: Scope) -> bool {
         self.0.scopes.contains(&scope) || self.is_admin()

@@ -133,7 +133,7 @@ pub enum Resample {
     Polyphase,
 }
 
-#[derive(Debug, Clone, Deserialize, serde::Serialize, Default)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Preprocessing {
     /// Fixed causal IIR filter (band-pass, notch, ...) for streams at its design rate only.
@@ -157,6 +157,23 @@ pub struct Preprocessing {
     pub scaling: Scaling,
     /// Clamp every value to [-clamp, clamp] after scaling.
     pub clamp: Option<f32>,
+}
+
+/// A card without a `[preprocessing]` section: nothing but what each field's default says (the
+/// resampling filter's width included, which a derived default would make 0).
+impl Default for Preprocessing {
+    fn default() -> Self {
+        Self {
+            filter: None,
+            filters: Vec::new(),
+            resample: Resample::default(),
+            resample_half_width: default_half_width(),
+            reference: Reference::default(),
+            baseline_s: None,
+            scaling: Scaling::default(),
+            clamp: None,
+        }
+    }
 }
 
 impl Preprocessing {

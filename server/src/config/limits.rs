@@ -33,6 +33,12 @@ pub struct LimitsConfig {
     pub markers_per_message: usize,
     /// Longest ConnectLsl resolve timeout a client may ask for, seconds.
     pub connect_lsl_timeout_s: f64,
+    /// What one principal may hold at once, with authentication on (without it every caller is
+    /// the same anonymous admin, held to the limits above only): live sessions, open Subscribe
+    /// streams, calibrations. So one rig's runaway script cannot take every slot from the others.
+    pub sessions_per_principal: usize,
+    pub subscribers_per_principal: usize,
+    pub calibrations_per_principal: usize,
 }
 
 impl Default for LimitsConfig {
@@ -51,6 +57,9 @@ impl Default for LimitsConfig {
             label_bytes: 256,
             markers_per_message: 10_000,
             connect_lsl_timeout_s: 60.0,
+            sessions_per_principal: 16,
+            subscribers_per_principal: 256,
+            calibrations_per_principal: 2,
         }
     }
 }

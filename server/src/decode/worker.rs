@@ -165,6 +165,11 @@ impl Decoder {
         output: Vec<f32>,
         embedding: Vec<f32>,
     ) -> Result<(), String> {
+        // Whatever the model computed, a prediction carries finite numbers or is not OK.
+        if !output.iter().chain(&embedding).all(|v| v.is_finite()) {
+            metrics::counter!(m::NON_FINITE_OUTPUTS, "model" => self.card.id.clone()).increment(1);
+            return Err(NON_FINITE_OUTPUT.into());
+        }
         match (&attachment.gallery, self.card.output.kind) {
             (Some(gallery), OutputKind::Embedding) if output.len() != gallery.dim => {
                 return Err(format!("embedding of {} values for a gallery of dimension {}", output.len(), gallery.dim));
@@ -181,8 +186,29 @@ impl Decoder {
         if !embedding.is_empty() {
             prediction.embedding = embedding;
         }
+        // Finite outputs can still overflow on the way (a softmax of huge logits).
+        if !prediction_is_finite(prediction) {
+            metrics::counter!(m::NON_FINITE_OUTPUTS, "model" => self.card.id.clone()).increment(1);
+            prediction.result = None;
+            prediction.embedding.clear();
+            return Err(NON_FINITE_OUTPUT.into());
+        }
         Ok(())
     }
+}
+
+/// The error reason of a window whose model output was not finite.
+pub const NON_FINITE_OUTPUT: &str = "non-finite output";
+
+/// Every number the prediction carries is finite.
+fn prediction_is_finite(prediction: &pb::Prediction) -> bool {
+    use pb::prediction::Result as R;
+    let result = match &prediction.result {
+        Some(R::Classification(c)) => c.probabilities.iter().chain(&c.top_probabilities).all(|v| v.is_finite()),
+        Some(R::Retrieval(r)) => r.scores.iter().all(|v| v.is_finite()),
+        None => true,
+    };
+    result && prediction.embedding.iter().all(|v| v.is_finite())
 }
 
 /// Each window's main output and embedding (empty when the model has none).

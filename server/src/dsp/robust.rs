@@ -25,9 +25,15 @@ impl RobustFit {
     }
 
     /// Takes one filtered frame; with the last one needed, returns each channel's (median,
-    /// interquartile range), the range 1 where it is 0 (a flat channel is left unscaled).
+    /// interquartile range), the range 1 where it is 0 (a flat channel is left unscaled). A
+    /// frame that is not finite starts the fit again from the next one: statistics that saw a
+    /// NaN would scale every later window to NaN.
     pub fn push(&mut self, frame: &[f32]) -> Option<Vec<(f64, f64)>> {
         if self.filled >= self.needed {
+            return None;
+        }
+        if !frame.iter().all(|v| v.is_finite()) {
+            self.filled = 0;
             return None;
         }
         for (ch, &v) in frame.iter().enumerate().take(self.width) {
@@ -71,5 +77,15 @@ mod tests {
         let stats = out.expect("complete after five frames");
         assert_eq!(stats, vec![(3.0, 2.0), (7.0, 1.0)]);
         assert!(fit.push(&[0.0, 0.0]).is_none(), "frozen once fitted");
+    }
+
+    #[test]
+    fn a_non_finite_frame_starts_the_fit_again() {
+        let mut fit = RobustFit::new(1, 3);
+        assert!(fit.push(&[1.0]).is_none() && fit.push(&[2.0]).is_none());
+        assert!(fit.push(&[f32::NAN]).is_none(), "not counted");
+        assert!(fit.push(&[10.0]).is_none() && fit.push(&[20.0]).is_none(), "started again: two of three");
+        let stats = fit.push(&[30.0]).expect("complete with three finite frames after the NaN");
+        assert_eq!(stats, vec![(20.0, 10.0)]);
     }
 }

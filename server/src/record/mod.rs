@@ -13,6 +13,7 @@ pub mod xdf_read;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -25,84 +26,49 @@ use crate::publish::tap::Tap;
 
 pub use event::{CLOCK_STREAM, DATA_STREAM, Event, MARKER_STREAM, RAW_TIMESTAMP_STREAM};
 
-/// The sending side, held by the session's worker. Dropping it stops the recording: the writer
-/// writes what is queued and the stream footers, closes the file, and is joined.
-pub struct Recorder {
-    sender: Option<Sender<Event>>,
+/// A recording's file, created with its headers written and flushed, before it is started: the
+/// disk work of opening a session, done before the session registry is locked (a stalled disk
+/// delays only the session being opened).
+pub struct RecordingFile {
+    file: std::fs::File,
     pub path: PathBuf,
-    predictions: Option<Tap>,
-    writer: Option<std::thread::JoinHandle<()>>,
+    session_id: String,
 }
 
-impl Recorder {
-    /// Creates the file and its writer thread, and records the predictions of `route` from now on.
-    /// A write error that stops the recording is set in `failure`.
-    pub fn start(
-        dir: &Path,
-        header: &pb::StreamHeader,
-        flush_interval: Duration,
-        source: &str,
-        route: &SessionRoute,
-        failure: Arc<OnceLock<String>>,
-    ) -> std::io::Result<Self> {
+impl RecordingFile {
+    /// Creates `<dir>/<session id>-<UTC stamp>.xdf` with the file and stream headers. `source`:
+    /// the door the samples come through, as the header names it.
+    pub fn create(dir: &Path, header: &pb::StreamHeader, source: &str) -> std::io::Result<Self> {
         std::fs::create_dir_all(dir)?;
         let stamp = crate::clock::utc_stamp();
         let path = dir.join(format!("{}-{}.xdf", header.session_id, stamp.replace(['.', ':'], "")));
         let mut file = std::fs::File::create_new(&path)?;
         let mut out = xdf::MAGIC.to_vec();
         xdf::file_header(&mut out, &stamp);
-        let channels: Vec<(String, String, String)> =
-            header.channels.iter().map(|c| (c.label.clone(), c.unit.clone(), c.r#type.clone())).collect();
-        let modality = pb::Modality::try_from(header.modality)
-            .map(|m| m.as_str_name().trim_start_matches("MODALITY_").to_string())
-            .unwrap_or_default();
-        xdf::stream_header(
-            &mut out,
-            DATA_STREAM,
-            &xdf::StreamSpec {
-                // The name is optional in a header, not in an XDF file (pyxdf fails without one).
-                name: if header.stream_name.is_empty() { &header.session_id } else { &header.stream_name },
-                kind: &modality,
-                channels: &channels,
-                rate: header.nominal_rate_hz,
-                string_format: false,
-                source_id: &header.session_id,
-                desc: format!("<myelin><session>{}</session><source>{source}</source></myelin>", header.session_id),
-            },
-        );
-        let one = |label: &str| vec![(label.to_string(), String::new(), "Markers".to_string())];
-        xdf::stream_header(
-            &mut out,
-            MARKER_STREAM,
-            &xdf::StreamSpec {
-                name: &format!("{}/markers", header.session_id),
-                kind: "Markers",
-                channels: &one("code"),
-                rate: 0.0,
-                string_format: true,
-                source_id: &format!("{}/markers", header.session_id),
-                desc: String::new(),
-            },
-        );
-        xdf::stream_header(
-            &mut out,
-            CLOCK_STREAM,
-            &xdf::StreamSpec {
-                name: &format!("{}/clock-offsets", header.session_id),
-                kind: "ClockOffsets",
-                channels: &one("offset"),
-                rate: 0.0,
-                string_format: true,
-                source_id: &format!("{}/clock-offsets", header.session_id),
-                desc: "<note>LSL clock offsets measured for this session's sources (JSON); the data timestamps are already corrected onto the recording machine's LSL clock</note>".into(),
-            },
-        );
+        stream_headers(&mut out, header, source);
         xdf::boundary(&mut out);
         file.write_all(&out)?;
         file.sync_data()?;
+        Ok(Self { file, path, session_id: header.session_id.clone() })
+    }
+
+    /// The session was not opened after all: the file goes (disk work: call it unlocked).
+    pub fn discard(self) {
+        let Self { file, path, .. } = self;
+        drop(file);
+        if let Err(error) = std::fs::remove_file(&path) {
+            tracing::warn!(path = %path.display(), %error, "removing the recording of a session that did not open");
+        }
+    }
+
+    /// Starts the writer thread and records the predictions of `route` from now on. A write error
+    /// that stops the recording is set in `failure`. No disk work here.
+    pub fn start(self, flush_interval: Duration, route: &SessionRoute, failure: Arc<OnceLock<String>>) -> std::io::Result<Recorder> {
+        let Self { file, path, session_id } = self;
         let (sender, receiver) = crossbeam_channel::bounded(65_536);
-        let (writer_path, session_id, failed) = (path.clone(), header.session_id.clone(), failure.clone());
-        let writer = std::thread::Builder::new().name(format!("record-{}", header.session_id)).spawn(move || {
+        let (writer_path, failed) = (path.clone(), failure.clone());
+        let name = format!("record-{session_id}");
+        let writer = std::thread::Builder::new().name(name).spawn(move || {
             if let Err(error) = writer::write_loop(file, receiver, flush_interval, &session_id) {
                 metrics::counter!(m::RECORDING_ERRORS).increment(1);
                 tracing::error!(path = %writer_path.display(), %error, "recording failed: the file ends with the last whole chunk written");
@@ -111,15 +77,77 @@ impl Recorder {
             }
         })?;
         tracing::info!(path = %path.display(), "recording session");
-        let (prediction_sender, prediction_path) = (sender.clone(), path.clone());
-        let predictions = route.tap(move |p| send(&prediction_sender, &prediction_path, Event::Prediction(p.clone())));
-        Ok(Self { sender: Some(sender), path, predictions: Some(predictions), writer: Some(writer) })
+        let drops = Arc::new(Drops::new(path.clone()));
+        let (prediction_sender, prediction_drops) = (sender.clone(), drops.clone());
+        let predictions = route.tap(move |p| send(&prediction_sender, &prediction_drops, Event::Prediction(p.clone())));
+        Ok(Recorder { sender: Some(sender), path, drops, predictions: Some(predictions), writer: Some(writer) })
     }
+}
 
+/// The data, marker and clock-offset streams' headers.
+fn stream_headers(out: &mut Vec<u8>, header: &pb::StreamHeader, source: &str) {
+    let channels: Vec<(String, String, String)> =
+        header.channels.iter().map(|c| (c.label.clone(), c.unit.clone(), c.r#type.clone())).collect();
+    let modality =
+        pb::Modality::try_from(header.modality).map(|m| m.as_str_name().trim_start_matches("MODALITY_").to_string()).unwrap_or_default();
+    xdf::stream_header(
+        out,
+        DATA_STREAM,
+        &xdf::StreamSpec {
+            // The name is optional in a header, not in an XDF file (pyxdf fails without one).
+            name: if header.stream_name.is_empty() { &header.session_id } else { &header.stream_name },
+            kind: &modality,
+            channels: &channels,
+            rate: header.nominal_rate_hz,
+            string_format: false,
+            source_id: &header.session_id,
+            desc: format!("<myelin><session>{}</session><source>{source}</source></myelin>", header.session_id),
+        },
+    );
+    let one = |label: &str| vec![(label.to_string(), String::new(), "Markers".to_string())];
+    xdf::stream_header(
+        out,
+        MARKER_STREAM,
+        &xdf::StreamSpec {
+            name: &format!("{}/markers", header.session_id),
+            kind: "Markers",
+            channels: &one("code"),
+            rate: 0.0,
+            string_format: true,
+            source_id: &format!("{}/markers", header.session_id),
+            desc: String::new(),
+        },
+    );
+    xdf::stream_header(
+        out,
+        CLOCK_STREAM,
+        &xdf::StreamSpec {
+            name: &format!("{}/clock-offsets", header.session_id),
+            kind: "ClockOffsets",
+            channels: &one("offset"),
+            rate: 0.0,
+            string_format: true,
+            source_id: &format!("{}/clock-offsets", header.session_id),
+            desc: "<note>LSL clock offsets measured for this session's sources (JSON); the data timestamps are already corrected onto the recording machine's LSL clock</note>".into(),
+        },
+    );
+}
+
+/// The sending side, held by the session's worker. Dropping it stops the recording: the writer
+/// writes what is queued and the stream footers, closes the file, and is joined.
+pub struct Recorder {
+    sender: Option<Sender<Event>>,
+    pub path: PathBuf,
+    drops: Arc<Drops>,
+    predictions: Option<Tap>,
+    writer: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Recorder {
     /// Never blocks (see [`send`]).
     pub fn send(&self, event: Event) {
         if let Some(sender) = &self.sender {
-            send(sender, &self.path, event);
+            send(sender, &self.drops, event);
         }
     }
 }
@@ -136,17 +164,45 @@ impl Drop for Recorder {
 }
 
 /// Never blocks; a full queue (the disk cannot keep up) or a writer that stopped (an I/O error,
-/// logged when it happened) is counted and logged.
-fn send(sender: &Sender<Event>, path: &Path, event: Event) {
+/// logged when it happened) is counted, and logged now and then (see [`Drops`]).
+fn send(sender: &Sender<Event>, drops: &Drops, event: Event) {
     match sender.try_send(event) {
         Ok(()) => {}
-        Err(TrySendError::Full(_)) => {
-            metrics::counter!(m::RECORDING_DROPPED).increment(1);
-            tracing::warn!(path = %path.display(), "recording queue full: data not recorded");
+        Err(TrySendError::Full(_)) => drops.note(true),
+        Err(TrySendError::Disconnected(_)) => drops.note(false),
+    }
+}
+
+/// How often a recording that keeps dropping events says so again.
+const DROP_WARNING_INTERVAL_NS: u64 = 10_000_000_000;
+
+/// A recording's dropped events: each counted (`myelin_recording_dropped_total`); a full queue
+/// (a stalled disk drops thousands of events a second) warned about once, then once per
+/// [`DROP_WARNING_INTERVAL_NS`] with the count since, never once per event.
+struct Drops {
+    path: PathBuf,
+    since_warning: AtomicU64,
+    /// Server clock of the last warning (0: none yet).
+    warned_ns: AtomicU64,
+}
+
+impl Drops {
+    fn new(path: PathBuf) -> Self {
+        Self { path, since_warning: AtomicU64::new(0), warned_ns: AtomicU64::new(0) }
+    }
+
+    fn note(&self, queue_full: bool) {
+        metrics::counter!(m::RECORDING_DROPPED).increment(1);
+        if !queue_full {
+            // The writer stopped on an I/O error, logged (and set on the session) when it happened.
+            return;
         }
-        Err(TrySendError::Disconnected(_)) => {
-            metrics::counter!(m::RECORDING_DROPPED).increment(1);
-            tracing::debug!(path = %path.display(), "recording writer stopped: data not recorded");
+        self.since_warning.fetch_add(1, Ordering::Relaxed);
+        let (now, last) = (crate::clock::now_ns(), self.warned_ns.load(Ordering::Relaxed));
+        let due = last == 0 || now.saturating_sub(last) >= DROP_WARNING_INTERVAL_NS;
+        if due && self.warned_ns.compare_exchange(last, now.max(1), Ordering::Relaxed, Ordering::Relaxed).is_ok() {
+            let dropped = self.since_warning.swap(0, Ordering::Relaxed);
+            tracing::warn!(path = %self.path.display(), dropped, "recording queue full (the disk does not keep up): data not recorded; said again at most every 10 s");
         }
     }
 }

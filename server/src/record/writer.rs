@@ -41,7 +41,9 @@ pub(super) fn write_loop(
 ) -> std::io::Result<()> {
     let mut written = file.metadata()?.len();
     let mut pending = Vec::new();
-    let mut footers: HashMap<u32, Footer> = HashMap::new();
+    // Every stream gets a footer, an empty one included (as LabRecorder writes them): readers
+    // such as pyxdf take a stream without one for a recording cut short.
+    let mut footers: HashMap<u32, Footer> = [DATA_STREAM, MARKER_STREAM, CLOCK_STREAM].map(|id| (id, Footer::default())).into();
     let mut streams = Streams { session_id: session_id.to_string(), predictions: HashMap::new(), raw_timestamps: false };
     let mut last_flush = Instant::now();
     let mut last_boundary = Instant::now();

@@ -11,6 +11,7 @@ use crate::dsp::sos::SosFilter;
 use crate::ring::FrameRing;
 use crate::window::collector::Collector;
 use crate::window::dispatch::{CutFrom, StreamView, WindowScratch, dispatch};
+use crate::window::spans::Spans;
 use crate::window::{Cut, Cutter};
 
 /// `AttachmentState::channel_index` entry of a model channel the stream does not have
@@ -22,6 +23,10 @@ pub struct AttachmentState {
     /// Stream channel index of each model channel ([`ABSENT`] for a missing one).
     pub channel_index: Vec<usize>,
     pub filter: SosFilter,
+    /// Where `filter` was reset because its state had become non-finite, and how many samples it
+    /// takes to settle after a disturbance (at the stream rate).
+    resets: Spans,
+    settle: u64,
     pub ring: FrameRing,
     pub cutter: Cutter,
     /// Set while a live calibration collects this attachment's epochs.
@@ -38,10 +43,13 @@ pub struct AttachmentState {
 
 impl AttachmentState {
     /// `memory`: the reservation of [`AttachmentState::ring_bytes`] for the ring.
+    /// `rate`: the stream's.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         shared: Arc<Attachment>,
         channel_index: Vec<usize>,
         filter: SosFilter,
+        rate: f64,
         ring_capacity: usize,
         cutter: Cutter,
         robust_fit: Option<RobustFit>,
@@ -51,6 +59,8 @@ impl AttachmentState {
         Self {
             shared,
             channel_index,
+            settle: filter.settling_samples(rate),
+            resets: Spans::default(),
             filter,
             ring: FrameRing::new(ring_capacity, width),
             cutter,
@@ -65,7 +75,13 @@ impl AttachmentState {
 
     /// Cuts the window `cut` into `cut_windows` (or publishes why it cannot be decoded).
     pub fn dispatch(&mut self, cut: Cut, stream: &StreamView<'_>, cut_windows: &mut Vec<WindowJob>) {
-        let from = CutFrom { attachment: &self.shared, filtered: &self.ring, collector: self.collector.as_ref() };
+        let from = CutFrom {
+            attachment: &self.shared,
+            filtered: &self.ring,
+            resets: &self.resets,
+            settle: self.settle,
+            collector: self.collector.as_ref(),
+        };
         dispatch(from, &mut self.scratch, cut, stream, cut_windows);
     }
 
@@ -78,18 +94,36 @@ impl AttachmentState {
         &self.shared.id
     }
 
+    /// The filter's settling time, in stream samples.
+    pub fn settle(&self) -> u64 {
+        self.settle
+    }
+
     /// Filters one stream frame into the attachment's ring.
     #[inline]
     pub fn push_frame(&mut self, stream_frame: &[f32]) {
         for (dst, &src) in self.frame.iter_mut().zip(&self.channel_index) {
             *dst = if src == ABSENT { 0.0 } else { stream_frame[src] };
         }
-        self.filter.process_frame(&mut self.frame);
+        if !self.filter.process_frame(&mut self.frame) {
+            self.filter_reset();
+        }
         self.ring.push(&self.frame);
         if let Some(stats) = self.robust_fit.as_mut().and_then(|fit| fit.push(&self.frame)) {
             self.shared.preprocessor.set_session_stats(stats);
             self.robust_fit = None;
         }
+    }
+
+    /// The filter was reset at the sample about to be pushed: windows reading it, or within the
+    /// settling time after it, are refused; spans that no window can reach any more are let go.
+    #[cold]
+    fn filter_reset(&mut self) {
+        let index = self.ring.total();
+        self.resets.add(index, index + 1);
+        self.resets.forget_before(self.ring.oldest().saturating_sub(self.settle));
+        metrics::counter!(crate::metrics::FILTER_RESETS, "model" => self.shared.model.card.id.clone()).increment(1);
+        tracing::warn!(attachment = %self.shared.id, sample = index, settle = self.settle, "filter state became non-finite: reset; windows within its settling time are not decoded");
     }
 
     /// Primes the filter and ring with what the session has buffered, so that windows can use
@@ -116,7 +150,10 @@ impl AttachmentState {
             for (dst, &src) in self.frame.iter_mut().zip(&self.channel_index) {
                 *dst = if src == ABSENT { 0.0 } else { zeros[src] };
             }
-            self.filter.process_frame(&mut self.frame);
+            // Zeros drive no finite state to infinity; a state that already was is reset below.
+            if !self.filter.process_frame(&mut self.frame) {
+                self.filter_reset();
+            }
         }
         self.ring.advance(gap);
     }

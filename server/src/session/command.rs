@@ -40,6 +40,9 @@ pub struct Chunk {
     pub regular: Option<(f64, f64)>,
     /// Server clock when the message arrived.
     pub received_ns: u64,
+    /// Sample indices [first, end) whose non-finite values the door replaced by zeros (or
+    /// refused): no window reading them is decoded.
+    pub replaced: Option<(u64, u64)>,
 }
 
 impl Chunk {

@@ -20,8 +20,8 @@ use crate::publish::SessionRoute;
 pub struct Session {
     pub id: String,
     pub header: pb::StreamHeader,
-    /// "grpc" or "lsl".
-    pub source: &'static str,
+    /// The door its samples come through.
+    pub source: super::source::Source,
     /// The principal that opened it: only it (and admins) may stream it again.
     pub owner: String,
     /// The dashboard's decimated copy of its signal and markers.
@@ -45,6 +45,8 @@ pub struct Session {
     /// The session's ring memory (`limits.session_buffer_bytes`, within the server's budget):
     /// its raw rings hold a reservation, each attachment's ring takes one.
     pub memory: Arc<MemoryBudget>,
+    /// Why its source stopped feeding it, if an error did (an LSL inlet).
+    pub(super) source_error: std::sync::OnceLock<String>,
 }
 
 impl Session {
@@ -146,7 +148,7 @@ impl Session {
         attachment_id: &str,
         visit: impl FnOnce(&mut AttachmentState) -> R + Send + 'static,
     ) -> Result<R, SessionError> {
-        let missing = || SessionError::NotFound(format!("attachment {attachment_id:?} does not exist"));
+        let missing = || SessionError::NotFound(format!("attachment {} does not exist", crate::id::shown(attachment_id)));
         let (reply, answer) = oneshot::channel();
         let visit = Box::new(move |state: &mut AttachmentState| drop(reply.send(visit(state))));
         self.commands.send(Command::Visit(attachment_id.to_string(), visit)).await.map_err(|_| missing())?;
@@ -167,10 +169,6 @@ impl Session {
         self.snapshot.attachment_owner(id)
     }
 
-    pub fn attachment_count(&self) -> usize {
-        self.snapshot.attachment_count()
-    }
-
     pub fn info(&self) -> pb::SessionInfo {
         pb::SessionInfo {
             session_id: self.id.clone(),
@@ -181,10 +179,23 @@ impl Session {
             gap_samples: self.snapshot.gap_samples.load(Ordering::Relaxed),
             attachments: self.snapshot.attachment_infos(),
             recording_path: self.recording_path.as_ref().map(|p| p.display().to_string()).unwrap_or_default(),
-            source: self.source.into(),
+            source: self.source.as_str().into(),
             recording_error: self.recording_error.get().cloned().unwrap_or_default(),
             owner: self.owner.clone(),
+            warnings: self.snapshot.warnings(),
+            source_error: self.source_error.get().cloned().unwrap_or_default(),
         }
+    }
+
+    /// Keeps what a door warned about on the session ([`pb::SessionInfo::warnings`]): for an LSL
+    /// source, what an Ingest reply would have carried.
+    pub fn note_warnings(&self, warnings: &super::warnings::Warnings) {
+        self.snapshot.add_warnings(warnings);
+    }
+
+    /// Its source stopped on `error` (the first reason is kept).
+    pub fn source_failed(&self, error: String) {
+        let _ = self.source_error.set(error);
     }
 
     fn stopped(&self) -> SessionError {

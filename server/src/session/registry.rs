@@ -13,14 +13,16 @@ use super::display::DisplayTap;
 use super::error::SessionError;
 use super::handle::Session;
 use super::snapshot::Snapshot;
+use super::source::Source;
 use super::worker::{self, WorkerSpec};
 use crate::auth::{Principal, audit};
-use crate::budget::MemoryBudget;
+use crate::budget::{MemoryBudget, Reservation};
 use crate::config::{LimitsConfig, RecordingConfig, SessionsConfig, TimestampPolicy};
 use crate::decode::job::InFlight;
+use crate::id::shown;
 use crate::metrics as m;
 use crate::publish::Hub;
-use crate::record::Recorder;
+use crate::record::RecordingFile;
 
 pub struct SessionManager {
     sessions: RwLock<HashMap<String, Arc<Session>>>,
@@ -48,67 +50,130 @@ impl SessionManager {
     }
 
     /// Registers a new live session from its header (validated by the ingest layer) and starts
-    /// its worker. `source` says where its samples come from ("grpc", "lsl"); the session belongs
-    /// to `owner`. An id that another principal's session holds (live or still retained after
-    /// it ended) is refused: only its owner (or an admin) may stream it again.
-    pub fn open(&self, header: pb::StreamHeader, source: &'static str, owner: &Principal) -> Result<Arc<Session>, SessionError> {
-        let mut sessions = self.sessions.write().unwrap_or_else(PoisonError::into_inner);
-        if self.closed.load(Ordering::Acquire) {
-            return Err(SessionError::Unavailable("shutting down".into()));
-        }
-        self.forget_ended_in(&mut sessions);
-        if let Some(existing) = sessions.get(&header.session_id).filter(|s| !owner.may_change(&s.owner)) {
-            let action = if source == "lsl" { "connect_lsl" } else { "open_session" };
-            let resource = format!("session {:?}", existing.id);
-            return Err(SessionError::Refused(audit::not_owner(owner, action, &resource)));
-        }
-        if sessions.get(&header.session_id).is_some_and(|existing| existing.is_live()) {
-            return Err(SessionError::AlreadyExists(format!("session {:?} is already being streamed by another call", header.session_id)));
-        }
-        let live = sessions.values().filter(|s| s.is_live());
-        let (live_all, live_lsl) = live.fold((0, 0), |(all, lsl), s| (all + 1, lsl + usize::from(s.source == "lsl")));
-        if live_all >= self.limits.sessions {
-            return Err(SessionError::ResourceExhausted(format!("{live_all} sessions are live, the most at once (limits.sessions)")));
-        }
-        if source == "lsl" && live_lsl >= self.limits.lsl_sources {
-            return Err(SessionError::ResourceExhausted(format!("{live_lsl} LSL sources are live, the most at once (limits.lsl_sources)")));
-        }
-        let n_channels = header.channels.len();
-        // Rate and channels are bounded by the ingest checks (limits.rate_hz, limits.channels).
-        let capacity = ((self.config.ring_buffer_seconds * header.nominal_rate_hz).ceil() as usize).max(1);
-        // Samples, timestamps and receive times; attachments add their own filtered copies.
-        let bytes = capacity as u64 * (n_channels as u64 * 4 + 16);
-        if bytes > self.limits.session_buffer_bytes {
-            return Err(SessionError::InvalidArgument(format!(
-                "header: {n_channels} channels at {} Hz need {bytes} bytes of ring buffer for sessions.ring_buffer_seconds = {} s; one session may have {} (limits.session_buffer_bytes)",
-                header.nominal_rate_hz, self.config.ring_buffer_seconds, self.limits.session_buffer_bytes
-            )));
-        }
+    /// its worker. `source`: the door its samples come through; the session belongs to `owner`.
+    /// An id that another principal's session holds (live or still retained after it ended) is
+    /// refused: only its owner (or an admin) may stream it again.
+    ///
+    /// The recording's file is created before the registry is locked, so that a stalled disk
+    /// delays this session only, never the listings, attaches and opens of the others; every
+    /// rule is checked before it (nothing is written for a refused session) and again, with the
+    /// lock held, after it.
+    pub fn open(&self, header: pb::StreamHeader, source: Source, owner: &Principal) -> Result<Arc<Session>, SessionError> {
+        let bytes = self.admit(&self.sessions.read().unwrap_or_else(PoisonError::into_inner), &header, source, owner)?;
         let memory = self.memory.child(self.limits.session_buffer_bytes, "limits.session_buffer_bytes");
         let rings = memory.reserve(bytes, || format!("session {:?}", header.session_id))?;
-        let route = self.hub.session_route(&header.session_id);
-        let recording_error = Arc::new(std::sync::OnceLock::new());
-        let recorder = if self.recording.enabled {
-            let flush = Duration::from_millis(self.recording.flush_interval_ms.max(10));
-            let recorder =
-                Recorder::start(&self.recording.dir, &header, flush, source, &route, recording_error.clone()).map_err(|error| {
-                    SessionError::Unavailable(format!(
-                        "cannot record session {:?} in {}: {error}",
-                        header.session_id,
-                        self.recording.dir.display()
-                    ))
-                })?;
-            Some(recorder)
+        let file = if self.recording.enabled {
+            let file = RecordingFile::create(&self.recording.dir, &header, source.as_str()).map_err(|error| {
+                SessionError::Unavailable(format!(
+                    "cannot record session {:?} in {}: {error}",
+                    header.session_id,
+                    self.recording.dir.display()
+                ))
+            })?;
+            Some(file)
         } else {
             None
         };
-        let recording_path = recorder.as_ref().map(|r| r.path.clone());
+        let mut sessions = self.sessions.write().unwrap_or_else(PoisonError::into_inner);
+        self.forget_ended_in(&mut sessions);
+        if let Err(error) = self.admit(&sessions, &header, source, owner) {
+            drop(sessions);
+            if let Some(file) = file {
+                file.discard();
+            }
+            return Err(error);
+        }
+        // Nothing below touches the disk: the file and its headers exist, starting the recorder
+        // spawns its thread.
+        self.start(&mut sessions, header, source, owner, (memory, rings), file)
+    }
+
+    /// Whether `owner` may open a session from `header` now; the bytes of its rings if so.
+    fn admit(
+        &self,
+        sessions: &HashMap<String, Arc<Session>>,
+        header: &pb::StreamHeader,
+        source: Source,
+        owner: &Principal,
+    ) -> Result<u64, SessionError> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(SessionError::Unavailable("shutting down".into()));
+        }
+        let existing = sessions.get(&header.session_id).filter(|s| !s.ended_before(Duration::from_secs(self.config.retain_ended_seconds)));
+        if let Some(existing) = existing.filter(|s| !owner.may_change(&s.owner)) {
+            let resource = format!("session {:?}", existing.id);
+            return Err(SessionError::Refused(audit::not_owner(owner, source.open_action(), &resource)));
+        }
+        if existing.is_some_and(|existing| existing.is_live()) {
+            return Err(SessionError::AlreadyExists(format!("session {:?} is already being streamed by another call", header.session_id)));
+        }
+        let (mut live_all, mut live_lsl, mut live_own) = (0, 0, 0);
+        for session in sessions.values().filter(|s| s.is_live()) {
+            live_all += 1;
+            live_lsl += usize::from(session.source == Source::Lsl);
+            live_own += usize::from(session.owner == owner.name());
+        }
+        let limits = &self.limits;
+        if live_all >= limits.sessions {
+            return Err(SessionError::ResourceExhausted(format!("{live_all} sessions are live, the most at once (limits.sessions)")));
+        }
+        if source == Source::Lsl && live_lsl >= limits.lsl_sources {
+            return Err(SessionError::ResourceExhausted(format!("{live_lsl} LSL sources are live, the most at once (limits.lsl_sources)")));
+        }
+        if owner.has_quota() && live_own >= limits.sessions_per_principal {
+            return Err(SessionError::ResourceExhausted(format!(
+                "principal {:?} has {live_own} live sessions, the most one principal may have (limits.sessions_per_principal)",
+                owner.name()
+            )));
+        }
+        let n_channels = header.channels.len();
+        // Rate and channels are bounded by the ingest checks (limits.rate_hz, limits.channels).
+        let capacity = self.capacity(header);
+        // Samples, timestamps and receive times; attachments add their own filtered copies.
+        let bytes = capacity as u64 * (n_channels as u64 * 4 + 16);
+        if bytes > limits.session_buffer_bytes {
+            return Err(SessionError::InvalidArgument(format!(
+                "header: {n_channels} channels at {} Hz need {bytes} bytes of ring buffer for sessions.ring_buffer_seconds = {} s; one session may have {} (limits.session_buffer_bytes)",
+                header.nominal_rate_hz, self.config.ring_buffer_seconds, limits.session_buffer_bytes
+            )));
+        }
+        Ok(bytes)
+    }
+
+    fn capacity(&self, header: &pb::StreamHeader) -> usize {
+        ((self.config.ring_buffer_seconds * header.nominal_rate_hz).ceil() as usize).max(1)
+    }
+
+    /// Reserves the session's memory, starts its recorder and worker, and registers it.
+    fn start(
+        &self,
+        sessions: &mut HashMap<String, Arc<Session>>,
+        header: pb::StreamHeader,
+        source: Source,
+        owner: &Principal,
+        (memory, rings): (Arc<MemoryBudget>, Reservation),
+        file: Option<RecordingFile>,
+    ) -> Result<Arc<Session>, SessionError> {
+        let route = self.hub.session_route(&header.session_id);
+        let recording_error = Arc::new(std::sync::OnceLock::new());
+        let recording_path = file.as_ref().map(|f| f.path.clone());
+        let recorder = match file {
+            Some(file) => {
+                let flush = Duration::from_millis(self.recording.flush_interval_ms.max(10));
+                let started = file.start(flush, &route, recording_error.clone());
+                Some(started.map_err(|e| SessionError::Unavailable(format!("starting the recording's writer thread: {e}")))?)
+            }
+            None => None,
+        };
+        let n_channels = header.channels.len();
         let snapshot = Arc::new(Snapshot::default());
         let display = Arc::new(DisplayTap::new(n_channels, header.nominal_rate_hz));
         let in_flight = Arc::new(InFlight::default());
         let (commands, inbox) = mpsc::channel(self.config.worker_queue);
+        let capacity = self.capacity(&header);
         let spec = WorkerSpec {
             session_id: header.session_id.clone(),
+            source,
             capacity,
             n_channels,
             rate: header.nominal_rate_hz,
@@ -141,6 +206,7 @@ impl SessionManager {
             in_flight,
             threads: Mutex::new(vec![worker]),
             memory,
+            source_error: std::sync::OnceLock::new(),
         });
         metrics::gauge!(m::LIVE_SESSIONS).increment(1.0);
         sessions.insert(session.id.clone(), session.clone());
@@ -194,6 +260,6 @@ impl SessionManager {
         self.list()
             .into_iter()
             .find(|s| s.has_attachment(attachment_id))
-            .ok_or_else(|| SessionError::NotFound(format!("attachment {attachment_id:?} does not exist")))
+            .ok_or_else(|| SessionError::NotFound(format!("attachment {} does not exist", shown(attachment_id))))
     }
 }

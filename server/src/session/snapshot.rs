@@ -14,6 +14,8 @@ pub struct Snapshot {
     pub markers_received: AtomicU64,
     pub gap_samples: AtomicU64,
     attachments: Mutex<Vec<Listed>>,
+    /// Every ingest warning of the session, one per kind (first occurrence, total count).
+    warnings: Mutex<super::warnings::Warnings>,
 }
 
 /// An attachment as listed: live, or as it was when its session ended (holding nothing of it,
@@ -56,6 +58,17 @@ impl Snapshot {
         self.markers_received.fetch_add(n, Ordering::Relaxed);
     }
 
+    /// Adds a chunk's warnings (no lock taken when there are none, the usual case).
+    pub fn add_warnings(&self, warnings: &super::warnings::Warnings) {
+        if !warnings.is_empty() {
+            self.warnings.lock().unwrap_or_else(PoisonError::into_inner).merge(warnings);
+        }
+    }
+
+    pub fn warnings(&self) -> Vec<pb::IngestWarning> {
+        self.warnings.lock().unwrap_or_else(PoisonError::into_inner).iter().cloned().collect()
+    }
+
     pub fn set_gap_samples(&self, n: u64) {
         self.gap_samples.store(n, Ordering::Relaxed);
     }
@@ -91,10 +104,6 @@ impl Snapshot {
             Listed::Live(a) if a.id == id => Some(a.clone()),
             _ => None,
         })
-    }
-
-    pub fn attachment_count(&self) -> usize {
-        self.listed().len()
     }
 
     pub fn has_attachment(&self, id: &str) -> bool {

@@ -12,6 +12,7 @@ use super::warnings::Warnings;
 use crate::metrics as m;
 use crate::ring::{FrameRing, ScalarRing};
 use crate::window::dispatch::StreamView;
+use crate::window::spans::Spans;
 
 /// Sample indices stay below 2^53, where every index is exact as an f64 (and sums of them
 /// cannot overflow).
@@ -26,6 +27,9 @@ pub struct StreamRings {
     pub received_ns: ScalarRing<u64>,
     /// Gaps [start, end) still inside the buffer: spans the rings skipped without writing.
     pub gaps: VecDeque<(u64, u64)>,
+    /// Spans [start, end) whose non-finite values the door replaced by zeros: written, but no
+    /// window reading them (or within its filters' settling time after them) is decoded.
+    pub replaced: Spans,
     pub gap_samples: u64,
     /// Timestamp of the last sample received (gaps have none), as stored (repaired).
     pub last_ts: Option<f64>,
@@ -33,6 +37,8 @@ pub struct StreamRings {
     last_raw_ts: Option<f64>,
     /// Timestamps that go backwards are repaired (made non-decreasing) rather than refused.
     repair: bool,
+    /// The door the samples come through (`myelin_chunks_rejected_total`'s label).
+    door: &'static str,
 }
 
 /// How a chunk fits the stream: its first `skip` samples were already received, and `gap`
@@ -43,7 +49,7 @@ pub struct Admission {
 }
 
 impl StreamRings {
-    pub fn new(capacity: usize, n_channels: usize, rate: f64, repair: bool) -> Self {
+    pub fn new(capacity: usize, n_channels: usize, rate: f64, repair: bool, door: &'static str) -> Self {
         Self {
             n_channels,
             rate,
@@ -52,10 +58,12 @@ impl StreamRings {
             timestamps: ScalarRing::new(capacity),
             received_ns: ScalarRing::new(capacity),
             gaps: VecDeque::new(),
+            replaced: Spans::default(),
             gap_samples: 0,
             last_ts: None,
             last_raw_ts: None,
             repair,
+            door,
         }
     }
 
@@ -64,7 +72,7 @@ impl StreamRings {
     }
 
     pub fn view(&self) -> StreamView<'_> {
-        StreamView { timestamps: &self.timestamps, received_ns: &self.received_ns, gaps: &self.gaps }
+        StreamView { timestamps: &self.timestamps, received_ns: &self.received_ns, gaps: &self.gaps, replaced: &self.replaced }
     }
 
     /// Where the `n` samples of `chunk` go; `None` when none of them is new (warned).
@@ -73,7 +81,7 @@ impl StreamRings {
         let total = self.total();
         let end = first_index.saturating_add(n as u64);
         if end > MAX_SAMPLE_INDEX {
-            m::rejected("bad_index");
+            m::rejected("bad_index", self.door);
             return Err(SessionError::InvalidArgument(format!(
                 "chunk first_sample_index {first_index} is out of range: sample indices must stay below 2^53 ({MAX_SAMPLE_INDEX})"
             )));
@@ -98,7 +106,7 @@ impl StreamRings {
             && first_ts < last_ts
             && !self.repair
         {
-            m::rejected("timestamps_backwards");
+            m::rejected("timestamps_backwards", self.door);
             return Err(SessionError::InvalidArgument(format!(
                 "timestamps go backwards: sample {} at {first_ts} s comes after sample {} at {last_ts} s (sessions.timestamp_policy = \"reject\")",
                 first_index + skip as u64,
@@ -161,11 +169,12 @@ impl StreamRings {
         self.gaps.back().map_or(oldest, |&(_, end)| end.max(oldest))
     }
 
-    /// Forgets gaps that fell out of the buffer.
+    /// Forgets gaps and replaced spans that fell out of the buffer.
     pub fn forget_old_gaps(&mut self) {
         let oldest = self.raw.oldest();
         while self.gaps.front().is_some_and(|&(_, end)| end <= oldest) {
             self.gaps.pop_front();
         }
+        self.replaced.forget_before(oldest);
     }
 }

@@ -24,11 +24,27 @@ impl Warnings {
 
     pub fn extend(&mut self, other: Warnings) {
         for warning in other.list {
-            match self.list.iter_mut().find(|w| w.kind == warning.kind) {
-                Some(first) => first.count = first.count.saturating_add(warning.count),
-                None => self.list.push(warning),
-            }
+            self.absorb(warning);
         }
+    }
+
+    /// Adds `other`'s warnings to these (counts summed per kind), leaving `other` as it is.
+    pub fn merge(&mut self, other: &Warnings) {
+        for warning in &other.list {
+            self.absorb(warning.clone());
+        }
+    }
+
+    /// One warning more: counted into the first of its kind, or kept as the first.
+    fn absorb(&mut self, warning: pb::IngestWarning) {
+        match self.list.iter_mut().find(|w| w.kind == warning.kind) {
+            Some(first) => first.count = first.count.saturating_add(warning.count),
+            None => self.list.push(warning),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.list.is_empty()
     }
 
     pub fn iter(&self) -> impl Iterator<Item = &pb::IngestWarning> {

@@ -31,6 +31,7 @@ use crate::window::dispatch::hand_over;
 /// What the worker is built from (its rings are allocated on its own thread).
 pub struct WorkerSpec {
     pub session_id: String,
+    pub source: super::source::Source,
     pub capacity: usize,
     pub n_channels: usize,
     pub rate: f64,
@@ -71,7 +72,7 @@ pub fn spawn(spec: WorkerSpec, mut inbox: mpsc::Receiver<Command>) -> std::io::R
     std::thread::Builder::new().name(name).spawn(move || {
         let mut worker = Worker {
             session_id: spec.session_id,
-            stream: StreamRings::new(spec.capacity, spec.n_channels, spec.rate, spec.repair_timestamps),
+            stream: StreamRings::new(spec.capacity, spec.n_channels, spec.rate, spec.repair_timestamps, spec.source.as_str()),
             markers: PendingMarkers::new(spec.max_pending_markers),
             attachments: Vec::new(),
             recorder: spec.recorder,
@@ -192,6 +193,9 @@ impl Worker {
                 format!("timestamps went backwards at sample {index}: {count} raised to {to} s and on, so they never decrease (sessions.timestamp_policy = \"repair\"; the recording keeps the raw ones)")
             });
         }
+        if let Some((start, end)) = chunk.replaced {
+            self.stream.replaced.add(start.max(chunk.first_index + admission.skip as u64), end);
+        }
         // Attachment by attachment: each filter's state stays in cache for the whole chunk.
         for attachment in &mut self.attachments {
             for frame in new.chunks_exact(c) {
@@ -299,7 +303,7 @@ impl Worker {
         // The session's memory goes at once; its listing stays.
         self.snapshot.freeze();
         self.attachments.clear();
-        self.stream = StreamRings::new(1, self.stream.n_channels, self.stream.rate, false);
+        self.stream = StreamRings::new(1, self.stream.n_channels, self.stream.rate, false, "");
         self.memory = None;
     }
 

@@ -9,17 +9,20 @@ use myelin_proto::v1::{self as pb, PredictionStatus};
 
 use super::Cut;
 use super::collector::Collector;
+use super::spans::Spans;
 use crate::clock;
 use crate::decode::{Attachment, WindowJob, deadline_of};
 use crate::metrics as m;
 use crate::ring::{FrameRing, ScalarRing};
 
 /// What a window needs to know of its stream: per-sample source timestamps and server receive
-/// times, and the gaps [start, end) still buffered (whose samples have neither).
+/// times, the gaps [start, end) still buffered (whose samples have neither), and the spans whose
+/// non-finite values were replaced.
 pub struct StreamView<'a> {
     pub timestamps: &'a ScalarRing<f64>,
     pub received_ns: &'a ScalarRing<u64>,
     pub gaps: &'a VecDeque<(u64, u64)>,
+    pub replaced: &'a Spans,
 }
 
 impl StreamView<'_> {
@@ -36,11 +39,15 @@ impl StreamView<'_> {
     }
 }
 
-/// Where an attachment's windows are cut from: its filtered ring, and the calibration collecting
-/// its epochs, if any. (The attachment's preprocessor says which stream samples a window reads.)
+/// Where an attachment's windows are cut from: its filtered ring, where its filter was reset
+/// and how long it takes to settle, and the calibration collecting its epochs, if any. (The
+/// attachment's preprocessor says which stream samples a window reads.)
 pub struct CutFrom<'a> {
     pub attachment: &'a Arc<Attachment>,
     pub filtered: &'a FrameRing,
+    pub resets: &'a Spans,
+    /// The filter's settling time, in stream samples.
+    pub settle: u64,
     pub collector: Option<&'a Collector>,
 }
 
@@ -61,7 +68,7 @@ pub struct WindowScratch {
 /// `cut_windows` (see [`hand_over`]), or publishes why it cannot be decoded. Offers decodable
 /// event-locked windows, as their segments at the stream rate, to a calibration's `collector`.
 pub fn dispatch(from: CutFrom<'_>, scratch: &mut WindowScratch, cut: Cut, stream: &StreamView<'_>, cut_windows: &mut Vec<WindowJob>) {
-    let CutFrom { attachment, filtered, collector } = from;
+    let CutFrom { attachment, filtered, resets, settle, collector } = from;
     let pre = &attachment.preprocessor;
     let (start, trigger, mut refusal) = match cut {
         Cut::Ready { start, trigger } => (start as i64, trigger, None),
@@ -85,6 +92,9 @@ pub fn dispatch(from: CutFrom<'_>, scratch: &mut WindowScratch, cut: Cut, stream
         && let Some(&(a, b)) = stream.gaps.iter().find(|&&(a, b)| a < read_to && b > read_from)
     {
         refusal = Some(format!("window [{first}, {}] (reading [{read_from}, {read_to})) touches missing samples [{a}, {b})", last + 1));
+    }
+    if refusal.is_none() {
+        refusal = unsettled(first, last, (read_from, read_to), stream.replaced, resets, settle);
     }
     let now = clock::now_ns();
     let last_sample_received_ns = last_needed.map_or(now, |s| s.1);
@@ -118,9 +128,30 @@ pub fn dispatch(from: CutFrom<'_>, scratch: &mut WindowScratch, cut: Cut, stream
         Some(_) => pre.run_decimated(&mut scratch.window, &mut job.data),
         None => pre.run(&scratch.stream_rate, &mut scratch.resampled, &mut job.data),
     }
+    // Finite samples can still scale or resample past what f32 holds: such a window would
+    // decode to NaN.
+    if let Some(bad) = job.data.iter().position(|v| !v.is_finite()) {
+        let reason = format!("window [{first}, {}]: its model input is not finite (value {bad} after preprocessing)", last + 1);
+        job.publish_undecoded(PredictionStatus::Error, reason);
+        return;
+    }
     job.enqueued_ns = clock::now_ns();
     m::stage("cut", job.enqueued_ns.saturating_sub(now));
     cut_windows.push(job);
+}
+
+/// Why a window reading stream samples [from, to) cannot be decoded on its filtered samples: it
+/// reads (or follows within the filter's `settle` samples) non-finite samples the door replaced,
+/// or a reset of the attachment's filter.
+fn unsettled(first: u64, last: u64, (from, to): (u64, u64), replaced: &Spans, resets: &Spans, settle: u64) -> Option<String> {
+    let window = format!("window [{first}, {}] (reading [{from}, {to}))", last + 1);
+    let refused = |what: &str, (a, b): (u64, u64)| {
+        format!("{window} reads {what} [{a}, {b}), or follows them within its filters' settling time ({settle} samples)")
+    };
+    if let Some(span) = replaced.touching(from, to, settle) {
+        return Some(refused("samples whose non-finite values were not taken", span));
+    }
+    resets.touching(from, to, settle).map(|span| refused("a reset of its filter (its state had become non-finite) at samples", span))
 }
 
 /// Copies what the window starting at stream sample `first` reads out of `filtered`: with integer

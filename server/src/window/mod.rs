@@ -4,6 +4,7 @@
 
 pub mod collector;
 pub mod dispatch;
+pub mod spans;
 
 use std::collections::VecDeque;
 

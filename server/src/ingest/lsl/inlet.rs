@@ -4,14 +4,19 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use myelin_lsl::Inlet;
+use myelin_lsl::{Inlet, Lsl};
 use myelin_proto::v1 as pb;
 use tokio::sync::oneshot;
 
+use super::super::error::IngestError;
+use super::super::validate::{check_timestamps, refuse_non_finite, screen_samples, validate_markers};
 use crate::clock;
+use crate::config::{LimitsConfig, NonFinitePolicy, TimestampPolicy};
+use crate::id::shown;
 use crate::metrics as m;
-use crate::session::Session;
 use crate::session::command::{Chunk, ChunkDone};
+use crate::session::warnings::Warnings;
+use crate::session::{Session, Source};
 use crate::shutdown::Shutdown;
 
 /// How often the clock offset is re-measured.
@@ -56,34 +61,48 @@ struct Position {
     last_ts: Option<f64>,
 }
 
+/// What an inlet thread feeds, and the rules it applies on the way in.
+#[derive(Clone)]
+pub struct Door {
+    pub session: Arc<Session>,
+    pub shutdown: Shutdown,
+    pub non_finite: NonFinitePolicy,
+    pub limits: LimitsConfig,
+}
+
+/// The data stream an inlet thread pulls.
+pub struct DataStream {
+    pub name: String,
+    pub channels: usize,
+    pub rate: f64,
+    pub stall_seconds: f64,
+    /// For this machine's LSL clock (a first timestamp that is not finite gets it).
+    pub lsl: Lsl,
+}
+
 /// Pulls the data stream until shutdown, then ends the session.
 ///
 /// Each chunk is handed to the session's worker without waiting for it to be taken: its outcome
 /// is read just before the next chunk is sent, a pull later, when it is long there. So the
 /// worker's answer never wakes this thread, which on a small machine would compete for a core
 /// with the window's decoding.
-pub fn data_loop(
-    mut inlet: Inlet,
-    name: String,
-    channels: usize,
-    rate: f64,
-    session: Arc<Session>,
-    shutdown: Shutdown,
-    stall_seconds: f64,
-) {
+pub fn data_loop(mut inlet: Inlet, stream: DataStream, door: Door) {
+    let DataStream { name, channels, rate, stall_seconds, lsl } = stream;
+    let session = door.session.clone();
     let max_samples = ((rate * 0.5).ceil() as usize).clamp(64, 16_384);
     let mut data = vec![0.0f32; max_samples * channels];
     let mut timestamps = vec![0.0f64; max_samples];
     // Sent to the worker, and back (in its outcome) for the next chunk.
     let mut chunk = Chunk::default();
-    let mut in_flight: Option<(oneshot::Receiver<ChunkDone>, f64)> = None;
+    let mut in_flight: Option<InFlight> = None;
     let mut clock = ClockSync::new(name.clone());
     let mut position = Position { next_index: 0, last_ts: None };
+    let mut told = Told::default();
     let mut last_data = Instant::now();
     let mut lost = false;
     // A jump of more than this many sample periods between consecutive samples is a gap.
     let gap_threshold = (0.1 * rate).max(2.0);
-    while !shutdown.is_triggered() {
+    while !door.shutdown.is_triggered() {
         clock.refresh(&mut inlet, &session);
         let n = match inlet.pull_available(&mut data, &mut timestamps, 0.2) {
             Ok(n) => n,
@@ -104,22 +123,18 @@ pub fn data_loop(
         }
         last_data = Instant::now();
         let received_ns = clock::now_ns();
-        if let Some((answer, last)) = in_flight.take() {
-            match settle(answer, last, &mut position, &session, &name) {
+        if let Some(flight) = in_flight.take() {
+            match settle(flight, &mut position, &session, &mut told) {
                 Some(back) => chunk = back,
                 None => break,
             }
         }
-        // Corrected timestamps never go backwards: a new offset estimate smaller than the last
-        // one (measurement jitter) would otherwise make the session refuse the chunk.
-        let mut floor = position.last_ts.unwrap_or(f64::NEG_INFINITY);
-        for t in &mut timestamps[..n] {
-            *t = (*t + clock.offset).max(floor);
-            floor = *t;
-        }
+        let mut warnings = Warnings::default();
+        let stamps = &mut timestamps[..n];
+        correct_timestamps(stamps, clock.offset, position.last_ts, rate, || lsl.local_clock(), &mut warnings, position.next_index);
         let mut first_index = position.next_index;
         if let Some(last) = position.last_ts {
-            let missing = ((timestamps[0] - last) * rate).round() - 1.0;
+            let missing = ((stamps[0] - last) * rate).round() - 1.0;
             if missing > gap_threshold {
                 first_index += missing as u64;
             }
@@ -134,26 +149,97 @@ pub fn data_loop(
         chunk.samples.clear();
         chunk.samples.extend_from_slice(&data[..n * channels]);
         chunk.timestamps.clear();
-        chunk.timestamps.extend_from_slice(&timestamps[..n]);
+        chunk.timestamps.extend_from_slice(stamps);
+        // The rules of the gRPC door. LSL cannot be told no: refused samples count as missing.
+        if let Err(refusal) = screen_samples(&mut chunk, channels, door.non_finite, &mut warnings) {
+            let refusal = refusal.counted(Source::Lsl);
+            refuse_non_finite(&mut chunk, channels, &refusal, &mut warnings);
+        }
+        if let Err(refusal) = check_timestamps(first_index, &chunk.timestamps, TimestampPolicy::Repair) {
+            unreachable_refusal(&session, &name, refusal);
+            continue;
+        }
+        let last_ts = stamps[n - 1];
         match session.submit_blocking(std::mem::take(&mut chunk)) {
-            Ok(answer) => in_flight = Some((answer, timestamps[n - 1])),
+            Ok(answer) => in_flight = Some(InFlight { answer, last_ts, warnings }),
             Err(error) => {
                 tracing::error!(session = %session.id, stream = %name, %error, "LSL source stopped");
+                session.source_failed(format!("LSL source {} stopped: {error}", shown(&name)));
                 break;
             }
         }
     }
-    if let Some((answer, last)) = in_flight.take() {
-        settle(answer, last, &mut position, &session, &name);
+    if let Some(flight) = in_flight.take() {
+        settle(flight, &mut position, &session, &mut told);
     }
     session.end();
 }
 
-/// Reads a chunk's outcome, moves the stream position on, and returns the chunk's buffers;
-/// `None` when the session's worker is gone.
-fn settle(answer: oneshot::Receiver<ChunkDone>, last_ts: f64, position: &mut Position, session: &Session, name: &str) -> Option<Chunk> {
+/// A chunk handed to the worker, whose outcome is read a pull later.
+struct InFlight {
+    answer: oneshot::Receiver<ChunkDone>,
+    last_ts: f64,
+    /// What the door warned about on the way in.
+    warnings: Warnings,
+}
+
+/// Puts a pulled chunk's timestamps on this machine's LSL clock (`offset`), never going back
+/// from the last one (a smaller new offset estimate is measurement jitter, and the session would
+/// refuse it); a timestamp that is not finite (an outlet may push one) becomes the last one plus
+/// a sample period, with a warning.
+fn correct_timestamps(
+    stamps: &mut [f64],
+    offset: f64,
+    last: Option<f64>,
+    rate: f64,
+    now: impl FnOnce() -> f64,
+    warnings: &mut Warnings,
+    first_index: u64,
+) {
+    let mut floor = last.unwrap_or(f64::NEG_INFINITY);
+    let mut previous = last;
+    let mut repaired = 0;
+    let mut now = Some(now);
+    for t in stamps.iter_mut() {
+        let corrected = *t + offset;
+        *t = if corrected.is_finite() {
+            corrected.max(floor)
+        } else {
+            repaired += 1;
+            match previous {
+                Some(p) => p + 1.0 / rate,
+                None => now.take().map_or(0.0, |now| now()),
+            }
+        };
+        floor = *t;
+        previous = Some(*t);
+    }
+    if repaired > 0 {
+        warnings.add(pb::IngestWarningKind::TimestampsRepaired, "timestamps_repaired", first_index, repaired, || {
+            format!("{repaired} timestamps from the LSL stream were not finite: each set one sample period after the one before")
+        });
+    }
+}
+
+/// A refusal the LSL door's own repairs should have made impossible: logged, counted, the
+/// chunk dropped (its samples become a gap).
+#[cold]
+fn unreachable_refusal(session: &Session, stream: &str, refusal: IngestError) {
+    let refusal = refusal.counted(Source::Lsl);
+    tracing::error!(session = %session.id, stream, %refusal, "LSL chunk refused");
+}
+
+/// Which warning kinds this source has logged (once each: the session keeps the counts).
+#[derive(Default)]
+struct Told(Vec<i32>);
+
+/// Reads a chunk's outcome, moves the stream position on, keeps its warnings on the session, and
+/// returns the chunk's buffers; `None` when the session's worker is gone.
+fn settle(flight: InFlight, position: &mut Position, session: &Session, told: &mut Told) -> Option<Chunk> {
+    let InFlight { answer, last_ts, mut warnings } = flight;
     let Ok(done) = answer.blocking_recv() else {
-        tracing::error!(session = %session.id, stream = %name, "LSL source stopped: the session's worker is gone");
+        tracing::error!(session = %session.id, "LSL source stopped: the session's worker is gone");
+        session.source_failed("LSL source stopped: the session's worker is gone".into());
         return None;
     };
     match done.accepted {
@@ -161,20 +247,28 @@ fn settle(answer: oneshot::Receiver<ChunkDone>, last_ts: f64, position: &mut Pos
             position.next_index = done.accepted_until;
             position.last_ts = Some(last_ts);
         }
-        Err(error) => tracing::warn!(session = %session.id, stream = %name, %error, "LSL chunk refused"),
+        Err(error) => unreachable_refusal(session, "data", IngestError::Session(error)),
     }
-    for warning in done.warnings.iter() {
-        tracing::info!(session = %session.id, stream = %name, warning = %warning.message, "LSL source");
+    warnings.extend(done.warnings);
+    session.note_warnings(&warnings);
+    for warning in warnings.iter() {
+        if told.0.contains(&warning.kind) {
+            continue;
+        }
+        told.0.push(warning.kind);
+        tracing::warn!(session = %session.id, warning = %warning.message, "LSL source (said once per kind; SessionInfo.warnings keeps the count)");
     }
     Some(done.chunk)
 }
 
-/// Pulls the marker stream while the session is live.
-pub fn markers_loop(mut inlet: Inlet, name: String, is_string: bool, session: Arc<Session>, shutdown: Shutdown) {
+/// Pulls the marker stream while the session is live. Markers the rules refuse (a non-finite
+/// timestamp, a label over limits.label_bytes) are dropped, each kept as a warning on the session.
+pub fn markers_loop(mut inlet: Inlet, name: String, is_string: bool, door: Door) {
+    let session = door.session.clone();
     let mut clock = ClockSync::new(name.clone());
     let mut numbers = vec![0.0f32; 256];
     let mut stamps = vec![0.0f64; 256];
-    while !shutdown.is_triggered() && session.is_live() {
+    while !door.shutdown.is_triggered() && session.is_live() {
         clock.refresh(&mut inlet, &session);
         let pulled: Vec<(String, f64)> = if is_string {
             inlet.pull_strings_available(256, 0.2).unwrap_or_default()
@@ -187,14 +281,24 @@ pub fn markers_loop(mut inlet: Inlet, name: String, is_string: bool, session: Ar
         if pulled.is_empty() {
             continue;
         }
+        let mut warnings = Warnings::default();
         let markers: Vec<pb::Marker> = pulled
             .into_iter()
             .map(|(text, t)| {
                 let (code, label) = parse_marker(&text);
                 pb::Marker { timestamp: t + clock.offset, code, label }
             })
+            .filter(|marker| match validate_markers(std::slice::from_ref(marker), &door.limits) {
+                Ok(()) => true,
+                Err(refusal) => {
+                    let refusal = refusal.counted(Source::Lsl);
+                    warnings.add(pb::IngestWarningKind::MarkerRefused, "marker_refused", 0, 1, || format!("{refusal}: dropped"));
+                    false
+                }
+            })
             .collect();
-        if session.ingest_markers_blocking(markers).is_err() {
+        session.note_warnings(&warnings);
+        if !markers.is_empty() && session.ingest_markers_blocking(markers).is_err() {
             break;
         }
     }

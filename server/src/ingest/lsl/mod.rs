@@ -1,5 +1,8 @@
-//! LabStreamingLayer sources: one dedicated thread per inlet ([`inlet`]) pulls whole chunks and
-//! hands them to the session's worker, as gRPC ingest does.
+//! The LSL door: one dedicated thread per inlet ([`inlet`]) pulls whole chunks and hands them to
+//! the session's worker, as the gRPC door does, through the same rules ([`super::validate`]):
+//! the stream's info is held to the header rules before anything is opened, and every chunk is
+//! screened under the non-finite policy. What LSL cannot be told (a refused sample, a repaired
+//! timestamp) is kept on the session (`SessionInfo.warnings`), counted, and logged once per kind.
 //!
 //! * Clock: each inlet's offset to this machine's LSL clock is measured every few seconds
 //!   (liblsl time_correction), added to every timestamp, exposed as metrics, and recorded.
@@ -10,7 +13,6 @@
 
 mod inlet;
 
-use crate::auth::{Principal, audit};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,7 +20,12 @@ use myelin_lsl::{Inlet, Lsl, StreamInfo};
 use myelin_proto::v1 as pb;
 use tonic::Status;
 
-use crate::session::SessionManager;
+use super::error::IngestError;
+use super::validate::{validate_header, validate_shape};
+use crate::auth::{Principal, audit};
+use crate::id::shown;
+use crate::session::warnings::Warnings;
+use crate::session::{SessionManager, Source};
 use crate::shutdown::Shutdown;
 
 pub struct SourceSpec {
@@ -34,7 +41,7 @@ pub struct SourceSpec {
 fn resolve_one(lsl: &Lsl, predicate: &str, timeout: f64, what: &str) -> Result<StreamInfo, Status> {
     let mut found = lsl.resolve(predicate, timeout);
     if found.is_empty() {
-        return Err(Status::not_found(format!("no LSL {what} stream matches {predicate:?} (waited {timeout} s)")));
+        return Err(Status::not_found(format!("no LSL {what} stream matches {} (waited {timeout} s)", shown(predicate))));
     }
     Ok(found.swap_remove(0))
 }
@@ -52,7 +59,9 @@ fn modality_of(kind: &str, asked: pb::Modality) -> pb::Modality {
 }
 
 /// Resolves and opens the streams, registers the session, and starts the inlet threads.
-/// Blocking (resolution waits): call from a blocking thread.
+/// Blocking (resolution waits): call from a blocking thread. The stream is held to the rules of
+/// an Ingest call's header, its shape checked before the inlet is opened (an inlet buffers
+/// `rate x channels` samples per second).
 pub fn connect(
     lsl: &Lsl,
     spec: SourceSpec,
@@ -60,6 +69,8 @@ pub fn connect(
     shutdown: Shutdown,
     stall_seconds: f64,
 ) -> Result<pb::ConnectLslReply, Status> {
+    let refused = |error: IngestError| Status::from(error.counted(Source::Lsl));
+    let limits = sessions.limits();
     let info = resolve_one(lsl, &spec.data_predicate, spec.timeout_s, "data")?;
     // LSL itself authenticates nobody: a principal may not read another's predictions back in
     // through this server's own outlets.
@@ -67,62 +78,99 @@ pub fn connect(
         return Err(audit::not_owner(
             &spec.owner,
             "connect_lsl",
-            &format!("LSL stream {:?} (a prediction outlet of this server)", info.name()),
+            &format!("LSL stream {} (a prediction outlet of this server)", shown(&info.name())),
         ));
     }
+    if let Some(reason) = info.name().strip_prefix("(invalid: ").and_then(|r| r.strip_suffix(')')) {
+        return Err(refused(IngestError::UnreadableInfo { reason: shown(reason) }));
+    }
     if info.is_string() {
-        return Err(Status::invalid_argument(format!("LSL stream {:?} carries strings; data streams must be numeric", info.name())));
+        return Err(refused(IngestError::StringFormat { shown: shown(&info.name()) }));
     }
-    let mut inlet = Inlet::new(&info, 360, true);
-    inlet.open(spec.timeout_s).map_err(|e| Status::unavailable(format!("opening LSL stream {:?}: {e}", info.name())))?;
-    let full = inlet.info(spec.timeout_s).map_err(|e| Status::unavailable(format!("reading LSL stream {:?}: {e}", info.name())))?;
-    let rate = full.nominal_rate();
-    if !(rate > 0.0) {
-        return Err(Status::invalid_argument(format!("LSL stream {:?} has an irregular rate; decoding needs a nominal rate", full.name())));
-    }
-    let count = full.channel_count();
-    let mut labels = full.channel_labels();
-    if labels.len() != count || labels.iter().any(String::is_empty) {
-        labels = (1..=count).map(|i| format!("Ch{i}")).collect();
-    }
-    let header = pb::StreamHeader {
-        session_id: spec.session_id.clone(),
-        stream_name: full.name(),
-        modality: modality_of(&full.kind(), spec.modality) as i32,
-        channels: labels
-            .iter()
-            .map(|l| pb::Channel { label: l.clone(), r#type: full.kind(), unit: String::new(), position: None, layout: None })
-            .collect(),
-        nominal_rate_hz: rate,
-        clock: pb::ClockSource::Lsl as i32,
-    };
+    validate_shape(info.channel_count(), info.nominal_rate(), limits).map_err(refused)?;
+    let (rate, count) = (info.nominal_rate(), info.channel_count());
+    let mut inlet = Inlet::new(&info, inlet_buffer_seconds(rate, count), true);
+    inlet.open(spec.timeout_s).map_err(|e| Status::unavailable(format!("opening LSL stream {}: {e}", shown(&info.name()))))?;
+    let full = inlet.info(spec.timeout_s).map_err(|e| Status::unavailable(format!("reading LSL stream {}: {e}", shown(&info.name()))))?;
+    let mut warnings = Warnings::default();
+    let header = stream_header(&spec, &full, &mut warnings);
+    validate_header(&header, limits).map_err(refused)?;
     let marker_inlet = if spec.marker_predicate.is_empty() {
         None
     } else {
         let info = resolve_one(lsl, &spec.marker_predicate, spec.timeout_s, "marker")?;
         let mut marker_inlet = Inlet::new(&info, 360, true);
-        marker_inlet.open(spec.timeout_s).map_err(|e| Status::unavailable(format!("opening LSL marker stream {:?}: {e}", info.name())))?;
+        marker_inlet
+            .open(spec.timeout_s)
+            .map_err(|e| Status::unavailable(format!("opening LSL marker stream {}: {e}", shown(&info.name()))))?;
         Some((marker_inlet, info.name(), info.is_string()))
     };
-    let session = sessions.open(header.clone(), "lsl", &spec.owner)?;
+    let session = sessions.open(header.clone(), Source::Lsl, &spec.owner)?;
+    session.note_warnings(&warnings);
     tracing::info!(session = %spec.session_id, stream = %full.name(), host = %full.hostname(), channels = count, rate, "LSL source connected");
     let marker_stream = marker_inlet.as_ref().map(|(_, name, _)| name.clone()).unwrap_or_default();
+    let door = inlet::Door {
+        session: session.clone(),
+        shutdown: shutdown.clone(),
+        non_finite: sessions.config().non_finite_policy,
+        limits: limits.clone(),
+    };
     if let Some((marker_inlet, name, is_string)) = marker_inlet {
-        let (feeding, shutdown) = (session.clone(), shutdown.clone());
+        let door = door.clone();
         let thread = std::thread::Builder::new()
             .name(format!("lsl-markers-{}", spec.session_id))
-            .spawn(move || inlet::markers_loop(marker_inlet, name, is_string, feeding, shutdown))
+            .spawn(move || inlet::markers_loop(marker_inlet, name, is_string, door))
             .map_err(|e| Status::internal(e.to_string()))?;
         session.add_source_thread(thread);
     }
-    let name = full.name();
-    let feeding = session.clone();
+    let stream = inlet::DataStream { name: full.name(), channels: count, rate, stall_seconds, lsl: lsl.clone() };
     let thread = std::thread::Builder::new()
         .name(format!("lsl-in-{}", spec.session_id))
-        .spawn(move || inlet::data_loop(inlet, name, count, rate, feeding, shutdown, stall_seconds))
+        .spawn(move || inlet::data_loop(inlet, stream, door))
         .map_err(|e| Status::internal(e.to_string()))?;
     session.add_source_thread(thread);
-    Ok(pb::ConnectLslReply { header: Some(header), source_id: full.source_id(), hostname: full.hostname(), marker_stream })
+    Ok(pb::ConnectLslReply {
+        header: Some(header),
+        source_id: full.source_id(),
+        hostname: full.hostname(),
+        marker_stream,
+        warnings: warnings.into_vec(),
+    })
+}
+
+/// The header an LSL stream's info becomes. Labels it does not give (or gives for only some
+/// channels) become Ch1..ChN, with a warning; everything else is checked as it is given.
+fn stream_header(spec: &SourceSpec, full: &StreamInfo, warnings: &mut Warnings) -> pb::StreamHeader {
+    let count = full.channel_count();
+    let mut labels = full.channel_labels();
+    if labels.len() != count || labels.iter().any(String::is_empty) {
+        let given = labels.iter().filter(|l| !l.is_empty()).count();
+        warnings.add(pb::IngestWarningKind::HeaderRepaired, "header_repaired", 0, 1, || {
+            format!("the LSL stream's info labels {given} of its {count} channels: named Ch1..Ch{count}")
+        });
+        labels = (1..=count).map(|i| format!("Ch{i}")).collect();
+    }
+    let kind = full.kind();
+    pb::StreamHeader {
+        session_id: spec.session_id.clone(),
+        stream_name: full.name(),
+        modality: modality_of(&kind, spec.modality) as i32,
+        channels: labels
+            .into_iter()
+            .map(|label| pb::Channel { label, r#type: kind.clone(), unit: String::new(), position: None, layout: None })
+            .collect(),
+        nominal_rate_hz: full.nominal_rate(),
+        clock: pb::ClockSource::Lsl as i32,
+    }
+}
+
+/// Largest buffer an inlet may hold for a stream that is not pulled (the server's worker is
+/// busy): liblsl buffers `seconds x rate x channels` samples.
+const INLET_BUFFER_BYTES: f64 = 256.0 * 1024.0 * 1024.0;
+
+/// Seconds of an inlet's buffer: liblsl's default (360 s) when it fits [`INLET_BUFFER_BYTES`].
+fn inlet_buffer_seconds(rate: f64, channels: usize) -> i32 {
+    (INLET_BUFFER_BYTES / (rate * channels as f64 * 4.0)).clamp(1.0, 360.0) as i32
 }
 
 /// Connects a configured source in the background, retrying until its streams appear (a rig
