@@ -2,8 +2,9 @@
 //! calibration buffer draws from before it is allocated, and counted slots (live sessions,
 //! subscribers, LSL outlets, calibrations). A reservation or slot gives itself back when dropped.
 
-use std::sync::Arc;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use crate::metrics as m;
 
@@ -13,6 +14,8 @@ pub enum BudgetError {
     Memory { what: String, needed: u64, used: u64, limit: u64, key: &'static str },
     #[error("{limit} {what} at once at most ({key})")]
     Slots { what: &'static str, key: &'static str, limit: usize },
+    #[error("principal {owner:?} holds {limit} {what}, the most one principal may ({key})")]
+    OwnerSlots { owner: String, what: &'static str, key: &'static str, limit: usize },
 }
 
 impl From<BudgetError> for tonic::Status {
@@ -94,35 +97,79 @@ impl Drop for Reservation {
     }
 }
 
-/// A count of things held at once (subscribers, LSL outlets, calibrations).
+/// A count of things held at once (subscribers, LSL outlets, calibrations), optionally with a
+/// share per owner (a principal) so that one cannot take them all.
 pub struct Slots {
     what: &'static str,
     key: &'static str,
     limit: usize,
     used: AtomicUsize,
+    per_owner: Option<PerOwner>,
 }
 
-/// One slot of a [`Slots`], given back when dropped.
-pub struct Slot(Arc<Slots>);
+/// The most one owner may hold of a [`Slots`], and what each holds.
+struct PerOwner {
+    limit: usize,
+    key: &'static str,
+    held: Mutex<HashMap<String, usize>>,
+}
+
+/// One slot of a [`Slots`] (and of its owner's share), given back when dropped.
+pub struct Slot {
+    slots: Arc<Slots>,
+    owner: Option<String>,
+}
 
 impl Slots {
     /// `key`: the configuration key that sets `limit`, for the error.
     pub fn new(what: &'static str, key: &'static str, limit: usize) -> Arc<Self> {
-        Arc::new(Self { what, key, limit, used: AtomicUsize::new(0) })
+        Arc::new(Self { what, key, limit, used: AtomicUsize::new(0), per_owner: None })
     }
 
+    /// The same, with at most `limit` of them held by any one owner (`key` sets it).
+    pub fn with_owner_share(what: &'static str, key: &'static str, limit: usize, owner_key: &'static str, owner_limit: usize) -> Arc<Self> {
+        let per_owner = PerOwner { limit: owner_limit, key: owner_key, held: Mutex::default() };
+        Arc::new(Self { what, key, limit, used: AtomicUsize::new(0), per_owner: Some(per_owner) })
+    }
+
+    /// A slot held by nobody in particular.
     pub fn take(self: &Arc<Self>) -> Result<Slot, BudgetError> {
+        self.take_for(None)
+    }
+
+    /// A slot held by `owner` (None: not held to an owner's share), within its share.
+    pub fn take_for(self: &Arc<Self>, owner: Option<&str>) -> Result<Slot, BudgetError> {
         let taken = self.used.fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| (used < self.limit).then_some(used + 1));
-        match taken {
-            Ok(_) => Ok(Slot(self.clone())),
-            Err(_) => Err(BudgetError::Slots { what: self.what, key: self.key, limit: self.limit }),
+        if taken.is_err() {
+            return Err(BudgetError::Slots { what: self.what, key: self.key, limit: self.limit });
         }
+        // Given back by the slot's drop if the owner's share refuses it.
+        let mut slot = Slot { slots: self.clone(), owner: None };
+        if let (Some(share), Some(owner)) = (&self.per_owner, owner) {
+            let mut held = share.held.lock().unwrap_or_else(PoisonError::into_inner);
+            let count = held.entry(owner.to_string()).or_default();
+            if *count >= share.limit {
+                return Err(BudgetError::OwnerSlots { owner: owner.into(), what: self.what, key: share.key, limit: share.limit });
+            }
+            *count += 1;
+            slot.owner = Some(owner.to_string());
+        }
+        Ok(slot)
     }
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        self.0.used.fetch_sub(1, Ordering::AcqRel);
+        self.slots.used.fetch_sub(1, Ordering::AcqRel);
+        if let (Some(share), Some(owner)) = (&self.slots.per_owner, &self.owner) {
+            let mut held = share.held.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Some(count) = held.get_mut(owner) {
+                *count -= 1;
+                if *count == 0 {
+                    held.remove(owner);
+                }
+            }
+        }
     }
 }
 
@@ -167,5 +214,17 @@ mod tests {
         assert!(error.contains("limits.subscribers"), "{error}");
         drop(one);
         assert!(slots.take().is_ok());
+    }
+
+    #[test]
+    fn one_owner_cannot_take_every_slot() {
+        let slots = Slots::with_owner_share("subscribers", "limits.subscribers", 3, "limits.subscribers_per_principal", 2);
+        let (a1, _a2) = (slots.take_for(Some("rig-a")).unwrap(), slots.take_for(Some("rig-a")).unwrap());
+        let error = slots.take_for(Some("rig-a")).err().unwrap().to_string();
+        assert!(error.contains("rig-a") && error.contains("limits.subscribers_per_principal"), "{error}");
+        let _b = slots.take_for(Some("rig-b")).expect("another principal still gets its slots");
+        assert!(slots.take_for(None).is_err(), "the global limit holds too");
+        drop(a1);
+        assert!(slots.take_for(Some("rig-a")).is_ok(), "a slot given back is the owner's again");
     }
 }

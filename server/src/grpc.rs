@@ -40,6 +40,9 @@ pub struct DecodingService {
     pub connect_lsl_timeout_s: f64,
 }
 
+/// The longest LSL predicate ConnectLsl takes (names, types and source ids included).
+const MAX_PREDICATE_BYTES: usize = 4096;
+
 type PredictionStream = Pin<Box<dyn Stream<Item = Result<pb::Prediction, Status>> + Send>>;
 
 #[tonic::async_trait]
@@ -120,10 +123,11 @@ impl Decoding for DecodingService {
         let by_session_only = r.attachment_id.is_empty();
         let filter = Filter { session_id: r.session_id, attachment_id: r.attachment_id };
         let mut subscription = self.hub.subscribe(&filter)?;
+        let slot = self.subscribers.take_for(principal.has_quota().then(|| principal.name()))?;
         if by_session_only && !principal.reads_everything() {
             subscription = subscription.only(own_attachments(principal, self.sessions.clone()));
         }
-        let stream = subscription.into_stream(self.shutdown.clone(), self.subscribers.take()?);
+        let stream = subscription.into_stream(self.shutdown.clone(), slot);
         Ok(Response::new(Box::pin(stream)))
     }
 
@@ -140,7 +144,7 @@ impl Decoding for DecodingService {
         }
         let started = async {
             let resources = crate::calibrate::Resources {
-                slot: self.calibrations.take()?,
+                slot: self.calibrations.take_for(principal.has_quota().then(|| principal.name()))?,
                 memory: self.memory.clone(),
                 shutdown: self.shutdown.clone(),
                 principal: principal.clone(),
@@ -253,6 +257,15 @@ impl DecodingService {
         } else {
             r.data_predicate
         };
+        // liblsl sends predicates in its resolver's UDP queries: a long one cannot be a real stream's.
+        for (field, predicate) in [("data stream", &data_predicate), ("marker_predicate", &r.marker_predicate)] {
+            if predicate.len() > MAX_PREDICATE_BYTES {
+                return Err(Status::invalid_argument(format!(
+                    "{field}: predicate {} is over {MAX_PREDICATE_BYTES} bytes",
+                    shown(predicate)
+                )));
+            }
+        }
         let spec = crate::ingest::lsl::SourceSpec {
             session_id: r.session_id,
             data_predicate,

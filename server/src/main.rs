@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use myelin_server::card;
-use myelin_server::config::{Config, Scope};
+use myelin_server::config::{Config, LogFormat, Scope};
 use myelin_server::decode::{self, onnx};
 use myelin_server::{demo, shutdown};
 
@@ -165,16 +165,15 @@ fn with_gpu_libraries(providers: &[String]) -> anyhow::Result<()> {
     Err(anyhow::anyhow!("restarting with the CUDA libraries of {} on the library path: {error}", onnx::GPU_LIBRARY_PATH))
 }
 
-fn init_logging(format: &str) {
+fn init_logging(format: LogFormat) {
     // The audit trail stays on whatever else RUST_LOG quietens, unless it names `audit` itself.
     let directives = std::env::var("RUST_LOG").ok().filter(|d| !d.trim().is_empty()).unwrap_or_else(|| "info,ort=warn".into());
     let directives = if directives.contains("audit") { directives } else { format!("{directives},audit=info") };
     let filter = tracing_subscriber::EnvFilter::try_new(&directives).unwrap_or_else(|_| "info,ort=warn,audit=info".into());
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    if format == "json" {
-        builder.json().init();
-    } else {
-        builder.init();
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Pretty => builder.init(),
     }
 }
 
@@ -182,7 +181,7 @@ fn serve(config_path: Option<PathBuf>, demo: bool) -> anyhow::Result<()> {
     let mut config = Config::load(config_path.as_deref())?;
     with_gpu_libraries(&config.models.execution_providers)?;
     config.demo.enabled |= demo;
-    init_logging(&config.server.log_format);
+    init_logging(config.server.log_format);
     let metrics = myelin_server::metrics::install()?;
     let grace = Duration::from_secs_f64(config.server.shutdown_grace_s);
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("myelin-io").build()?;
@@ -313,7 +312,7 @@ fn token(command: TokenCommand) -> anyhow::Result<()> {
 
 fn list_models(config_path: Option<PathBuf>) -> anyhow::Result<()> {
     let config = Config::load(config_path.as_deref())?;
-    init_logging(&config.server.log_format);
+    init_logging(config.server.log_format);
     let env = onnx::init_runtime(&config.models.onnxruntime_library, &config.models.execution_providers)?;
     let cards = card::model_cards(&config.models)?;
     if cards.is_empty() {
@@ -345,7 +344,7 @@ fn list_models(config_path: Option<PathBuf>) -> anyhow::Result<()> {
 
 fn check_card(path: &std::path::Path, config_path: Option<PathBuf>) -> anyhow::Result<()> {
     let config = Config::load(config_path.as_deref())?;
-    init_logging(&config.server.log_format);
+    init_logging(config.server.log_format);
     let card = card::ModelCard::load(path)?;
     // Inside the repository, every file the provenance cites must exist (a card's claims are
     // only as good as the command and data they name).

@@ -222,6 +222,8 @@ pub const NATS_DROPPED: &str = "myelin_nats_dropped_total";
 pub const NATS_CONNECTED: &str = "myelin_nats_connected";
 pub const TLS_HANDSHAKE_FAILURES: &str = "myelin_tls_handshake_failures_total";
 pub const TLS_RELOADS: &str = "myelin_tls_reloads_total";
+pub const CONNECTIONS_SHED: &str = "myelin_connections_shed_total";
+pub const UNAUTHENTICATED_REFUSED: &str = "myelin_unauthenticated_calls_refused_total";
 
 /// Descriptions of the LSL and recording metrics (called from `install`).
 fn describe_lsl_and_recording() {
@@ -239,5 +241,13 @@ fn describe_lsl_and_recording() {
         "Predictions not published on NATS, by reason: disconnected, queue_full (a slow server), lagged, publish_failed."
     );
     describe_gauge!(NATS_CONNECTED, "1 while the NATS connection is up, 0 while it reconnects.");
+    describe_counter!(
+        CONNECTIONS_SHED,
+        "Connections closed before they were served, by port and reason: first_byte_timeout (sent nothing), evicted (the oldest waiting, for a newcomer)."
+    );
+    describe_counter!(
+        UNAUTHENTICATED_REFUSED,
+        "Calls to methods that need no credentials (health, open reflection) refused because limits.unauthenticated_calls were open."
+    );
     describe_counter!(TLS_RELOADS, "TLS certificate and principal reloads (SIGHUP or a changed file), by outcome.");
 }

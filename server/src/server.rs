@@ -11,14 +11,14 @@ use myelin_proto::v1::{decoding_server::DecodingServer, ingest_server::IngestSer
 use tokio::net::TcpListener;
 
 use crate::attach::Attacher;
-use crate::auth::{AuthLayer, Gate, Peer};
+use crate::auth::{AuthLayer, Gate};
 use crate::budget::{MemoryBudget, Slots};
 use crate::config::Config;
 use crate::decode::ModelRegistry;
 use crate::publish::Hub;
 use crate::session::SessionManager;
 use crate::shutdown::ShutdownTrigger;
-use crate::transport::{self, AcceptedListener, Port, TlsSettings};
+use crate::transport::{self, Port, TlsSettings};
 use crate::{clock, grpc, http, ingest};
 
 /// Addresses the server actually bound (port 0 in the config picks a free port).
@@ -88,7 +88,14 @@ pub async fn serve(
     }
 
     let max_message = config.server.max_message_bytes;
-    let subscribers = Slots::new("subscribers", "limits.subscribers", config.limits.subscribers);
+    let limits = &config.limits;
+    let subscribers = Slots::with_owner_share(
+        "subscribers",
+        "limits.subscribers",
+        limits.subscribers,
+        "limits.subscribers_per_principal",
+        limits.subscribers_per_principal,
+    );
     let ingest = IngestServer::new(ingest::IngestService { sessions: sessions.clone(), shutdown: shutdown.clone() })
         .max_decoding_message_size(max_message);
     let decoding = DecodingServer::new(grpc::DecodingService {
@@ -102,7 +109,13 @@ pub async fn serve(
         lsl_resolve_timeout_s: config.lsl.resolve_timeout_seconds,
         lsl_stall_s: config.lsl.stall_seconds,
         subscribers: subscribers.clone(),
-        calibrations: Slots::new("calibrations", "limits.calibrations", config.limits.calibrations),
+        calibrations: Slots::with_owner_share(
+            "calibrations",
+            "limits.calibrations",
+            limits.calibrations,
+            "limits.calibrations_per_principal",
+            limits.calibrations_per_principal,
+        ),
         memory,
         connect_lsl_timeout_s: config.limits.connect_lsl_timeout_s,
     })
@@ -129,20 +142,25 @@ pub async fn serve(
         .initial_connection_window_size(config.server.http2_connection_window_bytes)
         .http2_keepalive_interval(Some(Duration::from_secs_f64(config.server.http2_keepalive_interval_s)))
         .http2_keepalive_timeout(Some(Duration::from_secs_f64(config.server.http2_keepalive_timeout_s)))
-        .layer(AuthLayer::new(gate.clone()))
+        .max_concurrent_streams(Some(config.server.http2_max_concurrent_streams))
+        .layer(AuthLayer::new(gate.clone(), config.limits.unauthenticated_calls))
         .add_service(ingest)
         .add_service(decoding)
         .add_service(health)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .serve_with_incoming_shutdown(incoming(transport::accept(grpc_listener, tls.clone(), Port::Grpc)), grpc_shutdown);
+        .serve_with_incoming_shutdown(
+            incoming(transport::accept(grpc_listener, tls.clone(), Port::Grpc, accepting(&config, None))),
+            grpc_shutdown,
+        );
 
     // Metrics stay readable while the server drains.
     let http_shutdown = {
         let mut shutdown = shutdown.clone();
         async move { shutdown.wait_closing().await }
     };
-    let http_listener = AcceptedListener::new(transport::accept(http_listener, tls.clone(), Port::Http), bound.http);
+    let idle = Duration::from_secs_f64(config.server.http_idle_timeout_s);
+    let http_connections = transport::accept(http_listener, tls.clone(), Port::Http, accepting(&config, Some(idle)));
     let board = http::dashboard::Dashboard {
         sessions: sessions.clone(),
         models: models.clone(),
@@ -151,8 +169,9 @@ pub async fn serve(
         subscribers: subscribers.clone(),
     };
     let router = http::router(metrics.clone(), models.clone(), gate.clone(), board);
-    let http_server =
-        axum::serve(http_listener, router.into_make_service_with_connect_info::<Peer>()).with_graceful_shutdown(http_shutdown);
+    let header_timeout = Duration::from_secs_f64(config.server.http_header_timeout_s);
+    let grace = Duration::from_secs_f64(config.server.shutdown_grace_s);
+    let http_server = http::serve::serve(http_connections, router, header_timeout, http_shutdown, grace);
 
     // Histograms are summarised on render; upkeep keeps their memory bounded between scrapes.
     // Sessions that ended long ago are forgotten here too, so their threads and rings go even
@@ -175,14 +194,24 @@ pub async fn serve(
 
     tracing::info!(grpc = %bound.grpc, http = %bound.http, models = models.entries().len(), tls = tls.is_some(), authentication = gate.enabled(), "myelin serving");
     on_ready(bound, gate);
-    let grace = Duration::from_secs_f64(config.server.shutdown_grace_s);
     let stopping = shut_down(trigger, health_reporter, refuse_calls, sessions, models.clone(), grace);
-    let (grpc_result, http_result, ()) = tokio::join!(grpc_server, async { http_server.await }, stopping);
+    let (grpc_result, (), ()) = tokio::join!(grpc_server, http_server, stopping);
     upkeep.abort();
     grpc_result.context("gRPC server")?;
-    http_result.context("HTTP server")?;
     tracing::info!("myelin stopped");
     Ok(())
+}
+
+/// How a port lets connections in (`[server]`); `idle`: the HTTP port's idle timeout.
+fn accepting(config: &Config, idle: Option<Duration>) -> transport::AcceptSettings {
+    let server = &config.server;
+    transport::AcceptSettings {
+        first_byte: Duration::from_secs_f64(server.first_byte_timeout_s),
+        tls_handshake: Duration::from_secs_f64(server.tls_handshake_timeout_s),
+        pending: server.pending_connections,
+        pending_per_address: server.pending_connections_per_address,
+        idle,
+    }
 }
 
 fn incoming(

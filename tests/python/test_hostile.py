@@ -190,6 +190,34 @@ def test_windows_connect_lsl_and_attach_counts_out_of_range_are_refused(hostile)
     requests.put(None)
 
 
+HUGE = "x" * 4_000_000  # a 4 MB id, just under server.max_message_bytes
+
+
+@pytest.mark.parametrize("call", [
+    "Detach", "Subscribe by attachment", "Calibrate", "Attach a session", "Attach a model", "Attach a version", "ConnectLsl",
+])
+def test_a_4_mb_id_is_never_echoed_back_whole(hostile, call):
+    """Every refusal that names a client-given id cuts it to 64 characters."""
+    server, channel, healthy = hostile
+    decoding = rpc.DecodingStub(channel)
+    calls = {
+        "Detach": lambda: decoding.Detach(pb.DetachRequest(attachment_id=HUGE)),
+        "Subscribe by attachment": lambda: next(iter(decoding.Subscribe(pb.SubscribeRequest(attachment_id=HUGE)))),
+        "Calibrate": lambda: next(iter(decoding.Calibrate(pb.CalibrateRequest(
+            attachment_id=HUGE, target_codes=[2], non_target_codes=[1], max_epochs=10)))),
+        "Attach a session": lambda: decoding.Attach(pb.AttachRequest(session_id=HUGE, model_id="fixture-linear")),
+        "Attach a model": lambda: decoding.Attach(pb.AttachRequest(session_id="healthy", model_id=HUGE)),
+        "Attach a version": lambda: decoding.Attach(pb.AttachRequest(session_id="healthy", model_id="fixture-linear", model_version=HUGE)),
+        "ConnectLsl": lambda: decoding.ConnectLsl(pb.ConnectLslRequest(session_id="lsl-huge", data_predicate=HUGE, timeout_s=0.2)),
+    }
+    with pytest.raises(grpc.RpcError) as refused:
+        calls[call]()
+    details = refused.value.details()
+    assert refused.value.code() in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.UNAVAILABLE), details
+    assert len(details) < 300 and "(4000000 bytes)" in details, details[:300]
+    healthy.assert_decoding()
+
+
 def open_all(channel, headers):
     """Opens one Ingest call per header at once, holds them all open, then ends them; returns how
     each ended (OK, or the status code and details)."""

@@ -58,7 +58,9 @@ class Secured:
     """A server with TLS (mutual TLS optional for clients), five token principals and one
     principal named by its client certificate; its JSON log kept for the audit checks."""
 
-    def __init__(self, tmp: Path):
+    def __init__(self, tmp: Path, extra: tuple[str, ...] = (), env: dict[str, str] | None = None):
+        """`extra`: more lines for the config file (whole sections other than [server], [tls]
+        and [auth]); `env`: more MYELIN_* overrides."""
         self.certs = make_certs(tmp / "certs", "lab-pc", "stranger")
         self.tokens = {name: "myelin_" + secrets.token_hex(32) for name in PRINCIPALS}
         lines = [
@@ -70,13 +72,13 @@ class Secured:
         for name, scopes in PRINCIPALS.items():
             lines += ["[[auth.principals]]", f'name = "{name}"', f"scopes = {json.dumps(scopes)}",
                       f'token_hashes = ["{token_hash(self.tokens[name])}"]', f"sessions_of = {json.dumps(SESSIONS_OF.get(name, []))}"]
-        lines += ["[[auth.principals]]", 'name = "lab"', 'scopes = ["decode"]', 'certificate_cn = "lab-pc"']
+        lines += ["[[auth.principals]]", 'name = "lab"', 'scopes = ["decode"]', 'certificate_cn = "lab-pc"', *extra]
         self.config = tmp / "secure.toml"
         self.config.write_text("\n".join(lines) + "\n")
         self.log_path = tmp / "server.log"
         self.log = open(self.log_path, "w")
         self.server = live.Server(myelin_bin(), args=["--config", str(self.config)], stderr=self.log,
-                                  env={"RUST_LOG": "warn"})
+                                  env={"RUST_LOG": "warn", **(env or {})})
         self.grpc, self.http = self.server.grpc, self.server.http
 
     def credentials(self, client: str | None = None, ca: Path | None = None) -> grpc.ChannelCredentials:

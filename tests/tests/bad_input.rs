@@ -415,3 +415,18 @@ async fn a_jump_of_a_trillion_samples_is_a_gap_not_a_hang() {
         "decoding resumed after the gap"
     );
 }
+
+#[test]
+fn a_misspelled_log_format_stops_the_server_at_start_naming_the_key() {
+    let output = std::process::Command::new(myelin_e2e::myelin_bin())
+        .args(["serve"])
+        .env("MYELIN_SERVER__LOG_FORMAT", "jsn")
+        .env("MYELIN_SERVER__GRPC_ADDR", "127.0.0.1:0")
+        .env("MYELIN_SERVER__HTTP_ADDR", "127.0.0.1:0")
+        .current_dir(myelin_e2e::repo_root())
+        .output()
+        .unwrap();
+    assert!(!output.status.success(), "started with log_format = \"jsn\"");
+    let stderr = String::from_utf8_lossy(&output.stderr).to_lowercase();
+    assert!(stderr.contains("log_format") && stderr.contains("jsn") && stderr.contains("pretty"), "{stderr}");
+}

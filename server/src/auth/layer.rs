@@ -8,6 +8,8 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
 use super::gate::{Gate, Peer};
 use super::principal::Principal;
 use crate::config::Scope;
@@ -65,11 +67,18 @@ fn action(path: &str) -> &str {
 #[derive(Clone)]
 pub struct AuthLayer {
     gate: Arc<Gate>,
+    /// Calls in progress on methods that need no credentials (`limits.unauthenticated_calls`).
+    open_calls: OpenCalls,
 }
 
+/// Permits for calls on methods that need no credentials, and how many there are.
+#[derive(Clone)]
+struct OpenCalls(Arc<Semaphore>, usize);
+
 impl AuthLayer {
-    pub fn new(gate: Arc<Gate>) -> Self {
-        Self { gate }
+    /// `open_calls`: how many calls to methods that need no credentials may be in progress.
+    pub fn new(gate: Arc<Gate>, open_calls: usize) -> Self {
+        Self { gate, open_calls: OpenCalls(Arc::new(Semaphore::new(open_calls)), open_calls) }
     }
 }
 
@@ -77,7 +86,7 @@ impl<S> tower::Layer<S> for AuthLayer {
     type Service = Authenticated<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        Authenticated { inner, gate: self.gate.clone() }
+        Authenticated { inner, gate: self.gate.clone(), open_calls: self.open_calls.clone() }
     }
 }
 
@@ -85,15 +94,15 @@ impl<S> tower::Layer<S> for AuthLayer {
 pub struct Authenticated<S> {
     inner: S,
     gate: Arc<Gate>,
+    open_calls: OpenCalls,
 }
 
-impl<S, B, R> tower::Service<http::Request<B>> for Authenticated<S>
+impl<S, B> tower::Service<http::Request<B>> for Authenticated<S>
 where
-    S: tower::Service<http::Request<B>, Response = http::Response<R>> + Clone + Send + 'static,
+    S: tower::Service<http::Request<B>, Response = http::Response<tonic::body::Body>> + Clone + Send + 'static,
     S::Future: Send + 'static,
     S::Error: Send + 'static,
     B: Send + 'static,
-    R: Default + Send + 'static,
 {
     type Response = S::Response;
     type Error = S::Error;
@@ -104,31 +113,73 @@ where
     }
 
     fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
-        match admit(&self.gate, &request) {
-            Ok(principal) => {
+        let admitted = admit(&self.gate, &request).and_then(|(principal, open)| {
+            // An open method's call holds a slot until its response (a Watch stream) ends.
+            let OpenCalls(permits, limit) = &self.open_calls;
+            let slot = open.then(|| permits.clone().try_acquire_owned()).transpose().map_err(|_| {
+                metrics::counter!(crate::metrics::UNAUTHENTICATED_REFUSED).increment(1);
+                tonic::Status::resource_exhausted(format!(
+                    "{limit} calls without credentials are in progress, the most at once (limits.unauthenticated_calls)"
+                ))
+            })?;
+            Ok((principal, slot))
+        });
+        match admitted {
+            Ok((principal, slot)) => {
                 request.extensions_mut().insert(principal);
                 // The clone that was made ready is the one that serves (tower's rule).
                 let clone = self.inner.clone();
                 let mut ready = std::mem::replace(&mut self.inner, clone);
-                Box::pin(ready.call(request))
+                let call = ready.call(request);
+                Box::pin(async move {
+                    let response = call.await?;
+                    Ok(match slot {
+                        Some(slot) => response.map(|body| tonic::body::Body::new(Holding { body, _slot: slot })),
+                        None => response,
+                    })
+                })
             }
             Err(status) => Box::pin(std::future::ready(Ok(status.into_http()))),
         }
     }
 }
 
-fn admit<B>(gate: &Gate, request: &http::Request<B>) -> Result<Principal, tonic::Status> {
+/// A response body that holds a permit until it is done (or dropped).
+struct Holding {
+    body: tonic::body::Body,
+    _slot: OwnedSemaphorePermit,
+}
+
+impl http_body::Body for Holding {
+    type Data = bytes::Bytes;
+    type Error = tonic::Status;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
+/// Who is calling, and whether the method is one that needs no credentials.
+fn admit<B>(gate: &Gate, request: &http::Request<B>) -> Result<(Principal, bool), tonic::Status> {
     let path = request.uri().path();
     let needs = needs(path, gate.config().reflection_open);
     if needs == Needs::Nothing {
-        return Ok(Principal::nobody());
+        return Ok((Principal::nobody(), true));
     }
     let peer = request.extensions().get::<Peer>();
     let principal = gate.authenticate(request.headers(), peer, action(path))?;
     if let Needs::OneOf(scopes) = needs {
         Gate::require(&principal, scopes, action(path), peer)?;
     }
-    Ok(principal)
+    Ok((principal, false))
 }
 
 #[cfg(test)]

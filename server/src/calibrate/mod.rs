@@ -15,9 +15,9 @@ use tonic::Status;
 
 use crate::budget::{MemoryBudget, Slot};
 use crate::card::ModelCard;
-use crate::clock::utc_stamp;
 use crate::decode::ModelRegistry;
 use crate::decode::input::WindowPreprocessor;
+use crate::decode::registry::ClaimError;
 use crate::id::{ID_RULE, is_valid_id, shown};
 use crate::session::{Session, SessionManager};
 use crate::shutdown::Shutdown;
@@ -87,18 +87,10 @@ pub async fn start(
     let attachment = session.attachment(&request.attachment_id).ok_or_else(|| Status::not_found("the attachment's session has ended"))?;
     let model_id = if request.model_id.is_empty() { format!("xdawn-{}", session.id) } else { request.model_id.clone() };
     // A calibrated model must not take the id of one that came from elsewhere (a shipped
-    // decoder): every later Attach by that id would get the calibration instead.
-    // Nor may it add versions to another principal's calibration: later Attaches by that id
-    // would decode with this one.
-    if models.calibrated_by(&model_id).is_some_and(|by| !resources.principal.may_change(&by)) {
-        return Err(crate::auth::audit::not_owner(&resources.principal, "calibrate", &format!("model {}", shown(&model_id))));
-    }
-    if let Some(origin) = models.origin_of(&model_id).filter(|origin| origin != "live") {
-        return Err(Status::invalid_argument(format!(
-            "model_id {} is taken by a loaded model ({origin}); choose another",
-            shown(&model_id)
-        )));
-    }
+    // decoder): every later Attach by that id would get the calibration instead. Nor may it add
+    // versions to another principal's calibration: later Attaches by that id would decode with
+    // this one. Refused here before collecting; decided for good when the fit is registered.
+    models.may_calibrate(&model_id, &resources.principal).map_err(|e| claim_refused(e, &resources.principal))?;
     // The epochs (each a window at the stream rate, then its model input) are counted against
     // the server's buffer memory before any is kept.
     let epoch_bytes = (attachment.preprocessor.stream_values()
@@ -228,14 +220,15 @@ async fn run(
         return Err(crate::shutdown::shutting_down());
     }
 
-    let version = utc_stamp();
+    let claim = models.claim_calibrated(&plan.model_id, principal).map_err(|e| claim_refused(e, principal))?;
+    let version = claim.version.clone();
     let card = artifact::calibrated_card(&base, &plan, &session_id, &version, (targets, others), &decoder, &candidates);
     let artifact = artifact::save(models.calibrations_dir(), card.clone(), &decoder)
         .map_err(|e| Status::internal(format!("saving the fitted decoder failed: {e}")))?;
     let mut card = card;
     card.card_path = artifact.clone();
     let kind = decoder.kind();
-    let model = models.register_native(card, Arc::new(decoder)).map_err(|e| Status::internal(e.to_string()))?;
+    let model = models.register_native(card, Arc::new(decoder), claim).map_err(|e| Status::internal(e.to_string()))?;
     let swapped = plan.swap && session.visit(&plan.attachment_id, move |runtime| runtime.swap_model(model)).await.is_ok();
     tracing::info!(model = %plan.model_id, %version, auc = cv.auc, swapped, "calibration done");
     if swapped {
@@ -261,4 +254,12 @@ async fn run(
     };
     let _ = progress.send(Ok(pb::CalibrateProgress { target_epochs: targets, non_target_epochs: others, result: Some(result) })).await;
     Ok(())
+}
+
+/// A calibration refused its model id: another principal's (audited), or a loaded model's.
+fn claim_refused(error: ClaimError, principal: &crate::auth::Principal) -> Status {
+    match error {
+        ClaimError::NotOwner { id, .. } => crate::auth::audit::not_owner(principal, "calibrate", &format!("model {}", shown(&id))),
+        taken @ ClaimError::Taken { .. } => Status::invalid_argument(taken.to_string()),
+    }
 }

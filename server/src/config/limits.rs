@@ -39,6 +39,10 @@ pub struct LimitsConfig {
     pub sessions_per_principal: usize,
     pub subscribers_per_principal: usize,
     pub calibrations_per_principal: usize,
+    /// Calls in progress at once to methods that need no credentials (health checks and
+    /// watches, reflection when open); beyond it RESOURCE_EXHAUSTED, so that nobody can hold
+    /// thousands of health watches open without a token.
+    pub unauthenticated_calls: usize,
 }
 
 impl Default for LimitsConfig {
@@ -60,6 +64,7 @@ impl Default for LimitsConfig {
             sessions_per_principal: 16,
             subscribers_per_principal: 256,
             calibrations_per_principal: 2,
+            unauthenticated_calls: 256,
         }
     }
 }

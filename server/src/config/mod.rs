@@ -2,7 +2,6 @@
 //! environment overrides `MYELIN_<SECTION>__<KEY>` (e.g. `MYELIN_SERVER__GRPC_ADDR=0.0.0.0:50051`).
 //! Precedence: built-in defaults < file < environment.
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use figment::Figment;
@@ -12,9 +11,11 @@ use serde::{Deserialize, Serialize};
 mod limits;
 mod nats;
 mod security;
+mod server;
 pub use limits::LimitsConfig;
 pub use nats::NatsConfig;
 pub use security::{AuthConfig, PrincipalConfig, Scope, TlsConfig, check_public_binding};
+pub use server::{LogFormat, ServerConfig};
 
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
@@ -78,53 +79,6 @@ pub struct RecordingConfig {
 impl Default for RecordingConfig {
     fn default() -> Self {
         Self { enabled: false, dir: PathBuf::from("recordings"), flush_interval_ms: 250 }
-    }
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ServerConfig {
-    /// gRPC listen address (Ingest, Decoding, health, reflection).
-    pub grpc_addr: SocketAddr,
-    /// HTTP listen address (`/metrics`, `/healthz`).
-    pub http_addr: SocketAddr,
-    /// Largest gRPC message accepted, in bytes; larger ones end the call with RESOURCE_EXHAUSTED.
-    pub max_message_bytes: usize,
-    /// HTTP/2 stream window: how much of a stream's data waits in the server while its session's
-    /// worker is busy (that stream is held back, by flow control, beyond it).
-    pub http2_stream_window_bytes: u32,
-    /// HTTP/2 connection window, shared by every stream of a connection: many stream windows
-    /// wide, so that streams held back never hold back the others on their connection.
-    pub http2_connection_window_bytes: u32,
-    /// Log format: "pretty" or "json".
-    pub log_format: String,
-    /// HTTP/2 keepalive: a ping after this many seconds of silence on a connection, and the
-    /// connection closed (its calls ended) when no answer comes within the timeout, so a peer
-    /// that lost power does not hold its calls open.
-    pub http2_keepalive_interval_s: f64,
-    pub http2_keepalive_timeout_s: f64,
-    /// Seconds from SIGTERM (or Ctrl-C) to exit: calls end with UNAVAILABLE, queued windows are
-    /// decoded, recordings closed, threads joined; what is still running then is cut off.
-    pub shutdown_grace_s: f64,
-    /// Serve a non-loopback address without TLS and authentication (a closed lab network):
-    /// warned about at every start. Otherwise the server refuses to start that way.
-    pub allow_insecure_public: bool,
-}
-
-impl Default for ServerConfig {
-    fn default() -> Self {
-        Self {
-            grpc_addr: "127.0.0.1:50051".parse().expect("valid address"),
-            http_addr: "127.0.0.1:9464".parse().expect("valid address"),
-            max_message_bytes: 4 * 1024 * 1024,
-            http2_stream_window_bytes: 256 * 1024,
-            http2_connection_window_bytes: 16 * 1024 * 1024,
-            log_format: "pretty".into(),
-            http2_keepalive_interval_s: 10.0,
-            http2_keepalive_timeout_s: 20.0,
-            shutdown_grace_s: 10.0,
-            allow_insecure_public: false,
-        }
     }
 }
 
@@ -325,6 +279,9 @@ impl Config {
         for (key, value, most) in [
             ("sessions.worker_queue", self.sessions.worker_queue, 65_536),
             ("publish.subscriber_queue", self.publish.subscriber_queue, 1 << 20),
+            ("server.pending_connections", self.server.pending_connections, 65_536),
+            ("server.pending_connections_per_address", self.server.pending_connections_per_address, 65_536),
+            ("server.http2_max_concurrent_streams", self.server.http2_max_concurrent_streams as usize, 1 << 20),
         ] {
             anyhow::ensure!((1..=most).contains(&value), "{key} must be 1 to {most}, got {value}");
         }
@@ -333,6 +290,10 @@ impl Config {
             ("server.http2_keepalive_interval_s", self.server.http2_keepalive_interval_s),
             ("server.http2_keepalive_timeout_s", self.server.http2_keepalive_timeout_s),
             ("sessions.ingest_idle_timeout_s", self.sessions.ingest_idle_timeout_s),
+            ("server.first_byte_timeout_s", self.server.first_byte_timeout_s),
+            ("server.tls_handshake_timeout_s", self.server.tls_handshake_timeout_s),
+            ("server.http_header_timeout_s", self.server.http_header_timeout_s),
+            ("server.http_idle_timeout_s", self.server.http_idle_timeout_s),
         ] {
             anyhow::ensure!(value > 0.0 && value <= 86_400.0, "{key} must be > 0 and <= 86400 s, got {value}");
         }

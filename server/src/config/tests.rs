@@ -68,3 +68,13 @@ fn the_kubernetes_config_is_valid_and_secure_enough_for_a_pod_address() {
     assert!(!config.server.allow_insecure_public);
     assert!(!config.check_public_binding().expect("TLS and authentication on"));
 }
+
+#[test]
+fn a_misspelled_log_format_is_refused_not_taken_for_pretty() {
+    let load = |text: &str| {
+        Figment::from(Serialized::defaults(Config::default())).merge(Toml::string(text)).extract::<Config>().map_err(|e| e.to_string())
+    };
+    assert_eq!(load("[server]\nlog_format = \"json\"").unwrap().server.log_format, LogFormat::Json);
+    let error = load("[server]\nlog_format = \"jsn\"").unwrap_err();
+    assert!(error.contains("jsn") && error.contains("pretty") && error.contains("json"), "{error}");
+}

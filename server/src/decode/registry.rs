@@ -1,7 +1,7 @@
 //! Every model the server knows: the cards and models loaded from the model directories at
 //! start (a bad card does not stop the others), plus decoders fitted while running.
 
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use super::backend::{Backend, OnnxBackend, XdawnBackend};
 use super::cost::{self, CostModel};
@@ -10,9 +10,11 @@ use super::native::{NativeDecoder, NativeKind};
 use super::onnx;
 use super::schedule::{ModelQueue, QueueSettings};
 use super::worker;
+use crate::auth::Principal;
 use crate::card::{self, ModelCard};
+use crate::clock::utc_stamp;
 use crate::config::ModelsConfig;
-use crate::id::version_order;
+use crate::id::{shown, version_order};
 
 #[derive(Clone)]
 pub enum ModelEntry {
@@ -39,6 +41,8 @@ impl ModelEntry {
 /// fitted while running (live calibration).
 pub struct ModelRegistry {
     entries: RwLock<Vec<ModelEntry>>,
+    /// Calibrated versions claimed and not yet registered: (id, version, owner).
+    claims: Mutex<Vec<(String, String, String)>>,
     config: ModelsConfig,
     env: ort::environment::Environment,
 }
@@ -57,7 +61,7 @@ impl ModelRegistry {
     pub fn load(config: &ModelsConfig) -> anyhow::Result<Self> {
         let env = onnx::init_runtime(&config.onnxruntime_library, &config.execution_providers)?;
         let cards = card::model_cards(config)?;
-        let registry = Self { entries: RwLock::new(Vec::new()), config: config.clone(), env };
+        let registry = Self { entries: RwLock::new(Vec::new()), claims: Mutex::default(), config: config.clone(), env };
         for path in cards {
             let entry = registry.load_card(&path);
             registry.entries.write().unwrap_or_else(PoisonError::into_inner).push(entry);
@@ -141,11 +145,40 @@ impl ModelRegistry {
         }
     }
 
-    /// Adds a model fitted while running (it becomes attachable by id at once).
-    pub fn register_native(&self, card: ModelCard, decoder: Arc<NativeDecoder>) -> anyhow::Result<Arc<LoadedModel>> {
+    /// Claims a new version of the calibrated model `id` for `owner`, to be registered with
+    /// [`Self::register_native`]. Who may add versions to an id, and which version it gets, is
+    /// decided here, atomically: an id another principal calibrated (its newest version's
+    /// owner) or is calibrating right now is refused, as is the id of a model that came from
+    /// elsewhere; versions are UTC stamps, made unique (a suffix -2, -3... for fits in the same
+    /// millisecond).
+    pub fn claim_calibrated(&self, id: &str, owner: &Principal) -> Result<Claim<'_>, ClaimError> {
+        let entries = self.entries.read().unwrap_or_else(PoisonError::into_inner);
+        let mut claims = self.claims.lock().unwrap_or_else(PoisonError::into_inner);
+        check_claim(&entries, &claims, id, owner)?;
+        let taken =
+            |v: &str| entries.iter().any(|e| e.id_version() == (id, v)) || claims.iter().any(|(i, version, _)| i == id && version == v);
+        let stamp = utc_stamp();
+        let version = std::iter::once(stamp.clone())
+            .chain((2..).map(|n| format!("{stamp}-{n}")))
+            .find(|v| !taken(v))
+            .expect("an unused suffix exists");
+        claims.push((id.to_string(), version.clone(), owner.name().to_string()));
+        Ok(Claim { registry: self, id: id.to_string(), version })
+    }
+
+    /// Whether `owner` may calibrate `id` now (checked again, atomically, by the claim).
+    pub fn may_calibrate(&self, id: &str, owner: &Principal) -> Result<(), ClaimError> {
+        let entries = self.entries.read().unwrap_or_else(PoisonError::into_inner);
+        check_claim(&entries, &self.claims.lock().unwrap_or_else(PoisonError::into_inner), id, owner)
+    }
+
+    /// Adds a model fitted while running under its `claim` (it becomes attachable by id at once).
+    pub fn register_native(&self, card: ModelCard, decoder: Arc<NativeDecoder>, claim: Claim<'_>) -> anyhow::Result<Arc<LoadedModel>> {
+        anyhow::ensure!(card.id == claim.id && card.version == claim.version, "model {}: registered under another claim", card.id);
         check_native(&card, &decoder)?;
         let model = self.start_native(card, decoder);
         self.entries.write().unwrap_or_else(PoisonError::into_inner).push(ModelEntry::Ready(model.clone()));
+        drop(claim);
         Ok(model)
     }
 
@@ -165,30 +198,6 @@ impl ModelRegistry {
         if left > 0 {
             tracing::warn!(threads = left, "inference threads still running at the shutdown deadline");
         }
-    }
-
-    /// Where the models of `id` came from (their cards' `provenance.data_kind`: real, proxy,
-    /// synthetic, fixture, live), if any is loaded.
-    pub fn origin_of(&self, id: &str) -> Option<String> {
-        self.entries.read().unwrap_or_else(PoisonError::into_inner).iter().find(|e| e.id_version().0 == id).map(|e| match e {
-            ModelEntry::Ready(model) => model.card.provenance.data_kind.clone(),
-            ModelEntry::Failed { card, .. } => {
-                card.as_ref().map_or_else(|| "a card that failed to load".into(), |c| c.provenance.data_kind.clone())
-            }
-        })
-    }
-
-    /// Who calibrated the live model `id` (its newest version's card says), if it is one.
-    pub fn calibrated_by(&self, id: &str) -> Option<String> {
-        let entries = self.entries.read().unwrap_or_else(PoisonError::into_inner);
-        entries.iter().filter(|e| e.id_version().0 == id).find_map(|e| {
-            let card = match e {
-                ModelEntry::Ready(model) => &model.card,
-                ModelEntry::Failed { card, .. } => card.as_deref()?,
-            };
-            let provenance = &card.provenance;
-            (provenance.data_kind == "live" && !provenance.calibrated_by.is_empty()).then(|| provenance.calibrated_by.clone())
-        })
     }
 
     pub fn entries(&self) -> Vec<ModelEntry> {
@@ -277,3 +286,60 @@ fn check_native(card: &ModelCard, decoder: &NativeDecoder) -> anyhow::Result<()>
     anyhow::ensure!(card.labels.len() == 2, "model {}: card field `labels`: an xDAWN decoder has two classes", card.id);
     Ok(())
 }
+
+/// Why a calibration may not add a version to a model id.
+#[derive(Debug, thiserror::Error)]
+pub enum ClaimError {
+    #[error("model {} was calibrated by principal {owner:?}", shown(id))]
+    NotOwner { id: String, owner: String },
+    #[error("model_id {} is taken by a loaded model ({origin}); choose another", shown(id))]
+    Taken { id: String, origin: String },
+}
+
+/// A version of a calibrated model claimed and not yet registered; dropping it frees it.
+pub struct Claim<'a> {
+    registry: &'a ModelRegistry,
+    id: String,
+    pub version: String,
+}
+
+impl Drop for Claim<'_> {
+    fn drop(&mut self) {
+        let mut claims = self.registry.claims.lock().unwrap_or_else(PoisonError::into_inner);
+        claims.retain(|(id, version, _)| !(id == &self.id && version == &self.version));
+    }
+}
+
+/// `owner` may add a version to `id`: no model from elsewhere has that id, and the newest
+/// calibrated version (or a claim in flight) is its own, or it is an admin.
+fn check_claim(entries: &[ModelEntry], claims: &[(String, String, String)], id: &str, owner: &Principal) -> Result<(), ClaimError> {
+    let card = |e: &ModelEntry| match e {
+        ModelEntry::Ready(model) => Some(model.card.clone()),
+        ModelEntry::Failed { card, .. } => card.as_deref().cloned(),
+    };
+    let mut newest: Option<(String, String)> = None;
+    for entry in entries.iter().filter(|e| e.id_version().0 == id) {
+        let Some(card) = card(entry) else {
+            return Err(ClaimError::Taken { id: id.into(), origin: "a card that failed to load".into() });
+        };
+        let provenance = &card.provenance;
+        if provenance.data_kind != "live" {
+            return Err(ClaimError::Taken { id: id.into(), origin: provenance.data_kind.clone() });
+        }
+        if newest.as_ref().is_none_or(|(version, _)| version_order(version, &card.version).is_lt()) {
+            newest = Some((card.version.clone(), provenance.calibrated_by.clone()));
+        }
+    }
+    let claimed = claims.iter().filter(|(i, ..)| i == id).map(|(_, _, by)| by);
+    let owners = newest.iter().map(|(_, by)| by).filter(|by| !by.is_empty()).chain(claimed);
+    for by in owners {
+        if !owner.may_change(by) {
+            return Err(ClaimError::NotOwner { id: id.into(), owner: by.clone() });
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+#[path = "registry_tests.rs"]
+mod tests;

@@ -4,6 +4,7 @@
 //! send headers), and so does `/metrics` when `auth.metrics_open = false`.
 
 pub mod dashboard;
+pub mod serve;
 
 use std::sync::Arc;
 

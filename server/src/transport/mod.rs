@@ -2,9 +2,10 @@
 //! what each connection tells the gate about its peer.
 
 mod accept;
+mod idle;
 mod reload;
 mod tls;
 
-pub use accept::{Accepted, AcceptedListener, accept};
+pub use accept::{AcceptSettings, Accepted, accept};
 pub use reload::reload_on_signal;
 pub use tls::{Port, TlsSettings};
