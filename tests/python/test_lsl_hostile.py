@@ -197,7 +197,22 @@ def test_a_two_second_nan_burst_from_lead_off_is_refused_and_decoding_resumes(do
     assert (warning.sample_index, warning.count) == (768, 256)
     _, metrics = http_get(server, "/metrics")
     assert re.search(r'myelin_chunks_rejected_total\{reason="non_finite",door="lsl"\} [1-9]', metrics), metrics
+    # The dashboard shows it on the session.
+    shown = next(s for s in dashboard_update(server)["sessions"] if s["id"] == tag)
+    assert ("non_finite_refused", 256) in [(w["kind"], w["count"]) for w in shown["warnings"]], shown["warnings"]
     healthy.assert_decoding()
+
+
+def dashboard_update(server) -> dict:
+    """The dashboard's first update, from its event stream."""
+    import json
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://{server.http}/events", timeout=10) as events:
+        for line in events:
+            if line.startswith(b"data:"):
+                return json.loads(line[5:])
+    raise AssertionError("no update")
 
 
 def test_infinities_are_refused_like_nan(door):

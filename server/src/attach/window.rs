@@ -169,7 +169,10 @@ pub fn design_report(card: &ModelCard, stream_rate: f64) -> Result<serde_json::V
             "history": p.history(), "lookahead": resampling.reach(t) - resampling.span(t),
         }),
     };
-    Ok(
-        serde_json::json!({ "model": card.id, "stream_rate_hz": stream_rate, "model_rate_hz": card.sample_rate_hz, "sos": sos, "resample": resample }),
-    )
+    // How long after a refused span or a filter reset windows are not decoded.
+    let settling = crate::dsp::sos::SosFilter::new(&sos, 1).settling_samples(stream_rate);
+    Ok(serde_json::json!({
+        "model": card.id, "stream_rate_hz": stream_rate, "model_rate_hz": card.sample_rate_hz, "sos": sos, "resample": resample,
+        "settling_samples": settling, "settling_s": settling as f64 / stream_rate,
+    }))
 }

@@ -37,8 +37,8 @@ impl SosFilter {
     }
 
     /// Filters one sample of every channel in place (`frame.len() == n_channels`). False when
-    /// the state (or an output) stopped being finite: the filter is then reset to rest, every
-    /// channel of it, and the frame set to 0.
+    /// an output is not finite (its state stopped being finite): the filter is then reset to
+    /// rest, every channel of it, and the frame set to 0.
     #[inline]
     #[must_use]
     pub fn process_frame(&mut self, frame: &mut [f32]) -> bool {
@@ -58,8 +58,10 @@ impl SosFilter {
                 x = y;
             }
             *value = x as f32;
-            // The state feeds the next outputs; the output as f32 may overflow where the f64 did not.
-            finite &= value.is_finite() && states.iter().all(|z| (z[0] + z[1]).is_finite());
+            // A state that is not finite reaches the output within two samples (each section's
+            // states feed its next outputs), so the output (as f32, which may overflow where
+            // the f64 did not) is all that needs checking: nothing non-finite leaves the filter.
+            finite &= value.is_finite();
         }
         finite || self.reset(frame)
     }
@@ -72,11 +74,12 @@ impl SosFilter {
         false
     }
 
-    /// Samples after a disturbance until what the filter still carries of it is a millionth
-    /// (-120 dB) of it, at most [`MAX_SETTLING_S`] at `rate`: how long a reset or a refused span
+    /// Samples after a disturbance until what the filter still carries of it is a ten-thousandth
+    /// (-80 dB) of it, at most [`MAX_SETTLING_S`] at `rate`: how long a reset or a refused span
     /// keeps windows from being decoded. A filter restarted from rest differs from one that
-    /// never stopped by its zero-input response, which decays as its slowest pole, |p|^n (so a
-    /// 1 mV electrode offset is under 1 nV off by then). 0 for the identity filter.
+    /// never stopped by its zero-input response, which decays as its slowest pole, |p|^n (so the
+    /// step of a 1 mV electrode offset is about 0.1 uV off by then, under a percent of an
+    /// evoked potential). 0 for the identity filter.
     pub fn settling_samples(&self, rate: f64) -> u64 {
         if self.sections.is_empty() {
             return 0;
@@ -104,7 +107,7 @@ impl SosFilter {
         if slowest == 0.0 {
             return delays.min(most);
         }
-        let decay = (1e-6f64.ln() / slowest.ln()).ceil() as u64;
+        let decay = (1e-4f64.ln() / slowest.ln()).ceil() as u64;
         (decay + delays).min(most)
     }
 }
@@ -194,6 +197,6 @@ mod tests {
             i += 1;
         }
         assert!(worst_before > 10.0, "just after a reset the output is off (the offset's step response), got {worst_before}");
-        assert!(worst_after < 0.01, "after settling within 0.01 uV of the unbroken filter (800 uV offset), got {worst_after}");
+        assert!(worst_after < 0.5, "after settling within 0.5 uV of the unbroken filter (800 uV offset), got {worst_after}");
     }
 }

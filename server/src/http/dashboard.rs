@@ -147,6 +147,13 @@ impl Reader {
             "samples_received": info.samples_received,
             "markers_received": info.markers_received,
             "gap_samples": info.gap_samples,
+            "warnings": info.warnings.iter().map(|w| json!({
+                "kind": pb::IngestWarningKind::try_from(w.kind).map_or("unknown", |k| k.as_str_name()).trim_start_matches("INGEST_WARNING_KIND_").to_ascii_lowercase(),
+                "message": w.message,
+                "count": w.count,
+                "sample_index": w.sample_index,
+            })).collect::<Vec<_>>(),
+            "source_error": info.source_error,
             "clock_offset_s": session.clock_offset(),
             "attachments": attachments,
             "signal": { "channels": channels, "t": shown.times, "values": shown.values },

@@ -144,14 +144,14 @@ pub fn dispatch(from: CutFrom<'_>, scratch: &mut WindowScratch, cut: Cut, stream
 /// reads (or follows within the filter's `settle` samples) non-finite samples the door replaced,
 /// or a reset of the attachment's filter.
 fn unsettled(first: u64, last: u64, (from, to): (u64, u64), replaced: &Spans, resets: &Spans, settle: u64) -> Option<String> {
-    let window = format!("window [{first}, {}] (reading [{from}, {to}))", last + 1);
-    let refused = |what: &str, (a, b): (u64, u64)| {
-        format!("{window} reads {what} [{a}, {b}), or follows them within its filters' settling time ({settle} samples)")
+    let (what, (a, b)) = match replaced.touching(from, to, settle) {
+        Some(span) => ("samples whose non-finite values were not taken", span),
+        None => ("a reset of its filter (its state had become non-finite) at samples", resets.touching(from, to, settle)?),
     };
-    if let Some(span) = replaced.touching(from, to, settle) {
-        return Some(refused("samples whose non-finite values were not taken", span));
-    }
-    resets.touching(from, to, settle).map(|span| refused("a reset of its filter (its state had become non-finite) at samples", span))
+    Some(format!(
+        "window [{first}, {}] (reading [{from}, {to})) reads {what} [{a}, {b}), or follows them within its filters' settling time ({settle} samples)",
+        last + 1
+    ))
 }
 
 /// Copies what the window starting at stream sample `first` reads out of `filtered`: with integer
