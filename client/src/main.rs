@@ -79,14 +79,21 @@ async fn main() -> anyhow::Result<()> {
         Command::Sessions => {
             for s in client.list_sessions().await? {
                 println!(
-                    "{} live={} samples={} markers={} gaps={} attachments={}",
+                    "{} live={} samples={} markers={} gaps={} warnings={} attachments={}",
                     s.session_id,
                     s.live,
                     s.samples_received,
                     s.markers_received,
                     s.gap_samples,
+                    s.warnings.iter().map(|w| w.count).sum::<u64>(),
                     s.attachments.iter().map(|a| format!("{}:{}", a.attachment_id, a.model_id)).collect::<Vec<_>>().join(",")
                 );
+                for warning in &s.warnings {
+                    println!("  warning x{}: {}", warning.count, warning.message);
+                }
+                if !s.source_error.is_empty() {
+                    println!("  source stopped: {}", s.source_error);
+                }
             }
         }
         Command::Stream { csv, session, model, speed, chunk, markers, hop, budget_ms } => {

@@ -263,7 +263,8 @@ def test_slow_headers_on_the_tls_http_port_are_closed_within_the_header_timeout(
 
 
 def test_slow_headers_and_idle_connections_on_the_plain_http_port_are_closed(myelin_bin):
-    server = live.Server(myelin_bin, env={"MYELIN_SERVER__HTTP_HEADER_TIMEOUT_S": str(HEADER_TIMEOUT_S)})
+    server = live.Server(myelin_bin, env={"MYELIN_SERVER__HTTP_HEADER_TIMEOUT_S": str(HEADER_TIMEOUT_S),
+                                          "MYELIN_SERVER__HTTP_IDLE_TIMEOUT_S": "2"})
     try:
         host, port = server.http.rsplit(":", 1)
         slow = []
@@ -285,6 +286,17 @@ def test_slow_headers_and_idle_connections_on_the_plain_http_port_are_closed(mye
             s.close()
         elapsed = time.monotonic() - started
         assert still_open == 0, f"{still_open} of 71 connections still open after {elapsed:.1f} s"
+        # HTTP/2 without TLS (prior knowledge): past its preface and settings, a silent connection
+        # is closed by the idle timeout (2 s here); hyper's header timeout is HTTP/1's only.
+        h2 = socket.create_connection((host, int(port)))
+        h2.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+        took = closed_within(h2, 6.0)
+        assert took is not None and took <= 3.5, took
+        # ...while a stream the server keeps writing to (the dashboard's events) stays open past it.
+        with urllib.request.urlopen(f"http://{server.http}/events", timeout=10) as events:
+            started = time.monotonic()
+            while time.monotonic() - started < 4.0:
+                assert events.readline(), "the event stream ended"
         with urllib.request.urlopen(f"http://{server.http}/healthz", timeout=5) as response:
             assert response.status == 200
     finally:

@@ -17,6 +17,27 @@ fn timestamps(first: usize, n: usize) -> Vec<f64> {
     (first..first + n).map(|i| 1.0 + i as f64 / 128.0).collect()
 }
 
+/// Opens session `session` and attaches `model` on sliding windows every `hop_s`; returns the
+/// ingest stream and the attachment's predictions.
+async fn sliding_attachment(
+    client: &myelin_client::Client,
+    session: &str,
+    model: &str,
+    hop_s: f64,
+) -> (myelin_client::IngestStream, tonic::Streaming<pb::Prediction>) {
+    let ingest = client.open_ingest(stream_header(session, &channels(), 128.0)).await.unwrap();
+    let request = pb::AttachRequest {
+        session_id: session.into(),
+        model_id: model.into(),
+        window: Some(sliding(hop_s)),
+        latency_budget_ms: 2000,
+        ..Default::default()
+    };
+    let attached = client.attach_when_ready(request).await.unwrap();
+    let predictions = client.subscribe(session, &attached.attachment_id).await.unwrap();
+    (ingest, predictions)
+}
+
 fn finite(p: &pb::Prediction) -> bool {
     let result = match &p.result {
         Some(pb::prediction::Result::Classification(c)) => c.probabilities.iter().chain(&c.top_probabilities).all(|v| v.is_finite()),
@@ -30,18 +51,7 @@ fn finite(p: &pb::Prediction) -> bool {
 async fn a_model_output_that_is_not_finite_is_published_error_never_ok() {
     let server = TestServer::start(&[FIXTURES]).await;
     let client = server.client().await;
-    let mut ingest = client.open_ingest(stream_header("nan-out", &channels(), 128.0)).await.unwrap();
-    let attached = client
-        .attach_when_ready(pb::AttachRequest {
-            session_id: "nan-out".into(),
-            model_id: "fixture-nan".into(),
-            window: Some(sliding(0.5)),
-            latency_budget_ms: 2000,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    let mut predictions = client.subscribe("nan-out", &attached.attachment_id).await.unwrap();
+    let (mut ingest, mut predictions) = sliding_attachment(&client, "nan-out", "fixture-nan", 0.5).await;
     // 2 s of +1, 2 s of -1 (the model's output is sqrt(mean): NaN), 2 s of +1, then 2 s of a
     // finite value whose sum overflows float32 inside the model (its output is +inf).
     let segments = [1.0f32, -1.0, 1.0, 3.0e38];
@@ -81,18 +91,7 @@ async fn a_model_output_that_is_not_finite_is_published_error_never_ok() {
 async fn zero_filled_samples_and_the_filters_settling_after_them_are_not_decoded() {
     let server = TestServer::start(&[FIXTURES, ("MYELIN_SESSIONS__NON_FINITE_POLICY", "zero_fill")]).await;
     let client = server.client().await;
-    let mut ingest = client.open_ingest(stream_header("burst", &channels(), 128.0)).await.unwrap();
-    let attached = client
-        .attach_when_ready(pb::AttachRequest {
-            session_id: "burst".into(),
-            model_id: "fixture-linear".into(),
-            window: Some(sliding(0.25)),
-            latency_budget_ms: 2000,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    let mut predictions = client.subscribe("burst", &attached.attachment_id).await.unwrap();
+    let (mut ingest, mut predictions) = sliding_attachment(&client, "burst", "fixture-linear", 0.25).await;
     // 20 s of a 10 Hz wave on a 500 uV offset, with a 2 s burst of NaN (lead-off) on one channel
     // from 6 s and a lone +inf at 14 s.
     let n = 128 * 20;

@@ -223,12 +223,20 @@ async fn run(
     let claim = models.claim_calibrated(&plan.model_id, principal).map_err(|e| claim_refused(e, principal))?;
     let version = claim.version.clone();
     let card = artifact::calibrated_card(&base, &plan, &session_id, &version, (targets, others), &decoder, &candidates);
-    let artifact = artifact::save(models.calibrations_dir(), card.clone(), &decoder)
+    let decoder = Arc::new(decoder);
+    // Disk work, off the async threads.
+    let saving = {
+        let (dir, card, decoder) = (models.calibrations_dir().to_path_buf(), card.clone(), decoder.clone());
+        tokio::task::spawn_blocking(move || artifact::save(&dir, card, &decoder))
+    };
+    let artifact = saving
+        .await
+        .map_err(|e| Status::internal(format!("saving the fitted decoder failed: {e}")))?
         .map_err(|e| Status::internal(format!("saving the fitted decoder failed: {e}")))?;
     let mut card = card;
     card.card_path = artifact.clone();
     let kind = decoder.kind();
-    let model = models.register_native(card, Arc::new(decoder), claim).map_err(|e| Status::internal(e.to_string()))?;
+    let model = models.register_native(card, decoder, claim).map_err(|e| Status::internal(e.to_string()))?;
     let swapped = plan.swap && session.visit(&plan.attachment_id, move |runtime| runtime.swap_model(model)).await.is_ok();
     tracing::info!(model = %plan.model_id, %version, auc = cv.auc, swapped, "calibration done");
     if swapped {

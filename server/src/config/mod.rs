@@ -74,11 +74,15 @@ pub struct RecordingConfig {
     pub dir: PathBuf,
     /// Longest time data waits in memory before it is written and flushed (a crash loses at most this).
     pub flush_interval_ms: u64,
+    /// Events (a chunk of samples, a marker message, a prediction) a recording holds in memory
+    /// while its disk is slow; beyond it they are dropped, counted and warned about (once per
+    /// 10 s), and the session carries on.
+    pub queue_events: usize,
 }
 
 impl Default for RecordingConfig {
     fn default() -> Self {
-        Self { enabled: false, dir: PathBuf::from("recordings"), flush_interval_ms: 250 }
+        Self { enabled: false, dir: PathBuf::from("recordings"), flush_interval_ms: 250, queue_events: 65_536 }
     }
 }
 
@@ -279,6 +283,7 @@ impl Config {
         for (key, value, most) in [
             ("sessions.worker_queue", self.sessions.worker_queue, 65_536),
             ("publish.subscriber_queue", self.publish.subscriber_queue, 1 << 20),
+            ("recording.queue_events", self.recording.queue_events, 1 << 24),
             ("server.pending_connections", self.server.pending_connections, 65_536),
             ("server.pending_connections_per_address", self.server.pending_connections_per_address, 65_536),
             ("server.http2_max_concurrent_streams", self.server.http2_max_concurrent_streams as usize, 1 << 20),

@@ -64,7 +64,7 @@ impl Drop for LiveGuard {
 async fn run(
     inbound: Streaming<pb::IngestRequest>,
     replies: &mpsc::Sender<Result<pb::IngestReply, Status>>,
-    sessions: &SessionManager,
+    sessions: &Arc<SessionManager>,
     principal: &Principal,
     shutdown: Shutdown,
 ) -> Result<(), Status> {
@@ -99,7 +99,7 @@ impl From<SessionError> for Ended {
 async fn serve_call(
     mut inbound: Streaming<pb::IngestRequest>,
     replies: &mpsc::Sender<Result<pb::IngestReply, Status>>,
-    sessions: &SessionManager,
+    sessions: &Arc<SessionManager>,
     principal: &Principal,
     mut shutdown: Shutdown,
 ) -> Result<(), Ended> {
@@ -120,7 +120,13 @@ async fn serve_call(
     validate_header(&header, limits)?;
     let (n_channels, rate) = (header.channels.len(), header.nominal_rate_hz);
     let resource = format!("session {:?}", header.session_id);
-    let opened = sessions.open(header, Source::Grpc, principal);
+    // Opening creates the session's recording file: disk work, never on an async thread (a
+    // stalled disk would hold the runtime's worker, and whatever else waits on it).
+    let opening = {
+        let (sessions, principal) = (sessions.clone(), principal.clone());
+        tokio::task::spawn_blocking(move || sessions.open(header, Source::Grpc, &principal))
+    };
+    let opened = opening.await.unwrap_or_else(|e| Err(SessionError::Unavailable(format!("opening the session failed: {e}"))));
     if !matches!(opened, Err(SessionError::Refused(_))) {
         audit::record(principal, Source::Grpc.open_action(), &resource, &opened.as_ref().map_err(|e| Status::from(e.clone())));
     }

@@ -63,9 +63,16 @@ impl RecordingFile {
 
     /// Starts the writer thread and records the predictions of `route` from now on. A write error
     /// that stops the recording is set in `failure`. No disk work here.
-    pub fn start(self, flush_interval: Duration, route: &SessionRoute, failure: Arc<OnceLock<String>>) -> std::io::Result<Recorder> {
+    /// `queue`: events it holds while the disk is slow (`recording.queue_events`).
+    pub fn start(
+        self,
+        flush_interval: Duration,
+        queue: usize,
+        route: &SessionRoute,
+        failure: Arc<OnceLock<String>>,
+    ) -> std::io::Result<Recorder> {
         let Self { file, path, session_id } = self;
-        let (sender, receiver) = crossbeam_channel::bounded(65_536);
+        let (sender, receiver) = crossbeam_channel::bounded(queue);
         let (writer_path, failed) = (path.clone(), failure.clone());
         let name = format!("record-{session_id}");
         let writer = std::thread::Builder::new().name(name).spawn(move || {
@@ -104,32 +111,22 @@ fn stream_headers(out: &mut Vec<u8>, header: &pb::StreamHeader, source: &str) {
             desc: format!("<myelin><session>{}</session><source>{source}</source></myelin>", header.session_id),
         },
     );
-    let one = |label: &str| vec![(label.to_string(), String::new(), "Markers".to_string())];
-    xdf::stream_header(
-        out,
-        MARKER_STREAM,
-        &xdf::StreamSpec {
-            name: &format!("{}/markers", header.session_id),
-            kind: "Markers",
-            channels: &one("code"),
-            rate: 0.0,
-            string_format: true,
-            source_id: &format!("{}/markers", header.session_id),
-            desc: String::new(),
-        },
-    );
-    xdf::stream_header(
+    // The session's one-channel string streams: its markers and its sources' clock offsets.
+    let strings = |out: &mut Vec<u8>, id: u32, suffix: &str, kind: &str, label: &str, desc: &str| {
+        let name = format!("{}/{suffix}", header.session_id);
+        let channels = [(label.to_string(), String::new(), "Markers".to_string())];
+        let spec =
+            xdf::StreamSpec { name: &name, kind, channels: &channels, rate: 0.0, string_format: true, source_id: &name, desc: desc.into() };
+        xdf::stream_header(out, id, &spec);
+    };
+    strings(out, MARKER_STREAM, "markers", "Markers", "code", "");
+    strings(
         out,
         CLOCK_STREAM,
-        &xdf::StreamSpec {
-            name: &format!("{}/clock-offsets", header.session_id),
-            kind: "ClockOffsets",
-            channels: &one("offset"),
-            rate: 0.0,
-            string_format: true,
-            source_id: &format!("{}/clock-offsets", header.session_id),
-            desc: "<note>LSL clock offsets measured for this session's sources (JSON); the data timestamps are already corrected onto the recording machine's LSL clock</note>".into(),
-        },
+        "clock-offsets",
+        "ClockOffsets",
+        "offset",
+        "<note>LSL clock offsets measured for this session's sources (JSON); the data timestamps are already corrected onto the recording machine's LSL clock</note>",
     );
 }
 

@@ -144,7 +144,7 @@ impl SessionManager {
         ((self.config.ring_buffer_seconds * header.nominal_rate_hz).ceil() as usize).max(1)
     }
 
-    /// Reserves the session's memory, starts its recorder and worker, and registers it.
+    /// Starts the session's recorder and worker and registers it (its memory already reserved).
     fn start(
         &self,
         sessions: &mut HashMap<String, Arc<Session>>,
@@ -160,7 +160,7 @@ impl SessionManager {
         let recorder = match file {
             Some(file) => {
                 let flush = Duration::from_millis(self.recording.flush_interval_ms.max(10));
-                let started = file.start(flush, &route, recording_error.clone());
+                let started = file.start(flush, self.recording.queue_events, &route, recording_error.clone());
                 Some(started.map_err(|e| SessionError::Unavailable(format!("starting the recording's writer thread: {e}")))?)
             }
             None => None,

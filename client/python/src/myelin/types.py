@@ -218,6 +218,11 @@ class SessionInfo:
     recording_path: str
     #: Why the recording stopped early (a full disk), else "".
     recording_error: str
+    #: Every ingest warning since the session opened, one per kind: its first message and how
+    #: many there were (for an LSL source, what nobody could be told: refused NaN samples...).
+    warnings: List[str]
+    #: Why the session's source stopped on an error (an LSL inlet), else "".
+    source_error: str
 
     @classmethod
     def from_wire(cls, s: pb.SessionInfo) -> "SessionInfo":
@@ -235,6 +240,8 @@ class SessionInfo:
             attachments=[AttachmentInfo(a.attachment_id, a.model_id, a.model_version, a.latency_budget_ms * 1e-3, a.predictions) for a in s.attachments],
             recording_path=s.recording_path,
             recording_error=s.recording_error,
+            warnings=[f"{w.message} (x{w.count})" for w in s.warnings],
+            source_error=s.source_error,
         )
 
 

@@ -58,11 +58,17 @@ pub fn build_and_save(gallery_path: &Path, threads: usize, progress: &(dyn Fn(us
     let started = Instant::now();
     let added = AtomicUsize::new(0);
     let total = gallery.len();
+    // Where the build starts, before any builder thread runs (a reporter thread scheduled late
+    // on a busy machine would say it started part-way).
+    progress(0, total);
     std::thread::scope(|scope| {
         let reporter = scope.spawn(|| {
-            while added.load(Ordering::Relaxed) < total {
-                progress(added.load(Ordering::Relaxed), total);
+            loop {
                 std::thread::park_timeout(Duration::from_millis(500));
+                if added.load(Ordering::Relaxed) >= total {
+                    break;
+                }
+                progress(added.load(Ordering::Relaxed), total);
             }
         });
         let built = gallery.build_hnsw_counting(threads, &added);

@@ -319,6 +319,26 @@ fn parse_marker(text: &str) -> (i32, String) {
 #[cfg(test)]
 mod tests {
     #[test]
+    fn timestamps_go_onto_this_clock_never_back_and_never_non_finite() {
+        use super::{Warnings, correct_timestamps};
+        let mut warnings = Warnings::default();
+        // A smaller offset than last time (jitter) would take the first one back: held at the last.
+        let mut stamps = [10.0, 10.01, f64::NAN, 10.03];
+        correct_timestamps(&mut stamps, -0.005, Some(10.0), 100.0, || unreachable!(), &mut warnings, 7);
+        let near = |a: f64, b: f64| (a - b).abs() < 1e-12;
+        assert_eq!(stamps[0], 10.0, "held at the last one");
+        assert!(near(stamps[1], 10.005));
+        assert!(near(stamps[2], 10.015), "the one before it plus a sample period: {stamps:?}");
+        assert!(near(stamps[3], 10.025));
+        let list = warnings.into_vec();
+        assert_eq!((list.len(), list[0].sample_index, list[0].count), (1, 7, 1));
+        // The very first timestamp of a stream, if not finite, is this machine's clock now.
+        let mut first = [f64::INFINITY, 5.0];
+        correct_timestamps(&mut first, 0.0, None, 100.0, || 4.5, &mut Warnings::default(), 0);
+        assert_eq!(first, [4.5, 5.0]);
+    }
+
+    #[test]
     fn markers_parse_as_codes_or_labels() {
         assert_eq!(super::parse_marker("2"), (2, String::new()));
         assert_eq!(super::parse_marker(" 1.0 "), (1, String::new()));
