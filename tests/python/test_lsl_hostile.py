@@ -290,6 +290,36 @@ def test_a_stream_whose_rate_is_nan_cannot_be_described_and_is_refused(door):
     healthy.assert_decoding()
 
 
+def test_absurd_timestamps_from_an_outlet_are_not_a_gap_of_10_to_the_300_samples(door):
+    """An outlet that stamps one chunk 1e300 s (and one NaN): the inlet thread survives, takes it
+    for a clock jump (not a gap it would have to skip), and the stream goes on."""
+    server, channel, healthy = door
+    tag = f"clock-{uuid.uuid4().hex[:6]}"
+    outlet = make_outlet(f"eeg-{tag}", "EEG", 4, RATE, pylsl.cf_float32, f"eeg-{tag}", QUIET)
+    connect(channel, tag, f"eeg-{tag}")
+    time.sleep(0.5)
+    t0 = pylsl.local_clock()
+    data = signal(RATE * 3)
+    stamps = list(t0 + np.arange(len(data)) / RATE)
+    stamps[128], stamps[256] = 1e300, float("nan")
+    for begin in range(0, len(data), 32):
+        outlet.push_chunk(data[begin:begin + 32].tolist(), stamps[begin:begin + 32])
+        time.sleep(0.05)
+    decoding = rpc.DecodingStub(channel)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        info = next(s for s in decoding.ListSessions(pb.ListSessionsRequest()).sessions if s.session_id == tag)
+        if info.samples_received >= len(data):
+            break
+        time.sleep(0.1)
+    assert info.samples_received == len(data) and info.gap_samples == 0, info
+    kinds = {w.kind for w in info.warnings}
+    assert pb.INGEST_WARNING_KIND_CLOCK_JUMP in kinds and pb.INGEST_WARNING_KIND_TIMESTAMPS_REPAIRED in kinds, info.warnings
+    assert not info.source_error, info.source_error
+    del outlet
+    healthy.assert_decoding()
+
+
 def test_a_string_stream_is_refused(door):
     server, channel, healthy = door
     tag = f"str-{uuid.uuid4().hex[:6]}"

@@ -100,8 +100,6 @@ pub fn data_loop(mut inlet: Inlet, stream: DataStream, door: Door) {
     let mut told = Told::default();
     let mut last_data = Instant::now();
     let mut lost = false;
-    // A jump of more than this many sample periods between consecutive samples is a gap.
-    let gap_threshold = (0.1 * rate).max(2.0);
     while !door.shutdown.is_triggered() {
         clock.refresh(&mut inlet, &session);
         let n = match inlet.pull_available(&mut data, &mut timestamps, 0.2) {
@@ -132,13 +130,7 @@ pub fn data_loop(mut inlet: Inlet, stream: DataStream, door: Door) {
         let mut warnings = Warnings::default();
         let stamps = &mut timestamps[..n];
         correct_timestamps(stamps, clock.offset, position.last_ts, rate, || lsl.local_clock(), &mut warnings, position.next_index);
-        let mut first_index = position.next_index;
-        if let Some(last) = position.last_ts {
-            let missing = ((stamps[0] - last) * rate).round() - 1.0;
-            if missing > gap_threshold {
-                first_index += missing as u64;
-            }
-        }
+        let first_index = place_chunk(&position, stamps[0], rate, &mut warnings);
         if lost {
             lost = false;
             tracing::info!(session = %session.id, stream = %name, missing = first_index - position.next_index, "LSL stream back");
@@ -156,7 +148,7 @@ pub fn data_loop(mut inlet: Inlet, stream: DataStream, door: Door) {
             refuse_non_finite(&mut chunk, channels, &refusal, &mut warnings);
         }
         if let Err(refusal) = check_timestamps(first_index, &chunk.timestamps, TimestampPolicy::Repair) {
-            unreachable_refusal(&session, &name, refusal);
+            unreachable_refusal(&session, &name, refusal, &mut told);
             continue;
         }
         let last_ts = stamps[n - 1];
@@ -221,17 +213,46 @@ fn correct_timestamps(
     }
 }
 
-/// A refusal the LSL door's own repairs should have made impossible: logged, counted, the
-/// chunk dropped (its samples become a gap).
-#[cold]
-fn unreachable_refusal(session: &Session, stream: &str, refusal: IngestError) {
-    let refusal = refusal.counted(Source::Lsl);
-    tracing::error!(session = %session.id, stream, %refusal, "LSL chunk refused");
+/// Longest silence the LSL door counts as a gap of the stream (a source lost and back); a jump
+/// of its timestamps beyond it is a clock jump or a bogus timestamp, and the samples follow on.
+const MAX_GAP_S: f64 = 86_400.0;
+
+/// The sample index of a chunk whose first timestamp is `first_ts`: right after the last chunk,
+/// or after the samples its timestamps say are missing (a gap, more than 0.1 s of them), or,
+/// for a jump beyond [`MAX_GAP_S`], right after the last chunk with a warning.
+fn place_chunk(position: &Position, first_ts: f64, rate: f64, warnings: &mut Warnings) -> u64 {
+    let Some(last) = position.last_ts else { return position.next_index };
+    let missing = ((first_ts - last) * rate).round() - 1.0;
+    if !(missing > (0.1 * rate).max(2.0)) {
+        return position.next_index;
+    }
+    if missing > MAX_GAP_S * rate {
+        let index = position.next_index;
+        warnings.add(pb::IngestWarningKind::ClockJump, "clock_jump", index, 1, || {
+            format!("LSL timestamps jumped by {:+.3} s, more than a day: taken for a clock jump, not a gap", first_ts - last)
+        });
+        return index;
+    }
+    position.next_index + missing as u64
 }
 
-/// Which warning kinds this source has logged (once each: the session keeps the counts).
+/// A refusal the LSL door's own repairs should have made impossible: counted, logged the first
+/// time, the chunk dropped (its samples become a gap).
+#[cold]
+fn unreachable_refusal(session: &Session, stream: &str, refusal: IngestError, told: &mut Told) {
+    let refusal = refusal.counted(Source::Lsl);
+    if !std::mem::replace(&mut told.refused, true) {
+        tracing::error!(session = %session.id, stream, %refusal, "LSL chunk refused (said once; myelin_chunks_rejected_total counts them)");
+    }
+}
+
+/// What this source has logged once: each warning kind (the session keeps the counts), and a
+/// refused chunk.
 #[derive(Default)]
-struct Told(Vec<i32>);
+struct Told {
+    kinds: Vec<i32>,
+    refused: bool,
+}
 
 /// Reads a chunk's outcome, moves the stream position on, keeps its warnings on the session, and
 /// returns the chunk's buffers; `None` when the session's worker is gone.
@@ -247,15 +268,15 @@ fn settle(flight: InFlight, position: &mut Position, session: &Session, told: &m
             position.next_index = done.accepted_until;
             position.last_ts = Some(last_ts);
         }
-        Err(error) => unreachable_refusal(session, "data", IngestError::Session(error)),
+        Err(error) => unreachable_refusal(session, "data", IngestError::Session(error), told),
     }
     warnings.extend(done.warnings);
     session.note_warnings(&warnings);
     for warning in warnings.iter() {
-        if told.0.contains(&warning.kind) {
+        if told.kinds.contains(&warning.kind) {
             continue;
         }
-        told.0.push(warning.kind);
+        told.kinds.push(warning.kind);
         tracing::warn!(session = %session.id, warning = %warning.message, "LSL source (said once per kind; SessionInfo.warnings keeps the count)");
     }
     Some(done.chunk)
@@ -336,6 +357,21 @@ mod tests {
         let mut first = [f64::INFINITY, 5.0];
         correct_timestamps(&mut first, 0.0, None, 100.0, || 4.5, &mut Warnings::default(), 0);
         assert_eq!(first, [4.5, 5.0]);
+    }
+
+    #[test]
+    fn a_jump_of_the_timestamps_is_a_gap_up_to_a_day_and_a_clock_jump_beyond() {
+        use super::{Position, Warnings, place_chunk};
+        let position = Position { next_index: 1000, last_ts: Some(100.0) };
+        let mut warnings = Warnings::default();
+        assert_eq!(place_chunk(&position, 100.01, 100.0, &mut warnings), 1000, "the next sample");
+        assert_eq!(place_chunk(&position, 110.0, 100.0, &mut warnings), 1000 + 999, "10 s lost: a gap");
+        assert!(warnings.is_empty());
+        for bogus in [1e300, 100.0 + 2.0 * 86_400.0, f64::MAX] {
+            assert_eq!(place_chunk(&position, bogus, 100.0, &mut warnings), 1000, "{bogus}: no gap of 10^300 samples");
+        }
+        assert_eq!(warnings.into_vec()[0].count, 3);
+        assert_eq!(place_chunk(&Position { next_index: 0, last_ts: None }, 1e300, 100.0, &mut Warnings::default()), 0);
     }
 
     #[test]
