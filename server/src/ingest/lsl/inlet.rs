@@ -177,8 +177,11 @@ struct InFlight {
 
 /// Puts a pulled chunk's timestamps on this machine's LSL clock (`offset`), never going back
 /// from the last one (a smaller new offset estimate is measurement jitter, and the session would
-/// refuse it); a timestamp that is not finite (an outlet may push one) becomes the last one plus
-/// a sample period, with a warning.
+/// refuse it). A timestamp that cannot be right (not finite, or more than [`MAX_GAP_S`] from the
+/// one before it) becomes the one before it plus a sample period (a stream's first, if not
+/// finite, this machine's clock `now`), with a warning: kept, one bogus value would hold every
+/// later timestamp at it, since they may not go back. (A stream's first finite timestamp is
+/// taken as it is: some sources stamp their samples and markers with Unix time, consistently.)
 fn correct_timestamps(
     stamps: &mut [f64],
     offset: f64,
@@ -188,27 +191,26 @@ fn correct_timestamps(
     warnings: &mut Warnings,
     first_index: u64,
 ) {
-    let mut floor = last.unwrap_or(f64::NEG_INFINITY);
+    let mut now = Some(now);
     let mut previous = last;
     let mut repaired = 0;
-    let mut now = Some(now);
     for t in stamps.iter_mut() {
         let corrected = *t + offset;
-        *t = if corrected.is_finite() {
-            corrected.max(floor)
-        } else {
-            repaired += 1;
-            match previous {
-                Some(p) => p + 1.0 / rate,
-                None => now.take().map_or(0.0, |now| now()),
-            }
+        let plausible = corrected.is_finite() && previous.is_none_or(|p| (corrected - p).abs() <= MAX_GAP_S);
+        *t = match (plausible, previous) {
+            (true, Some(p)) => corrected.max(p),
+            (true, None) => corrected,
+            (false, Some(p)) => p + 1.0 / rate,
+            (false, None) => now.take().map_or(0.0, |now| now()),
         };
-        floor = *t;
+        repaired += u64::from(!plausible);
         previous = Some(*t);
     }
     if repaired > 0 {
         warnings.add(pb::IngestWarningKind::TimestampsRepaired, "timestamps_repaired", first_index, repaired, || {
-            format!("{repaired} timestamps from the LSL stream were not finite: each set one sample period after the one before")
+            format!(
+                "{repaired} timestamps from the LSL stream were not finite or more than a day off: each set one sample period after the one before"
+            )
         });
     }
 }
@@ -357,6 +359,16 @@ mod tests {
         let mut first = [f64::INFINITY, 5.0];
         correct_timestamps(&mut first, 0.0, None, 100.0, || 4.5, &mut Warnings::default(), 0);
         assert_eq!(first, [4.5, 5.0]);
+        // One bogus timestamp a century ahead does not hold every later one at it.
+        let mut warnings = Warnings::default();
+        let mut jumpy = [20.0, 3.2e9, 20.02, 1e300, 20.04];
+        correct_timestamps(&mut jumpy, 0.0, Some(19.99), 100.0, || unreachable!(), &mut warnings, 0);
+        assert!(jumpy.iter().zip([20.0, 20.01, 20.02, 20.03, 20.04]).all(|(a, b)| near(*a, b)), "{jumpy:?}");
+        assert_eq!(warnings.into_vec()[0].count, 2);
+        // A stream stamped in Unix time (its markers too) keeps its timestamps.
+        let mut unix = [1.8e9, 1.8e9 + 0.01];
+        correct_timestamps(&mut unix, 0.0, None, 100.0, || unreachable!(), &mut Warnings::default(), 0);
+        assert_eq!(unix, [1.8e9, 1.8e9 + 0.01]);
     }
 
     #[test]
