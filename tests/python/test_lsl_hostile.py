@@ -238,7 +238,6 @@ def http_get(server, path: str) -> tuple[int, str]:
 HEADER_CASES = {
     # case: (channels, labels or None, rate, channel format)
     "2000 channels": (2000, [f"E{i}" for i in range(2000)], RATE, pylsl.cf_float32),
-    "repeated labels": (4, ["C3", "C3", "C4", "Pz"], RATE, pylsl.cf_float32),
     "an irregular rate (0)": (4, QUIET, pylsl.IRREGULAR_RATE, pylsl.cf_float32),
     "a rate of 1e9 Hz": (4, QUIET, 1e9, pylsl.cf_float32),
     "a label over limits.label_bytes": (4, ["C3", "x" * 300, "C4", "Pz"], RATE, pylsl.cf_float32),
@@ -268,6 +267,27 @@ def test_a_stream_over_the_header_rules_is_refused_with_the_grpc_doors_status_an
     sessions = rpc.DecodingStub(channel).ListSessions(pb.ListSessionsRequest()).sessions
     assert tag not in {s.session_id for s in sessions}, "refused before a session opened"
     assert rss_mib(server) - before < 16, "refused before the inlet was opened (its buffer allocated)"
+    del outlet
+    healthy.assert_decoding()
+
+
+def test_repeated_labels_are_refused_on_the_grpc_door_and_repaired_with_a_warning_on_the_lsl_door(door):
+    """A client can fix its header; a device's LSL description often cannot be changed (three
+    channels called "AUX"): the LSL door names them apart and says so, never silently."""
+    server, channel, healthy = door
+    tag = f"dup-{uuid.uuid4().hex[:6]}"
+    labels = ["C3", "C3", "C4", "Pz"]
+    outlet = make_outlet(f"eeg-{tag}", "EEG", 4, RATE, pylsl.cf_float32, f"eeg-{tag}", labels)
+    reply = connect(channel, tag, f"eeg-{tag}")
+    assert [c.label for c in reply.header.channels] == ["C3", "C3-2", "C4", "Pz"]
+    [warning] = reply.warnings
+    assert warning.kind == pb.INGEST_WARNING_KIND_HEADER_REPAIRED and warning.count == 1, warning
+    info = next(s for s in rpc.DecodingStub(channel).ListSessions(pb.ListSessionsRequest()).sessions if s.session_id == tag)
+    assert [w.kind for w in info.warnings] == [pb.INGEST_WARNING_KIND_HEADER_REPAIRED]
+    header = pb.StreamHeader(session_id=f"g{tag}", modality=pb.MODALITY_EEG, nominal_rate_hz=RATE,
+                             channels=[pb.Channel(label=label) for label in labels])
+    code, details = grpc_header_refusal(channel, header)
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and details == 'header.channels: label "C3" is empty or repeated', details
     del outlet
     healthy.assert_decoding()
 

@@ -95,6 +95,12 @@ impl Attacher {
                 message.into(),
             )));
         }
+        // Refused before anything is built (LSL outlets appear on the network): the worker
+        // checks again, for good, as it takes the attachment.
+        let limit = self.sessions.limits().attachments_per_session;
+        if session.attachment_count() >= limit {
+            return Err(SessionError::attachments_full(&session.id, limit));
+        }
         let model = self.find_model(&spec)?;
         let card = &model.card;
         let header = &session.header;

@@ -236,7 +236,12 @@ async fn run(
     let mut card = card;
     card.card_path = artifact.clone();
     let kind = decoder.kind();
-    let model = models.register_native(card, decoder, claim).map_err(|e| Status::internal(e.to_string()))?;
+    // Registering starts the model's threads and measures its cost: off the async threads too.
+    let registering = {
+        let models = models.clone();
+        tokio::task::spawn_blocking(move || models.register_native(card, decoder, claim))
+    };
+    let model = registering.await.map_err(|e| Status::internal(e.to_string()))?.map_err(|e| Status::internal(e.to_string()))?;
     let swapped = plan.swap && session.visit(&plan.attachment_id, move |runtime| runtime.swap_model(model)).await.is_ok();
     tracing::info!(model = %plan.model_id, %version, auc = cv.auc, swapped, "calibration done");
     if swapped {

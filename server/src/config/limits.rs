@@ -78,6 +78,15 @@ impl LimitsConfig {
             "limits.connect_lsl_timeout_s must be > 0, got {}",
             limits.connect_lsl_timeout_s
         );
+        // 0 would lock every caller out; a semaphore holds at most usize::MAX >> 3 permits.
+        for (key, value) in [
+            ("limits.sessions_per_principal", limits.sessions_per_principal),
+            ("limits.subscribers_per_principal", limits.subscribers_per_principal),
+            ("limits.calibrations_per_principal", limits.calibrations_per_principal),
+            ("limits.unauthenticated_calls", limits.unauthenticated_calls),
+        ] {
+            anyhow::ensure!((1..=1 << 20).contains(&value), "{key} must be 1 to {}, got {value}", 1 << 20);
+        }
         anyhow::ensure!(
             limits.session_buffer_bytes <= limits.server_buffer_bytes,
             "limits.session_buffer_bytes ({}) must not exceed limits.server_buffer_bytes ({})",

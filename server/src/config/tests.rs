@@ -78,3 +78,20 @@ fn a_misspelled_log_format_is_refused_not_taken_for_pretty() {
     let error = load("[server]\nlog_format = \"jsn\"").unwrap_err();
     assert!(error.contains("jsn") && error.contains("pretty") && error.contains("json"), "{error}");
 }
+
+#[test]
+fn quotas_of_zero_or_beyond_reason_are_refused_by_name() {
+    for key in ["sessions_per_principal", "subscribers_per_principal", "calibrations_per_principal", "unauthenticated_calls"] {
+        for value in [0usize, usize::MAX] {
+            let mut config = Config::default();
+            match key {
+                "sessions_per_principal" => config.limits.sessions_per_principal = value,
+                "subscribers_per_principal" => config.limits.subscribers_per_principal = value,
+                "calibrations_per_principal" => config.limits.calibrations_per_principal = value,
+                _ => config.limits.unauthenticated_calls = value,
+            }
+            let error = config.validate().unwrap_err().to_string();
+            assert!(error.contains(&format!("limits.{key}")), "{error}");
+        }
+    }
+}

@@ -151,7 +151,7 @@ impl ModelRegistry {
     /// owner) or is calibrating right now is refused, as is the id of a model that came from
     /// elsewhere; versions are UTC stamps, made unique (a suffix -2, -3... for fits in the same
     /// millisecond).
-    pub fn claim_calibrated(&self, id: &str, owner: &Principal) -> Result<Claim<'_>, ClaimError> {
+    pub fn claim_calibrated(self: &Arc<Self>, id: &str, owner: &Principal) -> Result<Claim, ClaimError> {
         let entries = self.entries.read().unwrap_or_else(PoisonError::into_inner);
         let mut claims = self.claims.lock().unwrap_or_else(PoisonError::into_inner);
         check_claim(&entries, &claims, id, owner)?;
@@ -163,7 +163,7 @@ impl ModelRegistry {
             .find(|v| !taken(v))
             .expect("an unused suffix exists");
         claims.push((id.to_string(), version.clone(), owner.name().to_string()));
-        Ok(Claim { registry: self, id: id.to_string(), version })
+        Ok(Claim { registry: self.clone(), id: id.to_string(), version })
     }
 
     /// Whether `owner` may calibrate `id` now (checked again, atomically, by the claim).
@@ -173,7 +173,7 @@ impl ModelRegistry {
     }
 
     /// Adds a model fitted while running under its `claim` (it becomes attachable by id at once).
-    pub fn register_native(&self, card: ModelCard, decoder: Arc<NativeDecoder>, claim: Claim<'_>) -> anyhow::Result<Arc<LoadedModel>> {
+    pub fn register_native(&self, card: ModelCard, decoder: Arc<NativeDecoder>, claim: Claim) -> anyhow::Result<Arc<LoadedModel>> {
         anyhow::ensure!(card.id == claim.id && card.version == claim.version, "model {}: registered under another claim", card.id);
         check_native(&card, &decoder)?;
         let model = self.start_native(card, decoder);
@@ -297,13 +297,13 @@ pub enum ClaimError {
 }
 
 /// A version of a calibrated model claimed and not yet registered; dropping it frees it.
-pub struct Claim<'a> {
-    registry: &'a ModelRegistry,
+pub struct Claim {
+    registry: Arc<ModelRegistry>,
     id: String,
     pub version: String,
 }
 
-impl Drop for Claim<'_> {
+impl Drop for Claim {
     fn drop(&mut self) {
         let mut claims = self.registry.claims.lock().unwrap_or_else(PoisonError::into_inner);
         claims.retain(|(id, version, _)| !(id == &self.id && version == &self.version));
@@ -313,10 +313,12 @@ impl Drop for Claim<'_> {
 /// `owner` may add a version to `id`: no model from elsewhere has that id, and the newest
 /// calibrated version (or a claim in flight) is its own, or it is an admin.
 fn check_claim(entries: &[ModelEntry], claims: &[(String, String, String)], id: &str, owner: &Principal) -> Result<(), ClaimError> {
-    let card = |e: &ModelEntry| match e {
-        ModelEntry::Ready(model) => Some(model.card.clone()),
-        ModelEntry::Failed { card, .. } => card.as_deref().cloned(),
-    };
+    fn card(entry: &ModelEntry) -> Option<&ModelCard> {
+        match entry {
+            ModelEntry::Ready(model) => Some(&model.card),
+            ModelEntry::Failed { card, .. } => card.as_deref(),
+        }
+    }
     let mut newest: Option<(String, String)> = None;
     for entry in entries.iter().filter(|e| e.id_version().0 == id) {
         let Some(card) = card(entry) else {

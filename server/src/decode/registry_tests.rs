@@ -3,11 +3,11 @@
 use super::*;
 use crate::config::Scope;
 
-fn empty_registry() -> (ModelRegistry, std::path::PathBuf) {
+fn empty_registry() -> (Arc<ModelRegistry>, std::path::PathBuf) {
     let dir = std::env::temp_dir().join(format!("myelin-claims-{}-{:?}", std::process::id(), std::thread::current().id()));
     std::fs::create_dir_all(&dir).unwrap();
     let config = ModelsConfig { dir: dir.clone(), calibrations_dir: dir.join("calibrations"), ..ModelsConfig::default() };
-    (ModelRegistry::load(&config).expect("an empty registry loads"), dir)
+    (Arc::new(ModelRegistry::load(&config).expect("an empty registry loads")), dir)
 }
 
 #[test]

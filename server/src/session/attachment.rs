@@ -27,6 +27,8 @@ pub struct AttachmentState {
     /// takes to settle after a disturbance (at the stream rate).
     resets: Spans,
     settle: u64,
+    /// `myelin_filter_resets_total` of its model, registered once.
+    reset_counter: metrics::Counter,
     pub ring: FrameRing,
     pub cutter: Cutter,
     /// Set while a live calibration collects this attachment's epochs.
@@ -56,11 +58,13 @@ impl AttachmentState {
         memory: Reservation,
     ) -> Self {
         let width = channel_index.len();
+        let reset_counter = metrics::counter!(crate::metrics::FILTER_RESETS, "model" => shared.model.card.id.clone());
         Self {
             shared,
             channel_index,
             settle: filter.settling_samples(rate),
             resets: Spans::default(),
+            reset_counter,
             filter,
             ring: FrameRing::new(ring_capacity, width),
             cutter,
@@ -120,10 +124,13 @@ impl AttachmentState {
     #[cold]
     fn filter_reset(&mut self) {
         let index = self.ring.total();
+        self.reset_counter.increment(1);
+        // Said once per run of resets (samples near f32::MAX can reset it at every sample).
+        if self.resets.touching(index, index + 1, self.settle).is_none() {
+            tracing::warn!(attachment = %self.shared.id, sample = index, settle = self.settle, "filter state became non-finite: reset; windows within its settling time are not decoded");
+        }
         self.resets.add(index, index + 1);
         self.resets.forget_before(self.ring.oldest().saturating_sub(self.settle));
-        metrics::counter!(crate::metrics::FILTER_RESETS, "model" => self.shared.model.card.id.clone()).increment(1);
-        tracing::warn!(attachment = %self.shared.id, sample = index, settle = self.settle, "filter state became non-finite: reset; windows within its settling time are not decoded");
     }
 
     /// Primes the filter and ring with what the session has buffered, so that windows can use

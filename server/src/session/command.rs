@@ -13,6 +13,8 @@ pub enum Command {
     Chunk(Chunk, oneshot::Sender<ChunkDone>),
     /// Markers with finite timestamps.
     Markers(Vec<pb::Marker>, oneshot::Sender<MarkersDone>),
+    /// Record the session from now on (sent before anything else, once its file is ready).
+    Record(Box<crate::record::Recorder>),
     /// A measured LSL clock offset, for the recording.
     ClockOffset { timestamp: f64, json: String },
     /// A new attachment: primed with the buffered samples, then fed; refused when the session

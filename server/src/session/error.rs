@@ -19,6 +19,16 @@ pub enum SessionError {
     Refused(tonic::Status),
 }
 
+impl SessionError {
+    /// A session already has the most attachments it may (checked before an attachment is built,
+    /// and for good by the session's worker).
+    pub fn attachments_full(session_id: &str, limit: usize) -> Self {
+        SessionError::ResourceExhausted(format!(
+            "session {session_id:?} has {limit} attachments, the most it may have (limits.attachments_per_session)"
+        ))
+    }
+}
+
 impl From<SessionError> for tonic::Status {
     fn from(error: SessionError) -> Self {
         match error {

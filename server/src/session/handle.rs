@@ -125,6 +125,14 @@ impl Session {
         self.clock_offset.store(offset.to_bits(), Ordering::Relaxed);
     }
 
+    /// Hands the session's recorder to its worker, ahead of any chunk (called before the door
+    /// that feeds the session has it). Never waits: its inbox is still empty.
+    pub(super) fn record_to(&self, recorder: crate::record::Recorder) {
+        if self.commands.try_send(Command::Record(Box::new(recorder))).is_err() {
+            let _ = self.recording_error.set("the session's worker did not take its recorder".into());
+        }
+    }
+
     /// Records a measured clock offset (LSL sources) when the session is recorded. Blocking.
     pub fn record_clock_offset(&self, timestamp: f64, json: String) {
         if self.recording_path.is_some() {
@@ -153,6 +161,10 @@ impl Session {
         let visit = Box::new(move |state: &mut AttachmentState| drop(reply.send(visit(state))));
         self.commands.send(Command::Visit(attachment_id.to_string(), visit)).await.map_err(|_| missing())?;
         answer.await.map_err(|_| missing())
+    }
+
+    pub fn attachment_count(&self) -> usize {
+        self.snapshot.attachment_count()
     }
 
     pub fn has_attachment(&self, id: &str) -> bool {

@@ -83,9 +83,30 @@ impl SessionManager {
             }
             return Err(error);
         }
-        // Nothing below touches the disk: the file and its headers exist, starting the recorder
-        // spawns its thread.
-        self.start(&mut sessions, header, source, owner, (memory, rings), file)
+        let path = file.as_ref().map(|f| f.path.clone());
+        let started = self.start(&mut sessions, header, source, owner, (memory, rings), path);
+        drop(sessions);
+        let session = match started {
+            Ok(session) => session,
+            Err(error) => {
+                if let Some(file) = file {
+                    file.discard();
+                }
+                return Err(error);
+            }
+        };
+        // The recorder goes to the worker ahead of anything else: the door that feeds the
+        // session gets it only once this returns.
+        if let Some(file) = file {
+            let flush = Duration::from_millis(self.recording.flush_interval_ms.max(10));
+            match file.start(flush, self.recording.queue_events, &session.route, session.recording_error.clone()) {
+                Ok(recorder) => session.record_to(recorder),
+                Err(error) => {
+                    let _ = session.recording_error.set(format!("starting the recording's writer thread failed: {error}"));
+                }
+            }
+        }
+        Ok(session)
     }
 
     /// Whether `owner` may open a session from `header` now; the bytes of its rings if so.
@@ -144,7 +165,8 @@ impl SessionManager {
         ((self.config.ring_buffer_seconds * header.nominal_rate_hz).ceil() as usize).max(1)
     }
 
-    /// Starts the session's recorder and worker and registers it (its memory already reserved).
+    /// Starts the session's worker and registers it (its memory already reserved; its recording,
+    /// if any, at `recording_path`, started once the registry is unlocked).
     fn start(
         &self,
         sessions: &mut HashMap<String, Arc<Session>>,
@@ -152,19 +174,10 @@ impl SessionManager {
         source: Source,
         owner: &Principal,
         (memory, rings): (Arc<MemoryBudget>, Reservation),
-        file: Option<RecordingFile>,
+        recording_path: Option<std::path::PathBuf>,
     ) -> Result<Arc<Session>, SessionError> {
         let route = self.hub.session_route(&header.session_id);
         let recording_error = Arc::new(std::sync::OnceLock::new());
-        let recording_path = file.as_ref().map(|f| f.path.clone());
-        let recorder = match file {
-            Some(file) => {
-                let flush = Duration::from_millis(self.recording.flush_interval_ms.max(10));
-                let started = file.start(flush, self.recording.queue_events, &route, recording_error.clone());
-                Some(started.map_err(|e| SessionError::Unavailable(format!("starting the recording's writer thread: {e}")))?)
-            }
-            None => None,
-        };
         let n_channels = header.channels.len();
         let snapshot = Arc::new(Snapshot::default());
         let display = Arc::new(DisplayTap::new(n_channels, header.nominal_rate_hz));
@@ -178,7 +191,6 @@ impl SessionManager {
             n_channels,
             rate: header.nominal_rate_hz,
             max_pending_markers: self.config.max_pending_markers,
-            recorder,
             snapshot: snapshot.clone(),
             in_flight: in_flight.clone(),
             memory: rings,

@@ -106,6 +106,10 @@ impl Snapshot {
         })
     }
 
+    pub fn attachment_count(&self) -> usize {
+        self.listed().len()
+    }
+
     pub fn has_attachment(&self, id: &str) -> bool {
         self.listed().iter().any(|l| l.id() == id)
     }

@@ -169,12 +169,19 @@ impl StreamRings {
         self.gaps.back().map_or(oldest, |&(_, end)| end.max(oldest))
     }
 
-    /// Forgets gaps and replaced spans that fell out of the buffer.
+    /// Samples [start, end) whose non-finite values the door replaced. Spans no window can reach
+    /// any more (out of the buffer by more than the longest settling time) are let go.
+    pub fn add_replaced(&mut self, start: u64, end: u64) {
+        self.replaced.add(start, end);
+        let reach = (crate::dsp::sos::MAX_SETTLING_S * self.rate).ceil() as u64;
+        self.replaced.forget_before(self.raw.oldest().saturating_sub(reach));
+    }
+
+    /// Forgets gaps that fell out of the buffer.
     pub fn forget_old_gaps(&mut self) {
         let oldest = self.raw.oldest();
         while self.gaps.front().is_some_and(|&(_, end)| end <= oldest) {
             self.gaps.pop_front();
         }
-        self.replaced.forget_before(oldest);
     }
 }

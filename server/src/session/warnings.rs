@@ -24,23 +24,25 @@ impl Warnings {
 
     pub fn extend(&mut self, other: Warnings) {
         for warning in other.list {
-            self.absorb(warning);
+            if !self.counted_in(&warning) {
+                self.list.push(warning);
+            }
         }
     }
 
     /// Adds `other`'s warnings to these (counts summed per kind), leaving `other` as it is.
     pub fn merge(&mut self, other: &Warnings) {
         for warning in &other.list {
-            self.absorb(warning.clone());
+            if !self.counted_in(warning) {
+                self.list.push(warning.clone());
+            }
         }
     }
 
-    /// One warning more: counted into the first of its kind, or kept as the first.
-    fn absorb(&mut self, warning: pb::IngestWarning) {
-        match self.list.iter_mut().find(|w| w.kind == warning.kind) {
-            Some(first) => first.count = first.count.saturating_add(warning.count),
-            None => self.list.push(warning),
-        }
+    /// Adds `warning`'s count to the first of its kind, if there is one.
+    fn counted_in(&mut self, warning: &pb::IngestWarning) -> bool {
+        let first = self.list.iter_mut().find(|w| w.kind == warning.kind);
+        first.map(|first| first.count = first.count.saturating_add(warning.count)).is_some()
     }
 
     pub fn is_empty(&self) -> bool {

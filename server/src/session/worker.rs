@@ -36,7 +36,6 @@ pub struct WorkerSpec {
     pub n_channels: usize,
     pub rate: f64,
     pub max_pending_markers: usize,
-    pub recorder: Option<Recorder>,
     pub snapshot: Arc<Snapshot>,
     pub in_flight: Arc<InFlight>,
     /// The raw rings' memory, given back when the session ends.
@@ -75,7 +74,7 @@ pub fn spawn(spec: WorkerSpec, mut inbox: mpsc::Receiver<Command>) -> std::io::R
             stream: StreamRings::new(spec.capacity, spec.n_channels, spec.rate, spec.repair_timestamps, spec.source.as_str()),
             markers: PendingMarkers::new(spec.max_pending_markers),
             attachments: Vec::new(),
-            recorder: spec.recorder,
+            recorder: None,
             snapshot: spec.snapshot,
             display: spec.display,
             in_flight: spec.in_flight,
@@ -106,6 +105,7 @@ impl Worker {
                 self.ingest_markers(markers, &mut warnings);
                 let _ = reply.send(MarkersDone { accepted_until: self.stream.total(), warnings });
             }
+            Command::Record(recorder) => self.recorder = Some(*recorder),
             Command::ClockOffset { timestamp, json } => {
                 if let Some(recorder) = &self.recorder {
                     recorder.send(Event::ClockOffset { timestamp, json });
@@ -117,11 +117,7 @@ impl Worker {
                     return;
                 }
                 if self.attachments.len() >= self.max_attachments {
-                    let limit = self.max_attachments;
-                    let _ = reply.send(Err(SessionError::ResourceExhausted(format!(
-                        "session {:?} has {limit} attachments, the most it may have (limits.attachments_per_session)",
-                        self.session_id
-                    ))));
+                    let _ = reply.send(Err(SessionError::attachments_full(&self.session_id, self.max_attachments)));
                     return;
                 }
                 let mut attachment = *attachment;
@@ -194,7 +190,7 @@ impl Worker {
             });
         }
         if let Some((start, end)) = chunk.replaced {
-            self.stream.replaced.add(start.max(chunk.first_index + admission.skip as u64), end);
+            self.stream.add_replaced(start.max(chunk.first_index + admission.skip as u64), end);
         }
         // Attachment by attachment: each filter's state stays in cache for the whole chunk.
         for attachment in &mut self.attachments {

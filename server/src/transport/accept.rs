@@ -98,9 +98,13 @@ pub fn accept(listener: TcpListener, tls: Option<Arc<TlsSettings>>, port: Port, 
 /// A connection from its first byte to being ready for the server: the TLS handshake, if any.
 async fn open(stream: TcpStream, peer: Peer, tls: Option<&TlsSettings>, port: Port, settings: &AcceptSettings) -> Result<Accepted, String> {
     // peek, not readable(): readiness may be reported before any byte has come.
-    if tokio::time::timeout(settings.first_byte, stream.peek(&mut [0u8; 1])).await.is_err() {
-        metrics::counter!(m::CONNECTIONS_SHED, "port" => port.as_str(), "reason" => "first_byte_timeout").increment(1);
-        return Err("no first byte within server.first_byte_timeout_s".into());
+    match tokio::time::timeout(settings.first_byte, stream.peek(&mut [0u8; 1])).await {
+        Ok(Ok(n)) if n > 0 => {}
+        Ok(_) => return Err("closed before its first byte".into()),
+        Err(_) => {
+            metrics::counter!(m::CONNECTIONS_SHED, "port" => port.as_str(), "reason" => "first_byte_timeout").increment(1);
+            return Err("no first byte within server.first_byte_timeout_s".into());
+        }
     }
     let idle = settings.idle.map(IdleTimer::new);
     let Some(tls) = tls else { return Ok(Accepted { io: Io::Plain(stream), peer, idle }) };

@@ -32,7 +32,18 @@ impl Spans {
     /// The first span that the samples [from, to) read, or that ends less than `settle`
     /// samples before them (the filters still carry it).
     pub fn touching(&self, from: u64, to: u64, settle: u64) -> Option<(u64, u64)> {
-        self.list.iter().copied().find(|&(start, end)| start < to && end.saturating_add(settle) > from)
+        // Newest first (windows are cut near the stream's end); spans are disjoint and in order,
+        // so once one ends too early for the window, every older one does.
+        let mut found = None;
+        for &(start, end) in self.list.iter().rev() {
+            if end.saturating_add(settle) <= from {
+                break;
+            }
+            if start < to {
+                found = Some((start, end));
+            }
+        }
+        found
     }
 
     /// Forgets the spans that end before `index`.

@@ -10,6 +10,7 @@ use tokio::sync::oneshot;
 
 use super::super::error::IngestError;
 use super::super::validate::{check_timestamps, refuse_non_finite, screen_samples, validate_markers};
+use super::timeline::{Jump, Position, correct_timestamps, place_chunk};
 use crate::clock;
 use crate::config::{LimitsConfig, NonFinitePolicy, TimestampPolicy};
 use crate::id::shown;
@@ -55,12 +56,6 @@ impl ClockSync {
     }
 }
 
-/// What the inlet thread knows of the stream it feeds: where the next sample goes.
-struct Position {
-    next_index: u64,
-    last_ts: Option<f64>,
-}
-
 /// What an inlet thread feeds, and the rules it applies on the way in.
 #[derive(Clone)]
 pub struct Door {
@@ -98,6 +93,7 @@ pub fn data_loop(mut inlet: Inlet, stream: DataStream, door: Door) {
     let mut clock = ClockSync::new(name.clone());
     let mut position = Position { next_index: 0, last_ts: None };
     let mut told = Told::default();
+    let mut jump = Jump::default();
     let mut last_data = Instant::now();
     let mut lost = false;
     while !door.shutdown.is_triggered() {
@@ -129,7 +125,8 @@ pub fn data_loop(mut inlet: Inlet, stream: DataStream, door: Door) {
         }
         let mut warnings = Warnings::default();
         let stamps = &mut timestamps[..n];
-        correct_timestamps(stamps, clock.offset, position.last_ts, rate, || lsl.local_clock(), &mut warnings, position.next_index);
+        let last = position.last_ts;
+        correct_timestamps(stamps, clock.offset, last, rate, || lsl.local_clock(), &mut jump, &mut warnings, position.next_index);
         let first_index = place_chunk(&position, stamps[0], rate, &mut warnings);
         if lost {
             lost = false;
@@ -173,69 +170,6 @@ struct InFlight {
     last_ts: f64,
     /// What the door warned about on the way in.
     warnings: Warnings,
-}
-
-/// Puts a pulled chunk's timestamps on this machine's LSL clock (`offset`), never going back
-/// from the last one (a smaller new offset estimate is measurement jitter, and the session would
-/// refuse it). A timestamp that cannot be right (not finite, or more than [`MAX_GAP_S`] from the
-/// one before it) becomes the one before it plus a sample period (a stream's first, if not
-/// finite, this machine's clock `now`), with a warning: kept, one bogus value would hold every
-/// later timestamp at it, since they may not go back. (A stream's first finite timestamp is
-/// taken as it is: some sources stamp their samples and markers with Unix time, consistently.)
-fn correct_timestamps(
-    stamps: &mut [f64],
-    offset: f64,
-    last: Option<f64>,
-    rate: f64,
-    now: impl FnOnce() -> f64,
-    warnings: &mut Warnings,
-    first_index: u64,
-) {
-    let mut now = Some(now);
-    let mut previous = last;
-    let mut repaired = 0;
-    for t in stamps.iter_mut() {
-        let corrected = *t + offset;
-        let plausible = corrected.is_finite() && previous.is_none_or(|p| (corrected - p).abs() <= MAX_GAP_S);
-        *t = match (plausible, previous) {
-            (true, Some(p)) => corrected.max(p),
-            (true, None) => corrected,
-            (false, Some(p)) => p + 1.0 / rate,
-            (false, None) => now.take().map_or(0.0, |now| now()),
-        };
-        repaired += u64::from(!plausible);
-        previous = Some(*t);
-    }
-    if repaired > 0 {
-        warnings.add(pb::IngestWarningKind::TimestampsRepaired, "timestamps_repaired", first_index, repaired, || {
-            format!(
-                "{repaired} timestamps from the LSL stream were not finite or more than a day off: each set one sample period after the one before"
-            )
-        });
-    }
-}
-
-/// Longest silence the LSL door counts as a gap of the stream (a source lost and back); a jump
-/// of its timestamps beyond it is a clock jump or a bogus timestamp, and the samples follow on.
-const MAX_GAP_S: f64 = 86_400.0;
-
-/// The sample index of a chunk whose first timestamp is `first_ts`: right after the last chunk,
-/// or after the samples its timestamps say are missing (a gap, more than 0.1 s of them), or,
-/// for a jump beyond [`MAX_GAP_S`], right after the last chunk with a warning.
-fn place_chunk(position: &Position, first_ts: f64, rate: f64, warnings: &mut Warnings) -> u64 {
-    let Some(last) = position.last_ts else { return position.next_index };
-    let missing = ((first_ts - last) * rate).round() - 1.0;
-    if !(missing > (0.1 * rate).max(2.0)) {
-        return position.next_index;
-    }
-    if missing > MAX_GAP_S * rate {
-        let index = position.next_index;
-        warnings.add(pb::IngestWarningKind::ClockJump, "clock_jump", index, 1, || {
-            format!("LSL timestamps jumped by {:+.3} s, more than a day: taken for a clock jump, not a gap", first_ts - last)
-        });
-        return index;
-    }
-    position.next_index + missing as u64
 }
 
 /// A refusal the LSL door's own repairs should have made impossible: counted, logged the first
@@ -341,51 +275,6 @@ fn parse_marker(text: &str) -> (i32, String) {
 
 #[cfg(test)]
 mod tests {
-    #[test]
-    fn timestamps_go_onto_this_clock_never_back_and_never_non_finite() {
-        use super::{Warnings, correct_timestamps};
-        let mut warnings = Warnings::default();
-        // A smaller offset than last time (jitter) would take the first one back: held at the last.
-        let mut stamps = [10.0, 10.01, f64::NAN, 10.03];
-        correct_timestamps(&mut stamps, -0.005, Some(10.0), 100.0, || unreachable!(), &mut warnings, 7);
-        let near = |a: f64, b: f64| (a - b).abs() < 1e-12;
-        assert_eq!(stamps[0], 10.0, "held at the last one");
-        assert!(near(stamps[1], 10.005));
-        assert!(near(stamps[2], 10.015), "the one before it plus a sample period: {stamps:?}");
-        assert!(near(stamps[3], 10.025));
-        let list = warnings.into_vec();
-        assert_eq!((list.len(), list[0].sample_index, list[0].count), (1, 7, 1));
-        // The very first timestamp of a stream, if not finite, is this machine's clock now.
-        let mut first = [f64::INFINITY, 5.0];
-        correct_timestamps(&mut first, 0.0, None, 100.0, || 4.5, &mut Warnings::default(), 0);
-        assert_eq!(first, [4.5, 5.0]);
-        // One bogus timestamp a century ahead does not hold every later one at it.
-        let mut warnings = Warnings::default();
-        let mut jumpy = [20.0, 3.2e9, 20.02, 1e300, 20.04];
-        correct_timestamps(&mut jumpy, 0.0, Some(19.99), 100.0, || unreachable!(), &mut warnings, 0);
-        assert!(jumpy.iter().zip([20.0, 20.01, 20.02, 20.03, 20.04]).all(|(a, b)| near(*a, b)), "{jumpy:?}");
-        assert_eq!(warnings.into_vec()[0].count, 2);
-        // A stream stamped in Unix time (its markers too) keeps its timestamps.
-        let mut unix = [1.8e9, 1.8e9 + 0.01];
-        correct_timestamps(&mut unix, 0.0, None, 100.0, || unreachable!(), &mut Warnings::default(), 0);
-        assert_eq!(unix, [1.8e9, 1.8e9 + 0.01]);
-    }
-
-    #[test]
-    fn a_jump_of_the_timestamps_is_a_gap_up_to_a_day_and_a_clock_jump_beyond() {
-        use super::{Position, Warnings, place_chunk};
-        let position = Position { next_index: 1000, last_ts: Some(100.0) };
-        let mut warnings = Warnings::default();
-        assert_eq!(place_chunk(&position, 100.01, 100.0, &mut warnings), 1000, "the next sample");
-        assert_eq!(place_chunk(&position, 110.0, 100.0, &mut warnings), 1000 + 999, "10 s lost: a gap");
-        assert!(warnings.is_empty());
-        for bogus in [1e300, 100.0 + 2.0 * 86_400.0, f64::MAX] {
-            assert_eq!(place_chunk(&position, bogus, 100.0, &mut warnings), 1000, "{bogus}: no gap of 10^300 samples");
-        }
-        assert_eq!(warnings.into_vec()[0].count, 3);
-        assert_eq!(place_chunk(&Position { next_index: 0, last_ts: None }, 1e300, 100.0, &mut Warnings::default()), 0);
-    }
-
     #[test]
     fn markers_parse_as_codes_or_labels() {
         assert_eq!(super::parse_marker("2"), (2, String::new()));

@@ -12,6 +12,7 @@
 //!   that touch it are published as ERROR instead of being decoded on made-up data.
 
 mod inlet;
+mod timeline;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -138,17 +139,19 @@ pub fn connect(
     })
 }
 
-/// The header an LSL stream's info becomes. Labels it does not give (or gives for only some
-/// channels) become Ch1..ChN, with a warning; everything else is checked as it is given.
+/// The header an LSL stream's info becomes, checked as it is given except for its labels: a
+/// device cannot be told to fix them, so missing ones are named Ch<i> and repeated ones get a
+/// suffix (-2, -3...), with a warning; a label over limits.label_bytes is still refused.
 fn stream_header(spec: &SourceSpec, full: &StreamInfo, warnings: &mut Warnings) -> pb::StreamHeader {
     let count = full.channel_count();
-    let mut labels = full.channel_labels();
-    if labels.len() != count || labels.iter().any(String::is_empty) {
-        let given = labels.iter().filter(|l| !l.is_empty()).count();
-        warnings.add(pb::IngestWarningKind::HeaderRepaired, "header_repaired", 0, 1, || {
-            format!("the LSL stream's info labels {given} of its {count} channels: named Ch1..Ch{count}")
+    let (labels, repaired) = repair_labels(full.channel_labels(), count);
+    if repaired > 0 {
+        warnings.add(pb::IngestWarningKind::HeaderRepaired, "header_repaired", 0, repaired as u64, || {
+            format!(
+                "the LSL stream's info leaves {repaired} of its {count} channel labels missing or repeated: named {}",
+                labels.join(", ")
+            )
         });
-        labels = (1..=count).map(|i| format!("Ch{i}")).collect();
     }
     let kind = full.kind();
     pb::StreamHeader {
@@ -162,6 +165,31 @@ fn stream_header(spec: &SourceSpec, full: &StreamInfo, warnings: &mut Warnings) 
         nominal_rate_hz: full.nominal_rate(),
         clock: pb::ClockSource::Lsl as i32,
     }
+}
+
+/// `count` unique, non-empty labels from what a stream's info gives, and how many it changed:
+/// all Ch1..ChN when it gives another number of them.
+fn repair_labels(given: Vec<String>, count: usize) -> (Vec<String>, usize) {
+    if given.len() != count {
+        return ((1..=count).map(|i| format!("Ch{i}")).collect(), count);
+    }
+    let mut seen = std::collections::HashSet::with_capacity(count);
+    let mut repaired = 0;
+    let labels = given
+        .into_iter()
+        .enumerate()
+        .map(|(i, label)| {
+            let base = if label.is_empty() { format!("Ch{}", i + 1) } else { label.clone() };
+            let unique = std::iter::once(base.clone())
+                .chain((2..).map(|n| format!("{base}-{n}")))
+                .find(|l| !seen.contains(l))
+                .expect("an unused suffix exists");
+            repaired += usize::from(unique != label);
+            seen.insert(unique.clone());
+            unique
+        })
+        .collect();
+    (labels, repaired)
 }
 
 /// Largest buffer an inlet may hold for a stream that is not pulled (the server's worker is
@@ -210,4 +238,18 @@ pub fn keep_connecting(
             }
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn missing_and_repeated_labels_are_named_and_the_rest_kept() {
+        let given = ["C3", "", "AUX", "AUX", "Ch2", "AUX"].map(String::from).to_vec();
+        let (labels, repaired) = super::repair_labels(given, 6);
+        assert_eq!(labels, ["C3", "Ch2", "AUX", "AUX-2", "Ch2-2", "AUX-3"]);
+        assert_eq!(repaired, 4);
+        let (labels, repaired) = super::repair_labels(vec!["A".into()], 3);
+        assert_eq!((labels, repaired), (vec!["Ch1".to_string(), "Ch2".into(), "Ch3".into()], 3));
+        assert_eq!(super::repair_labels(vec!["C3".into(), "C4".into()], 2).1, 0);
+    }
 }
