@@ -98,11 +98,6 @@ impl AttachmentState {
         &self.shared.id
     }
 
-    /// The filter's settling time, in stream samples.
-    pub fn settle(&self) -> u64 {
-        self.settle
-    }
-
     /// Filters one stream frame into the attachment's ring.
     #[inline]
     pub fn push_frame(&mut self, stream_frame: &[f32]) {

@@ -52,10 +52,6 @@ impl Spans {
             self.list.pop_front();
         }
     }
-
-    pub fn is_empty(&self) -> bool {
-        self.list.is_empty()
-    }
 }
 
 #[cfg(test)]
