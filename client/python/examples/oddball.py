@@ -6,6 +6,7 @@ faster, --speed) and its stimulus sequence is what the loop presents.
     python oddball.py --server 127.0.0.1:50051 --recording models/data/p300/<run>.csv.gz
 
 Exit status 0 when every stimulus got its prediction."""
+
 from __future__ import annotations
 
 import argparse
@@ -13,15 +14,17 @@ import csv
 import gzip
 import threading
 import time
+from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 import myelin
 
 CHANNELS = ["TP9", "AF7", "AF8", "TP10"]
 
 
-def read_recording(path):
+def read_recording(path: str) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float64], npt.NDArray[np.int64]]:
     """eeg-notebooks CSV: (samples [n, 4], timestamps [n], marker codes [n])."""
     with (gzip.open if str(path).endswith(".gz") else open)(path, "rt") as f:
         rows = list(csv.reader(f))
@@ -35,15 +38,16 @@ def read_recording(path):
 class Screen:
     """PsychoPy's window when it is installed, else a line on stdout per flip."""
 
-    def __init__(self):
+    def __init__(self) -> None:
+        self.window: Any  # a psychopy.visual.Window (PsychoPy is optional, untyped)
         try:
-            from psychopy import visual  # noqa: F401
+            from psychopy import visual
 
             self.window = visual.Window(fullscr=False)
         except Exception:
             self.window = None
 
-    def show(self, text: str):
+    def show(self, text: str) -> None:
         if self.window is None:
             print(f"[screen] {text}", flush=True)
         else:
@@ -53,7 +57,7 @@ class Screen:
             self.window.flip()
 
 
-def main():
+def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--server", default="127.0.0.1:50051")
     parser.add_argument("--recording", required=True, help="an eeg-notebooks P300 CSV (models/data/p300/)")
@@ -63,6 +67,7 @@ def main():
 
     data, stamps, codes = read_recording(args.recording)
     rate = 256.0
+    speed: float = args.speed
     client = myelin.Client(args.server)
     stream = client.open_session("oddball", CHANNELS, rate=rate)
     erp = client.attach("oddball", "erp-linear-muse", marker_codes=[1, 2], latency_budget_ms=500)
@@ -79,9 +84,9 @@ def main():
     began = time.monotonic()
 
     def wall(t: float) -> float:
-        return began + (t - start) / args.speed
+        return began + (t - start) / speed
 
-    def amplifier():
+    def amplifier() -> None:
         for i in range(0, last_sample, 8):
             j = min(i + 8, last_sample)
             time.sleep(max(0.0, wall(times[j - 1]) - time.monotonic()))
@@ -89,14 +94,18 @@ def main():
 
     pushing = threading.Thread(target=amplifier, daemon=True)
     pushing.start()
-    received = {}
+    received: dict[float, myelin.Prediction] = {}
     done = threading.Event()
 
-    def react():
+    def react() -> None:
         for p in predictions:
+            assert p.trigger is not None  # event-locked: every window opens at a marker
             kind = "target" if p.trigger.code == 2 else "non-target"
             received[p.trigger.timestamp] = p
-            print(f"[decoder] {kind:10} -> p(target) = {p.probabilities[1]:.2f} ({p.status}, {p.timing.server_latency * 1e3:.2f} ms)", flush=True)
+            print(
+                f"[decoder] {kind:10} -> p(target) = {p.probabilities[1]:.2f} ({p.status}, {p.timing.server_latency * 1e3:.2f} ms)",
+                flush=True,
+            )
             if len(received) == len(onsets):
                 done.set()
                 return

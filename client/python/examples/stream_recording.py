@@ -3,6 +3,7 @@ every stimulus with the bundled ERP model, and plot p(target) per stimulus by it
 (matplotlib when installed, a text plot otherwise).
 
     python stream_recording.py --server 127.0.0.1:50051 --recording models/data/p300/<run>.csv.gz [--plot out.png]"""
+
 from __future__ import annotations
 
 import argparse
@@ -10,11 +11,12 @@ import csv
 import gzip
 
 import numpy as np
+import numpy.typing as npt
 
 import myelin
 
 
-def read_recording(path):
+def read_recording(path: str) -> tuple[list[str], npt.NDArray[np.float32], npt.NDArray[np.float64], npt.NDArray[np.int64]]:
     with (gzip.open if str(path).endswith(".gz") else open)(path, "rt") as f:
         rows = list(csv.reader(f))
     head = rows[0]
@@ -25,7 +27,7 @@ def read_recording(path):
     return channels, data, np.array([float(r[0]) for r in rows[1:]]), np.array([int(float(r[mcol])) for r in rows[1:]])
 
 
-def main():
+def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--server", default="127.0.0.1:50051")
     parser.add_argument("--recording", required=True)
@@ -45,9 +47,13 @@ def main():
             stream.close()
             # The attachment's stream ends once the session has ended and its last window is out.
             got = list(predictions)
-    target = np.array([p.probabilities[1] for p in got if p.trigger.code == 2])
-    other = np.array([p.probabilities[1] for p in got if p.trigger.code == 1])
-    print(f"{len(got)} predictions: mean p(target) {target.mean():.3f} on targets ({len(target)}), {other.mean():.3f} on non-targets ({len(other)})")
+    # Event-locked: every window opens at a marker.
+    target = np.array([p.probabilities[1] for p in got if p.trigger is not None and p.trigger.code == 2])
+    other = np.array([p.probabilities[1] for p in got if p.trigger is not None and p.trigger.code == 1])
+    print(
+        f"{len(got)} predictions: mean p(target) {target.mean():.3f} on targets ({len(target)}), "
+        f"{other.mean():.3f} on non-targets ({len(other)})"
+    )
     try:
         import matplotlib
 

@@ -8,14 +8,16 @@ decoders, and read their predictions.
     stream.push(np.zeros((256, 4))); stream.marker(1)
     for prediction in client.subscribe(attachment=attachment.attachment_id): print(prediction.label)
 """
+
 # Other distributions may provide the wire stubs as `myelin.v1` (generated from proto/ with
 # grpcio-tools); this package keeps its own in `myelin._wire`, and leaves room for theirs.
 __path__ = __import__("pkgutil").extend_path(__path__, __name__)
 
-from .client import Client, Subscription  # noqa: E402
-from .errors import InvalidSamples, MyelinError  # noqa: E402
-from .stream import SessionStream  # noqa: E402
-from .types import (  # noqa: E402
+from .client import Client, Subscription
+from .errors import InvalidSamples, MyelinError
+from .recording import read_recording
+from .stream import SessionStream
+from .types import (
     Acknowledgement,
     Attachment,
     AttachmentInfo,
@@ -50,4 +52,5 @@ __all__ = [
     "Subscription",
     "Timing",
     "Window",
+    "read_recording",
 ]

@@ -1,9 +1,11 @@
 """The client: one connection to a Myelin server, and the calls an experiment makes."""
+
 from __future__ import annotations
 
 import os
 import time
-from typing import AsyncIterator, Callable, Dict, Iterator, List, Optional, Sequence, Union
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from typing import Any, ParamSpec, TypeVar
 
 import grpc
 import grpc.aio
@@ -17,11 +19,14 @@ from .types import Attachment, Calibration, LslSource, ModelInfo, Prediction, Pr
 _MODALITIES = {"eeg": pb.MODALITY_EEG, "meg": pb.MODALITY_MEG, "seeg": pb.MODALITY_SEEG, "ecog": pb.MODALITY_ECOG}
 _LATE = {"deliver": pb.LATE_POLICY_DELIVER, "drop": pb.LATE_POLICY_DROP}
 
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
 
-def _calls(function):
+
+def _calls(function: Callable[_P, _R]) -> Callable[_P, _R]:
     """Server refusals as MyelinError."""
 
-    def wrapped(*args, **kwargs):
+    def wrapped(*args: _P.args, **kwargs: _P.kwargs) -> _R:
         try:
             return function(*args, **kwargs)
         except grpc.RpcError as error:
@@ -44,11 +49,17 @@ def _is_loopback(address: str) -> bool:
         return False
 
 
+def _read(path: str) -> bytes:
+    with open(path, "rb") as file:
+        return file.read()
+
+
 class Subscription:
     """A blocking iterator of :class:`Prediction` s; ``cancel()`` (or leaving a ``with`` block)
     ends it. An error the server ends it with is raised as :class:`MyelinError`."""
 
-    def __init__(self, call):
+    def __init__(self, call: Any):
+        # A grpc response iterator (grpcio has no type information).
         self._call = call
 
     def __iter__(self) -> Iterator[Prediction]:
@@ -59,13 +70,13 @@ class Subscription:
             if error.code() != grpc.StatusCode.CANCELLED:
                 raise MyelinError.from_rpc(error) from None
 
-    def cancel(self):
+    def cancel(self) -> None:
         self._call.cancel()
 
-    def __enter__(self) -> "Subscription":
+    def __enter__(self) -> Subscription:
         return self
 
-    def __exit__(self, *_):
+    def __exit__(self, *_: object) -> None:
         self.cancel()
 
 
@@ -78,22 +89,31 @@ class Client:
     certificate carries when it is not the address's host. `max_message_bytes` must not exceed the server's ``server.max_message_bytes``
     (pushes are cut into messages under it)."""
 
-    def __init__(self, address: str, token: Optional[str] = None, ca: Union[str, bytes, None] = None, *,
-                 certificate: Optional[Sequence[str]] = None, server_name: Optional[str] = None,
-                 max_message_bytes: int = 4 << 20):
+    def __init__(
+        self,
+        address: str,
+        token: str | None = None,
+        ca: str | bytes | None = None,
+        *,
+        certificate: Sequence[str] | None = None,
+        server_name: str | None = None,
+        max_message_bytes: int = 4 << 20,
+    ):
         self.address = address
         # As myelin-cli does: $MYELIN_TOKEN and $MYELIN_CA when not given.
         token = token if token is not None else os.environ.get("MYELIN_TOKEN") or None
         ca = ca if ca is not None else os.environ.get("MYELIN_CA") or None
-        self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
-        self._root = None
-        self._tls = None
+        self._metadata: tuple[tuple[str, str], ...] = (("authorization", f"Bearer {token}"),) if token else ()
+        self._root: bytes | None = None
+        self._tls: tuple[grpc.ChannelCredentials, list[tuple[str, str]]] | None = None
+        self._channel: grpc.Channel
         if ca is not None:
-            self._root = ca if isinstance(ca, bytes) else open(ca, "rb").read()
-            key = cert = None
+            self._root = ca if isinstance(ca, bytes) else _read(ca)
+            key: bytes | None = None
+            cert: bytes | None = None
             if certificate is not None:
                 cert_path, key_path = certificate
-                cert, key = open(cert_path, "rb").read(), open(key_path, "rb").read()
+                cert, key = _read(cert_path), _read(key_path)
             options = [("grpc.ssl_target_name_override", server_name)] if server_name else []
             credentials = grpc.ssl_channel_credentials(root_certificates=self._root, private_key=key, certificate_chain=cert)
             self._tls = (credentials, options)
@@ -102,20 +122,22 @@ class Client:
             raise ValueError("a client certificate needs ca= (the CA that signed the server's certificate)")
         else:
             if token and not _is_loopback(address):
-                raise ValueError(f"{address}: refusing to send the token in clear to a host that is not this machine; "
-                                 "connect with TLS (ca=, or $MYELIN_CA)")
+                raise ValueError(
+                    f"{address}: refusing to send the token in clear to a host that is not this machine; "
+                    "connect with TLS (ca=, or $MYELIN_CA)"
+                )
             self._channel = grpc.insecure_channel(address)
         self._max_message_bytes = max_message_bytes
-        self._decoding = rpc.DecodingStub(self._channel)
-        self._ingest = rpc.IngestStub(self._channel)
+        self._decoding = rpc.DecodingStub(self._channel)  # type: ignore[no-untyped-call]  # generated gRPC stub, unannotated
+        self._ingest = rpc.IngestStub(self._channel)  # type: ignore[no-untyped-call]  # generated gRPC stub, unannotated
 
-    def close(self):
+    def close(self) -> None:
         self._channel.close()
 
-    def __enter__(self) -> "Client":
+    def __enter__(self) -> Client:
         return self
 
-    def __exit__(self, *_):
+    def __exit__(self, *_: object) -> None:
         self.close()
 
     # -- streaming in -----------------------------------------------------------------------
@@ -130,7 +152,7 @@ class Client:
         stream_name: str = "",
         non_finite: str = "reject",
         units: str = "microvolts",
-        layouts: Optional[Sequence[Sequence[float]]] = None,
+        layouts: Sequence[Sequence[float]] | None = None,
         ready_timeout: float = 10.0,
     ) -> SessionStream:
         """Opens a session and returns its :class:`SessionStream` once the server has it (so a
@@ -150,12 +172,14 @@ class Client:
             nominal_rate_hz=float(rate),
             clock=pb.CLOCK_SOURCE_UNIX,
         )
-        for channel, position in zip(header.channels, layouts if layouts is not None else ()):
+        for channel, position in zip(header.channels, layouts if layouts is not None else (), strict=False):
             channel.layout.x, channel.layout.y = float(position[0]), float(position[1])
         # A session already live here is another stream's: ours will be refused, and that
         # refusal is what to wait for.
         taken = self._live(session_id)
-        stream = SessionStream(self._ingest, header, max_message_bytes=self._max_message_bytes, non_finite=non_finite, metadata=self._metadata)
+        stream = SessionStream(
+            self._ingest, header, max_message_bytes=self._max_message_bytes, non_finite=non_finite, metadata=self._metadata
+        )
         deadline = time.monotonic() + ready_timeout
         while taken or not self._live(session_id):
             stream._check()
@@ -178,7 +202,7 @@ class Client:
         source_id: str = "",
         marker_predicate: str = "",
         timeout: float = 0.0,
-        modality: Optional[str] = None,
+        modality: str | None = None,
     ) -> LslSource:
         """Has the server open session `session_id` from an LSL stream on its network: found by
         an LSL `predicate` (XPath, e.g. ``"name='EEG'"``) or by `name` / `type` / `source_id`
@@ -196,9 +220,17 @@ class Client:
             timeout_s=float(timeout),
             modality=_MODALITIES[modality.lower()] if modality else pb.MODALITY_UNSPECIFIED,
         )
-        reply = self._decoding.ConnectLsl(request, metadata=self._metadata)
+        reply: pb.ConnectLslReply = self._decoding.ConnectLsl(request, metadata=self._metadata)
         h = reply.header
-        return LslSource(session_id, h.stream_name, [c.label for c in h.channels], h.nominal_rate_hz, reply.source_id, reply.hostname, reply.marker_stream)
+        return LslSource(
+            session_id,
+            h.stream_name,
+            [c.label for c in h.channels],
+            h.nominal_rate_hz,
+            reply.source_id,
+            reply.hostname,
+            reply.marker_stream,
+        )
 
     # -- decoding ---------------------------------------------------------------------------
 
@@ -208,19 +240,19 @@ class Client:
         session_id: str,
         model_id: str,
         *,
-        marker_codes: Optional[Sequence[int]] = None,
+        marker_codes: Sequence[int] | None = None,
         tmin_s: float = 0.0,
         tmax_s: float = 0.0,
-        hop_s: Optional[float] = None,
+        hop_s: float | None = None,
         length_s: float = 0.0,
         model_version: str = "",
         latency_budget_ms: int = 0,
         late_policy: str = "deliver",
-        channel_map: Optional[Dict[str, str]] = None,
+        channel_map: dict[str, str] | None = None,
         lsl_outlet: bool = False,
         subject: str = "",
         top_k: int = 0,
-        gallery: Optional[str] = None,
+        gallery: str | None = None,
         gallery_index: str = "exact",
         include_embedding: bool = False,
     ) -> Attachment:
@@ -228,12 +260,12 @@ class Client:
         around each marker; both 0: the model card's window) or sliding every `hop_s` seconds
         (`length_s` 0: the card's length). `channel_map`: model channel -> stream channel.
         `gallery`: a file under the server's galleries directory (retrieval models)."""
-        if (marker_codes is None) == (hop_s is None):
-            raise ValueError("give marker_codes (event-locked windows) or hop_s (sliding windows), one of them")
-        if marker_codes is not None:
+        if marker_codes is not None and hop_s is None:
             window = pb.WindowPolicy(event_locked=pb.EventLockedWindow(marker_codes=list(marker_codes), tmin_s=tmin_s, tmax_s=tmax_s))
-        else:
+        elif hop_s is not None and marker_codes is None:
             window = pb.WindowPolicy(sliding=pb.SlidingWindow(hop_s=float(hop_s), length_s=length_s))
+        else:
+            raise ValueError("give marker_codes (event-locked windows) or hop_s (sliding windows), one of them")
         if late_policy not in _LATE:
             raise ValueError(f"late_policy must be one of {sorted(_LATE)}")
         request = pb.AttachRequest(
@@ -252,7 +284,7 @@ class Client:
         if gallery:
             index = {"exact": pb.GALLERY_INDEX_EXACT, "hnsw": pb.GALLERY_INDEX_HNSW}[gallery_index]
             request.gallery.CopyFrom(pb.GallerySpec(path=gallery, index=index))
-        reply = self._decoding.Attach(request, metadata=self._metadata)
+        reply: pb.AttachReply = self._decoding.Attach(request, metadata=self._metadata)
         return Attachment(
             attachment_id=reply.attachment_id,
             window_stream_samples=reply.window_stream_samples,
@@ -265,7 +297,7 @@ class Client:
         )
 
     @_calls
-    def detach(self, attachment_id: str):
+    def detach(self, attachment_id: str) -> None:
         self._decoding.Detach(pb.DetachRequest(attachment_id=attachment_id), metadata=self._metadata)
 
     @_calls
@@ -284,7 +316,8 @@ class Client:
         else:
             channel = grpc.aio.insecure_channel(self.address)
         async with channel:
-            call = rpc.DecodingStub(channel).Subscribe(pb.SubscribeRequest(session_id=session, attachment_id=attachment), metadata=self._metadata)
+            stub = rpc.DecodingStub(channel)  # type: ignore[no-untyped-call]  # generated gRPC stub, unannotated
+            call = stub.Subscribe(pb.SubscribeRequest(session_id=session, attachment_id=attachment), metadata=self._metadata)
             try:
                 async for p in call:
                     yield Prediction.from_wire(p)
@@ -306,7 +339,7 @@ class Client:
         folds: int = 0,
         keep_current_model: bool = False,
         decoder: str = "",
-        on_progress: Optional[Callable[[Progress], None]] = None,
+        on_progress: Callable[[Progress], None] | None = None,
     ) -> Calibration:
         """Calibrates a native decoder live on an event-locked attachment: collects epochs until
         `max_epochs` or `max_seconds`, calling `on_progress` for each, then fits, saves and
@@ -325,25 +358,40 @@ class Client:
             keep_current_model=keep_current_model,
             decoder=decoder,
         )
-        for update in self._decoding.Calibrate(request, metadata=self._metadata):
+        updates: Iterator[pb.CalibrateProgress] = self._decoding.Calibrate(request, metadata=self._metadata)
+        for update in updates:
             if update.HasField("result"):
                 r = update.result
                 candidates = {c.decoder: (c.cv_auc, c.cv_balanced_accuracy) for c in r.candidates}
-                return Calibration(r.model_id, r.model_version, r.epochs, r.target_epochs, r.cv_auc, r.cv_balanced_accuracy, r.folds,
-                                   r.fit_seconds, r.artifact, r.swapped, r.decoder, candidates)
+                return Calibration(
+                    r.model_id,
+                    r.model_version,
+                    r.epochs,
+                    r.target_epochs,
+                    r.cv_auc,
+                    r.cv_balanced_accuracy,
+                    r.folds,
+                    r.fit_seconds,
+                    r.artifact,
+                    r.swapped,
+                    r.decoder,
+                    candidates,
+                )
             if on_progress is not None:
                 on_progress(Progress(update.target_epochs, update.non_target_epochs))
         raise MyelinError(grpc.StatusCode.UNKNOWN, "the calibration ended without a result")
 
     # -- listings ---------------------------------------------------------------------------
 
-    def _list_sessions(self):
+    def _list_sessions(self) -> Sequence[pb.SessionInfo]:
         try:
-            return self._decoding.ListSessions(pb.ListSessionsRequest(), metadata=self._metadata).sessions
+            reply: pb.ListSessionsReply = self._decoding.ListSessions(pb.ListSessionsRequest(), metadata=self._metadata)
+            sessions: Sequence[pb.SessionInfo] = reply.sessions  # a repeated field: untyped without protobuf stubs
+            return sessions
         except grpc.RpcError as error:
             raise MyelinError.from_rpc(error) from None
 
-    def sessions(self) -> List[SessionInfo]:
+    def sessions(self) -> list[SessionInfo]:
         """Every session the server knows: live ones, and ended ones for a short while."""
         return [SessionInfo.from_wire(s) for s in self._list_sessions()]
 
@@ -355,6 +403,6 @@ class Client:
         raise MyelinError(grpc.StatusCode.NOT_FOUND, f"no session {session_id!r}")
 
     @_calls
-    def models(self) -> List[ModelInfo]:
+    def models(self) -> list[ModelInfo]:
         """Every model the server loaded, with its card's provenance."""
         return [ModelInfo.from_wire(m) for m in self._decoding.ListModels(pb.ListModelsRequest(), metadata=self._metadata).models]

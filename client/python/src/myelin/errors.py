@@ -1,5 +1,6 @@
 """Errors: what the server refused (with its gRPC status and message), and what this client
 refuses before anything is sent."""
+
 from __future__ import annotations
 
 import grpc
@@ -15,7 +16,7 @@ class MyelinError(Exception):
         self.details = details
 
     @classmethod
-    def from_rpc(cls, error: grpc.RpcError) -> "MyelinError":
+    def from_rpc(cls, error: grpc.RpcError) -> MyelinError:
         code = error.code() if hasattr(error, "code") else grpc.StatusCode.UNKNOWN
         details = error.details() if hasattr(error, "details") else str(error)
         return cls(code, details or "")

@@ -1,17 +1,22 @@
 """A session's stream into the server: numpy samples and markers in, with the index bookkeeping,
 chunking under the message limit, timestamps and backpressure done here."""
+
 from __future__ import annotations
 
 import math
 import queue
 import threading
 import time
-from typing import Iterable, Iterator, List, Optional, Sequence, Tuple, Union
+from collections.abc import Iterable, Iterator, Sequence
+from types import TracebackType
+from typing import Any
 
 import grpc
 import numpy as np
+import numpy.typing as npt
 
 from ._wire import myelin_pb2 as pb
+from ._wire import myelin_pb2_grpc as rpc
 from .errors import InvalidSamples, MyelinError
 from .types import Acknowledgement
 
@@ -26,7 +31,16 @@ class SessionStream:
     loop that pushes as fast as it reads its amplifier never grows memory. An error the server
     ends the stream with is raised as :class:`MyelinError` at the next call."""
 
-    def __init__(self, stub, header: pb.StreamHeader, *, max_message_bytes: int, non_finite: str, metadata, queue_messages: int = 32):
+    def __init__(
+        self,
+        stub: rpc.IngestStub,
+        header: pb.StreamHeader,
+        *,
+        max_message_bytes: int,
+        non_finite: str,
+        metadata: Sequence[tuple[str, str]],
+        queue_messages: int = 32,
+    ):
         if non_finite not in ("reject", "send"):
             raise ValueError('non_finite must be "reject" (raise before sending) or "send" (let the server apply its policy)')
         self.session_id = header.session_id
@@ -34,19 +48,20 @@ class SessionStream:
         self.rate = header.nominal_rate_hz
         self._non_finite = non_finite
         self._max_bytes = max_message_bytes
-        self._requests: "queue.Queue[Optional[pb.IngestRequest]]" = queue.Queue(maxsize=queue_messages)
+        self._requests: queue.Queue[pb.IngestRequest | None] = queue.Queue(maxsize=queue_messages)
         self._requests.put(pb.IngestRequest(header=header))
-        self._call = stub.Stream(self._outgoing(), metadata=metadata)
-        self._error: Optional[MyelinError] = None
+        # A grpc bidirectional call (grpcio has no type information).
+        self._call: Any = stub.Stream(self._outgoing(), metadata=metadata)
+        self._error: MyelinError | None = None
         self._done = threading.Event()
         self._acknowledged = Acknowledgement(0, 0, [])
-        self._warnings: List[str] = []
+        self._warnings: list[str] = []
         self._lock = threading.Lock()
         self._reader = threading.Thread(target=self._read_replies, name=f"myelin-{self.session_id}", daemon=True)
         self._reader.start()
         #: Index of the next sample to push.
         self.next_index = 0
-        self._first_time: Optional[float] = None
+        self._first_time: float | None = None
         self._closed = False
 
     # -- the call ---------------------------------------------------------------------------
@@ -58,7 +73,7 @@ class SessionStream:
                 return
             yield request
 
-    def _read_replies(self):
+    def _read_replies(self) -> None:
         try:
             for reply in self._call:
                 with self._lock:
@@ -71,7 +86,7 @@ class SessionStream:
         finally:
             self._done.set()
 
-    def _send(self, request: pb.IngestRequest):
+    def _send(self, request: pb.IngestRequest) -> None:
         self._check()
         while True:
             try:
@@ -80,7 +95,7 @@ class SessionStream:
             except queue.Full:
                 self._check()
 
-    def _check(self):
+    def _check(self) -> None:
         if self._error is not None:
             raise self._error
         if self._closed:
@@ -94,7 +109,7 @@ class SessionStream:
         """The stream's clock (Unix time, seconds): what default timestamps and markers use."""
         return time.time()
 
-    def push(self, samples, timestamps: Optional[Sequence[float]] = None) -> int:
+    def push(self, samples: npt.ArrayLike, timestamps: npt.ArrayLike | None = None) -> int:
         """Sends samples `[n, channels]` (any real dtype; sent as float32). `timestamps`: one per
         sample, in seconds, as the rig stamped them (a step back, as jittery rig clocks make, is
         the server's ``sessions.timestamp_policy`` to repair or refuse); by default a regular
@@ -112,7 +127,10 @@ class SessionStream:
         data = np.ascontiguousarray(data, dtype="<f4")
         if self._non_finite == "reject" and not np.isfinite(data).all():
             bad = int(np.argwhere(~np.isfinite(data))[0][0])
-            raise InvalidSamples(f"sample {self.next_index + bad} is not finite (NaN or inf); open the session with non_finite=\"send\" to let the server's policy handle it")
+            raise InvalidSamples(
+                f"sample {self.next_index + bad} is not finite (NaN or inf); "
+                'open the session with non_finite="send" to let the server\'s policy handle it'
+            )
         n = data.shape[0]
         stamps = None
         if timestamps is not None:
@@ -142,18 +160,19 @@ class SessionStream:
 
     # -- markers ----------------------------------------------------------------------------
 
-    def marker(self, code: int, label: str = "", timestamp: Optional[float] = None) -> float:
+    def marker(self, code: int, label: str = "", timestamp: float | None = None) -> float:
         """Sends one marker (a stimulus onset, a response) at `timestamp` (default: now, on the
         stream's clock). Returns the timestamp sent."""
         when = self.now() if timestamp is None else float(timestamp)
         self.markers([(when, code, label)])
         return when
 
-    def markers(self, items: Iterable[Union[Tuple[float, int], Tuple[float, int, str]]]):
+    def markers(self, items: Iterable[tuple[float, int] | tuple[float, int, str]]) -> None:
         """Sends several markers at once: (timestamp, code) or (timestamp, code, label) each."""
-        batch = []
+        batch: list[pb.Marker] = []
         for item in items:
-            timestamp, code, label = (tuple(item) + ("",))[:3]
+            fields: tuple[float, int, str] = (*item, "")[:3]
+            timestamp, code, label = fields
             if not math.isfinite(float(timestamp)):
                 raise InvalidSamples(f"marker {code}: timestamp {timestamp} is not finite")
             batch.append(pb.Marker(timestamp=float(timestamp), code=int(code), label=str(label)))
@@ -174,7 +193,9 @@ class SessionStream:
         while self.acknowledged.samples_accepted_until < self.next_index:
             self._check()
             if time.monotonic() > deadline:
-                raise TimeoutError(f"the server took {self.acknowledged.samples_accepted_until} of {self.next_index} samples within {timeout} s")
+                raise TimeoutError(
+                    f"the server took {self.acknowledged.samples_accepted_until} of {self.next_index} samples within {timeout} s"
+                )
             time.sleep(0.005)
         return self.acknowledged
 
@@ -189,10 +210,10 @@ class SessionStream:
             raise self._error
         return self.acknowledged
 
-    def __enter__(self) -> "SessionStream":
+    def __enter__(self) -> SessionStream:
         return self
 
-    def __exit__(self, kind, value, traceback):
+    def __exit__(self, kind: type[BaseException] | None, value: BaseException | None, traceback: TracebackType | None) -> None:
         if kind is None:
             self.close()
         else:

@@ -1,9 +1,9 @@
 """What the client hands back: plain dataclasses (times in seconds, arrays as numpy), made from
 the wire messages."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -66,28 +66,28 @@ class Prediction:
     window: Window
     timing: Timing
     #: The marker that opened the window (event-locked windows), else None.
-    trigger: Optional[Marker]
+    trigger: Marker | None
     #: Classification: the labels and one probability per label; the attachment's top_k.
-    labels: List[str] = field(default_factory=list)
+    labels: list[str] = field(default_factory=list)
     probabilities: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
-    top_labels: List[str] = field(default_factory=list)
+    top_labels: list[str] = field(default_factory=list)
     top_probabilities: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
     #: Retrieval: gallery ids and cosine scores, best first.
-    ids: List[str] = field(default_factory=list)
+    ids: list[str] = field(default_factory=list)
     scores: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
     embedding: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
     #: Predictions this subscription has lost so far by reading too slowly.
     dropped_so_far: int = 0
 
     @property
-    def label(self) -> Optional[str]:
+    def label(self) -> str | None:
         """The most probable label (classification), else None."""
         if len(self.probabilities) == 0:
             return None
         return self.labels[int(np.argmax(self.probabilities))]
 
     @classmethod
-    def from_wire(cls, p: pb.Prediction) -> "Prediction":
+    def from_wire(cls, p: pb.Prediction) -> Prediction:
         t = p.timing
         ns = 1e-9
         result = p.WhichOneof("result")
@@ -134,9 +134,9 @@ class Attachment:
     window_stream_samples: int
     window_model_samples: int
     latency_budget: float
-    lsl_outlets: List[str]
+    lsl_outlets: list[str]
     gallery_items: int
-    missing_channels: List[str]
+    missing_channels: list[str]
     #: Stream samples after a window's end the server waits for before decoding it (the
     #: anti-alias filter of a card that resamples by a rational ratio; 0 otherwise).
     window_lookahead_samples: int = 0
@@ -168,7 +168,7 @@ class Calibration:
     #: The decoder fitted: "xdawn_lda" or "xdawn_riemann".
     decoder: str = "xdawn_lda"
     #: Every decoder cross-validated: {decoder: (cv_auc, cv_balanced_accuracy)}.
-    candidates: Dict[str, Tuple[float, float]] = field(default_factory=dict)
+    candidates: dict[str, tuple[float, float]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -177,10 +177,10 @@ class Acknowledgement:
 
     samples_accepted_until: int
     markers_accepted: int
-    warnings: List[str]
+    warnings: list[str]
 
 
-_MODALITY_NAMES = {pb.MODALITY_EEG: "eeg", pb.MODALITY_MEG: "meg", pb.MODALITY_SEEG: "seeg", pb.MODALITY_ECOG: "ecog"}
+_MODALITY_NAMES: dict[int, str] = {pb.MODALITY_EEG: "eeg", pb.MODALITY_MEG: "meg", pb.MODALITY_SEEG: "seeg", pb.MODALITY_ECOG: "ecog"}
 
 
 def modality_name(value: int) -> str:
@@ -207,25 +207,25 @@ class SessionInfo:
     source: str
     stream_name: str
     modality: str
-    channels: List[str]
+    channels: list[str]
     rate: float
     samples_received: int
     markers_received: int
     #: Samples the stream skipped (recorded as gaps).
     gap_samples: int
-    attachments: List[AttachmentInfo]
+    attachments: list[AttachmentInfo]
     #: The XDF file this session is recorded to, else "".
     recording_path: str
     #: Why the recording stopped early (a full disk), else "".
     recording_error: str
     #: Every ingest warning since the session opened, one per kind: its first message and how
     #: many there were (for an LSL source, what nobody could be told: refused NaN samples...).
-    warnings: List[str]
+    warnings: list[str]
     #: Why the session's source stopped on an error (an LSL inlet), else "".
     source_error: str
 
     @classmethod
-    def from_wire(cls, s: pb.SessionInfo) -> "SessionInfo":
+    def from_wire(cls, s: pb.SessionInfo) -> SessionInfo:
         return cls(
             session_id=s.session_id,
             live=s.live,
@@ -237,7 +237,10 @@ class SessionInfo:
             samples_received=s.samples_received,
             markers_received=s.markers_received,
             gap_samples=s.gap_samples,
-            attachments=[AttachmentInfo(a.attachment_id, a.model_id, a.model_version, a.latency_budget_ms * 1e-3, a.predictions) for a in s.attachments],
+            attachments=[
+                AttachmentInfo(a.attachment_id, a.model_id, a.model_version, a.latency_budget_ms * 1e-3, a.predictions)
+                for a in s.attachments
+            ],
             recording_path=s.recording_path,
             recording_error=s.recording_error,
             warnings=[f"{w.message} (x{w.count})" for w in s.warnings],
@@ -253,11 +256,11 @@ class ModelInfo:
     version: str
     task: str
     modality: str
-    channels: List[str]
+    channels: list[str]
     rate: float
     #: The window around its marker, seconds: (tmin, tmax).
-    window: Tuple[float, float]
-    labels: List[str]
+    window: tuple[float, float]
+    labels: list[str]
     ready: bool
     error: str
     execution_provider: str
@@ -267,7 +270,7 @@ class ModelInfo:
     subject: str
 
     @classmethod
-    def from_wire(cls, m: pb.ModelInfo) -> "ModelInfo":
+    def from_wire(cls, m: pb.ModelInfo) -> ModelInfo:
         return cls(
             id=m.id,
             version=m.version,
@@ -292,7 +295,7 @@ class LslSource:
 
     session_id: str
     stream_name: str
-    channels: List[str]
+    channels: list[str]
     rate: float
     source_id: str
     hostname: str
