@@ -4,7 +4,7 @@
 
 mod preprocessing;
 mod provenance;
-pub use preprocessing::{FilterDesign, FilterSpec, Preprocessing, Reference, Resample, Scaling};
+pub use preprocessing::{FilterDesign, FilterSpec, MAX_FILTER_ORDER, Preprocessing, Reference, Resample, Scaling};
 pub use provenance::Provenance;
 
 use std::path::{Path, PathBuf};

@@ -153,3 +153,52 @@ def test_a_dashboard_that_never_reads_costs_decoding_nothing():
         for s in stalled:
             s.close()
         server.stop()
+
+
+def test_the_signal_plot_shows_10_hz_not_an_alias_of_mains(server):
+    """10 Hz plus twice as strong 50 Hz mains at 256 Hz, pushed at four times real time: the
+    page's plotted data (the uPlot series it draws) has its spectral peak at 10 Hz, and nothing
+    where mains would fold to if it were decimated without a low-pass; the effective rate comes
+    from the source's timestamps (256 Hz, not the 1024 Hz of the wall clock)."""
+    rate, seconds = 256.0, 12.0
+    t = np.arange(int(rate * seconds)) / rate
+    signal = np.sin(2 * np.pi * 10 * t) + 2 * np.sin(2 * np.pi * 50 * t)
+    driver = browser()
+    try:
+        driver.get(f"http://{server.http}/")
+        with myelin.Client(server.grpc) as client:
+            stream = client.open_session("mains", ["Fz", "Cz"], rate=rate)
+            started = time.monotonic()
+            for begin in range(0, len(t), 32):
+                time.sleep(max(0.0, started + begin / rate / 4 - time.monotonic()))
+                chunk = signal[begin:begin + 32]
+                stream.push(np.stack([chunk, -chunk], axis=1), 1000.0 + t[begin:begin + 32])
+            stream.wait_acknowledged()
+            plotted = "const s = dashboard.sessions.get('mains'); return s && s.signalPlot ? [s.signalPlot.data[0], s.signalPlot.data[1]] : null"
+            wait_for(lambda: (d := driver.execute_script(plotted)) and d[0][-1] - d[0][0] > 9.5, "the page never plotted 10 s of the session")
+            times, values = (np.asarray(v, dtype=np.float64) for v in driver.execute_script(plotted))
+            section = driver.find_element("css selector", 'section[data-session="mains"]')
+            effective = float(section.find_element("css selector", ".effective-rate").text.split()[0])
+            title = section.find_element("css selector", ".u-title").text
+            section.find_element("css selector", "input.highpass").click()
+            filtered_title = section.find_element("css selector", ".u-title").text
+            stream.close()
+    finally:
+        driver.quit()
+    shown_rate = 1 / np.median(np.diff(times))
+    assert 80 <= shown_rate <= 110, shown_rate
+    # The last 8 s (the display's filter has settled), windowed.
+    keep = times >= times[-1] - 8
+    x = values[keep] - values[keep].mean()
+    spectrum = np.abs(np.fft.rfft(x * np.hanning(len(x))))
+    freqs = np.fft.rfftfreq(len(x), 1 / shown_rate)
+    peak = freqs[np.argmax(spectrum)]
+    alias = abs(50 - shown_rate)
+    at = lambda f: spectrum[np.argmin(np.abs(freqs - f))]  # noqa: E731
+    assert abs(peak - 10) < 0.5, f"plotted spectrum peaks at {peak:.2f} Hz"
+    assert at(alias) < 0.01 * at(10), f"mains folded to {alias:.2f} Hz: {at(alias) / at(10):.3f} of the 10 Hz peak"
+    others = spectrum[(freqs > 13) | (freqs < 7)]
+    assert others.max() < 0.01 * at(10), "nothing but the 10 Hz wave in the plot"
+    assert abs(effective - 256) < 1, f"effective rate {effective} Hz"
+    assert "low-passed at" in title and "display filter: off" in title, title
+    assert "display filter: high-pass 0.5 Hz" in filtered_title, filtered_title

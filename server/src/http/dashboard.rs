@@ -2,8 +2,8 @@
 //! `GET /events`, a server-sent event stream the page draws from.
 //!
 //! Every half second each page gets one `update`: its sessions (rate, gaps, LSL clock offset,
-//! attachments, and the signal and markers since its last update, decimated by the sessions'
-//! display taps), the models (queue depth) and the predictions published since. Predictions
+//! attachments, and the signal and markers since its last update, low-passed and decimated by
+//! the sessions' display taps, with the rate the source's own timestamps give), the models (queue depth) and the predictions published since. Predictions
 //! come from the hub's ring of everything through this page's own reader: a page that does not
 //! read falls behind and loses its own updates (counted in the next one it gets), and decoding
 //! never waits for it.
@@ -156,7 +156,14 @@ impl Reader {
             "source_error": info.source_error,
             "clock_offset_s": session.clock_offset(),
             "attachments": attachments,
-            "signal": { "channels": channels, "t": shown.times, "values": shown.values },
+            "signal": {
+                "channels": channels,
+                "t": shown.times,
+                "values": shown.values,
+                "display_rate_hz": session.display.rate_hz,
+                "anti_alias_hz": session.display.anti_alias_hz,
+                "effective_rate_hz": shown.effective_rate_hz,
+            },
             "markers": shown.markers,
         })
     }

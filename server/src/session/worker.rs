@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 
 use super::attachment::AttachmentState;
 use super::command::{Chunk, ChunkDone, Command, MarkersDone};
-use super::display::DisplayTap;
+use super::display::{DisplayDecimator, DisplayTap};
 use super::error::SessionError;
 use super::markers::PendingMarkers;
 use super::snapshot::Snapshot;
@@ -55,6 +55,7 @@ struct Worker {
     recorder: Option<Recorder>,
     snapshot: Arc<Snapshot>,
     display: Arc<DisplayTap>,
+    display_decimator: DisplayDecimator,
     in_flight: Arc<InFlight>,
     memory: Option<Reservation>,
     max_attachments: usize,
@@ -76,6 +77,7 @@ pub fn spawn(spec: WorkerSpec, mut inbox: mpsc::Receiver<Command>) -> std::io::R
             attachments: Vec::new(),
             recorder: None,
             snapshot: spec.snapshot,
+            display_decimator: spec.display.decimator(),
             display: spec.display,
             in_flight: spec.in_flight,
             memory: Some(spec.memory),
@@ -168,12 +170,10 @@ impl Worker {
         // the ring, whose first samples are then gone by the time it is recorded.
         let mut stored = Vec::with_capacity(if self.recorder.is_some() { n - admission.skip } else { 0 });
         let mut repaired: Option<(usize, f64, u64)> = None;
-        let mut display = self.display.writer();
+        let mut display = self.display.writer(&mut self.display_decimator);
         for (i, frame) in new.chunks_exact(c).enumerate() {
             let (timestamp, was_repaired) = self.stream.repaired(chunk.timestamp(admission.skip + i));
-            if let Some(display) = display.as_mut() {
-                display.frame(frame, timestamp);
-            }
+            display.frame(frame, timestamp);
             if was_repaired {
                 repaired.get_or_insert((i, timestamp, 0)).2 += 1;
             }
