@@ -4,6 +4,8 @@
 #   * runtime/libonnxruntime.so.1.31.1  ONNX Runtime, taken from the pinned onnxruntime wheel
 #     (the server loads it at run time; .cargo/config.toml points ORT_DYLIB_PATH at it)
 #   * runtime/liblsl.so.2  liblsl 1.18, taken from the pinned pylsl wheel (LabStreamingLayer)
+#   * .tools/bin/mdbook  mdBook, from crates.io (cargo install, pinned, without its server
+#     features: about a minute on 2 cores), for the book in docs/
 #   * promtool, nats-server, chromium and chromedriver, from Debian's prometheus, nats-server,
 #     chromium and chromium-driver packages (real peers of the suite: it lints /metrics and
 #     deploy/prometheus/, fans predictions out over NATS, loads the dashboard in a browser)
@@ -53,6 +55,11 @@ PY
 if ! cmp -s "$lsl" runtime/liblsl.so.2; then
   log "installing liblsl from the pylsl wheel into runtime/"
   cp "$lsl" runtime/liblsl.so.2
+fi
+mdbook_version=0.5.4
+if [[ $(.tools/bin/mdbook --version 2>/dev/null) != "mdbook v$mdbook_version" ]]; then
+  log "installing mdBook $mdbook_version into .tools/ (cargo install from crates.io, about a minute)"
+  cargo install --quiet --locked --no-default-features --version "$mdbook_version" --root .tools mdbook
 fi
 # Debian packages the suite's real peers come from: promtool (prometheus) and nats-server.
 debs=()

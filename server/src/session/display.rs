@@ -242,7 +242,10 @@ mod tests {
         // Amplitude at a frequency, over the last 5 s (the filter settled).
         let (t, v) = (&seen.times[seen.times.len() - 427..], &seen.values[0][seen.values[0].len() - 427..]);
         let amplitude = |f: f64| {
-            let (re, im) = t.iter().zip(v).fold((0.0, 0.0), |(re, im), (t, v)| (re + f64::from(*v) * (tau * f * t).cos(), im + f64::from(*v) * (tau * f * t).sin()));
+            let (re, im) = t
+                .iter()
+                .zip(v)
+                .fold((0.0, 0.0), |(re, im), (t, v)| (re + f64::from(*v) * (tau * f * t).cos(), im + f64::from(*v) * (tau * f * t).sin()));
             2.0 * (re * re + im * im).sqrt() / t.len() as f64
         };
         let alias = (50.0 - shown_rate).abs();
