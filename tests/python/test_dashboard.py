@@ -88,6 +88,18 @@ def test_the_dashboard_shows_the_live_sessions_their_predictions_and_latency(tmp
             assert int(re.search(r"OK (\d+)", mix).group(1)) > 0, mix
         # Models with their queue depths; the page drew its signal and timeline charts.
         assert driver.find_element("css selector", 'tr[data-model="meg-brain-synthetic"] td[data-queued]')
+        # Sessions first; the models below them, collapsed, and filterable.
+        order = driver.execute_script(
+            "return document.getElementById('sessions').compareDocumentPosition(document.getElementById('models'))")
+        assert order & 4, "the models table comes after the sessions"
+        assert driver.find_element("id", "models").get_attribute("open") is None
+        everything = len(driver.find_elements("css selector", "#models tbody tr"))
+        driver.find_element("css selector", "#models summary").click()
+        driver.find_element("id", "model-filter").send_keys("meg-")
+        wait_for(lambda: len(driver.find_elements("css selector", "#models tbody tr")) < everything, "the filter hid nothing")
+        models = [r.get_attribute("data-model") for r in driver.find_elements("css selector", "#models tbody tr")]
+        assert models and all("meg-" in m for m in models), models
+        driver.find_element("css selector", "#models summary").click()
         assert len(driver.find_elements("css selector", "section.session canvas")) >= 3 * 2
         ARTEFACT.parent.mkdir(exist_ok=True)
         driver.save_screenshot(str(ARTEFACT))
