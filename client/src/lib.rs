@@ -42,6 +42,21 @@ pub enum ClientError {
 
 pub type Result<T, E = ClientError> = std::result::Result<T, E>;
 
+/// The header a proxy in front of several replicas hashes on (`deploy/envoy/`): the session id
+/// on a session's calls, the attachment id (which ends in `@<session id>`) on an attachment's.
+/// Every session- or attachment-scoped call carries it; a lone server ignores it.
+pub const ROUTE_HEADER: &str = "myelin-route";
+
+/// `message` with the routing header set to `key` (left out when empty or not a valid header
+/// value: the server then answers the call as it would anyway).
+fn routed<T>(message: T, key: &str) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    if let (false, Ok(value)) = (key.is_empty(), key.parse::<tonic::metadata::AsciiMetadataValue>()) {
+        request.metadata_mut().insert(ROUTE_HEADER, value);
+    }
+    request
+}
+
 /// Every call carries the bearer token (if any).
 type Transport = InterceptedService<Channel, Bearer>;
 
@@ -87,6 +102,7 @@ impl Client {
     /// Opens an Ingest stream and sends its header.
     pub async fn open_ingest(&self, header: pb::StreamHeader) -> Result<IngestStream> {
         let n_channels = header.channels.len();
+        let route = header.session_id.clone();
         let (sender, receiver) = mpsc::channel::<pb::IngestRequest>(256);
         sender
             .send(pb::IngestRequest { message: Some(pb::ingest_request::Message::Header(header)) })
@@ -95,7 +111,7 @@ impl Client {
         let mut client = self.ingest.clone();
         let (latest_tx, latest) = watch::channel(pb::IngestReply::default());
         let replies = tokio::spawn(async move {
-            let mut inbound = client.stream(ReceiverStream::new(receiver)).await?.into_inner();
+            let mut inbound = client.stream(routed(ReceiverStream::new(receiver), &route)).await?.into_inner();
             let mut warnings = Vec::new();
             while let Some(reply) = inbound.message().await? {
                 warnings.extend(reply.warnings.iter().cloned());
@@ -107,7 +123,8 @@ impl Client {
     }
 
     pub async fn attach(&self, request: pb::AttachRequest) -> Result<pb::AttachReply> {
-        Ok(self.decoding.clone().attach(request).await?.into_inner())
+        let route = request.session_id.clone();
+        Ok(self.decoding.clone().attach(routed(request, &route)).await?.into_inner())
     }
 
     /// Attach, retrying for up to a second while the server has not yet read the session's
@@ -125,24 +142,27 @@ impl Client {
     }
 
     pub async fn detach(&self, attachment_id: &str) -> Result<()> {
-        self.decoding.clone().detach(pb::DetachRequest { attachment_id: attachment_id.into() }).await?;
+        self.decoding.clone().detach(routed(pb::DetachRequest { attachment_id: attachment_id.into() }, attachment_id)).await?;
         Ok(())
     }
 
     /// Predictions of a session and/or attachment ("" = any).
     pub async fn subscribe(&self, session_id: &str, attachment_id: &str) -> Result<tonic::Streaming<pb::Prediction>> {
         let request = pb::SubscribeRequest { session_id: session_id.into(), attachment_id: attachment_id.into() };
-        Ok(self.decoding.clone().subscribe(request).await?.into_inner())
+        let route = if attachment_id.is_empty() { session_id } else { attachment_id };
+        Ok(self.decoding.clone().subscribe(routed(request, route)).await?.into_inner())
     }
 
     /// Live calibration: progress messages while epochs are collected, the result last.
     pub async fn calibrate(&self, request: pb::CalibrateRequest) -> Result<tonic::Streaming<pb::CalibrateProgress>> {
-        Ok(self.decoding.clone().calibrate(request).await?.into_inner())
+        let route = request.attachment_id.clone();
+        Ok(self.decoding.clone().calibrate(routed(request, &route)).await?.into_inner())
     }
 
     /// Connects a LabStreamingLayer stream (and optional marker stream) as a session.
     pub async fn connect_lsl(&self, request: pb::ConnectLslRequest) -> Result<pb::ConnectLslReply> {
-        Ok(self.decoding.clone().connect_lsl(request).await?.into_inner())
+        let route = request.session_id.clone();
+        Ok(self.decoding.clone().connect_lsl(routed(request, &route)).await?.into_inner())
     }
 
     pub async fn list_sessions(&self) -> Result<Vec<pb::SessionInfo>> {

@@ -2,7 +2,10 @@
 `myelin` binary ($MYELIN_BIN, built by deploy/test.sh)."""
 from __future__ import annotations
 
+import hashlib
 import os
+import secrets
+import subprocess
 import sys
 import threading
 import time
@@ -35,6 +38,20 @@ def myelin_bin() -> str:
     path = os.environ.get("MYELIN_BIN", str(ROOT / "target/debug/myelin"))
     assert Path(path).exists(), f"{path} missing: run `cargo build --bins` (deploy/test.sh does)"
     return path
+
+
+def make_certs(directory: Path, *clients: str) -> Path:
+    """A CA, a server certificate for localhost and a client certificate per name in `clients`
+    (rcgen, `myelin-test-certs`), in `directory`."""
+    tool = Path(myelin_bin()).with_name("myelin-test-certs")
+    subprocess.run([str(tool), str(directory), *clients], check=True, stdout=subprocess.DEVNULL)
+    return directory
+
+
+def token_hash(token: str) -> str:
+    """A token's salted hash as `[[auth.principals]] token_hashes` take it."""
+    salt = secrets.token_bytes(16)
+    return f"sha256:{salt.hex()}:{hashlib.sha256(salt + token.encode()).hexdigest()}"
 
 
 @pytest.fixture(name="myelin_bin")

@@ -4,7 +4,6 @@ hashes are computed here the way an operator's script would, and grpcio's own ca
 No project helper stands between the test and the wire."""
 from __future__ import annotations
 
-import hashlib
 import http.client
 import json
 import os
@@ -28,7 +27,7 @@ from myelin.v1 import myelin_pb2 as pb
 from myelin.v1 import myelin_pb2_grpc as rpc
 
 from common import live
-from conftest import ROOT, myelin_bin
+from conftest import ROOT, make_certs, myelin_bin, token_hash
 
 CHANNELS = ["C3", "Cz", "C4", "Pz"]  # fixture-linear: 128 Hz, 1 s windows
 RATE = 128.0
@@ -43,15 +42,8 @@ PRINCIPALS = {  # name -> scopes
 SESSIONS_OF = {"experiment": ["rig-a"]}
 
 
-def token_hash(token: str) -> str:
-    salt = secrets.token_bytes(16)
-    return f"sha256:{salt.hex()}:{hashlib.sha256(salt + token.encode()).hexdigest()}"
 
 
-def make_certs(directory: Path, *clients: str) -> Path:
-    tool = Path(myelin_bin()).with_name("myelin-test-certs")
-    subprocess.run([str(tool), str(directory), *clients], check=True, stdout=subprocess.DEVNULL)
-    return directory
 
 
 class Secured:
@@ -215,8 +207,8 @@ def test_principals_own_their_sessions_and_attachments(secured):
         stream.push(2.0)
         wait_for(lambda: "owned-a" in sessions_seen(a), "rig-a's session never appeared")
         attached = rpc.DecodingStub(a).Attach(sliding("owned-a"))
-        # Unguessable: 128 random bits, not a counter.
-        assert re.fullmatch(r"att-[0-9a-f]{32}", attached.attachment_id), attached.attachment_id
+        # Unguessable: 128 random bits, not a counter; and the session it routes by.
+        assert re.fullmatch(r"att-[0-9a-f]{32}@owned-a", attached.attachment_id), attached.attachment_id
         second = rpc.DecodingStub(a).Attach(sliding("owned-a"))
         assert second.attachment_id != attached.attachment_id
         listed = {s.session_id: s for s in rpc.DecodingStub(a).ListSessions(pb.ListSessionsRequest()).sessions}

@@ -129,7 +129,7 @@ impl Attacher {
         let width = channels.index.len();
         let ring_bytes = AttachmentState::ring_bytes(session.capacity, width) + fit_samples.map_or(0, |n| RobustFit::bytes(width, n));
         let memory = session.memory.reserve(ring_bytes, || format!("an attachment of model {} to session {:?}", card.id, session.id))?;
-        let id = attachment_id()?;
+        let id = attachment_id(&session.id)?;
         let route = self.hub.attachment_route(session.route(), &id);
         let outlets = if spec.lsl_outlet { Some(self.open_outlets(&session, &id, &model, spec.top_k, &route)?) } else { None };
         let shared = Arc::new(Attachment {
@@ -229,10 +229,13 @@ struct Outlets {
     _slot: Slot,
 }
 
-/// A new attachment id: 128 random bits, so that nobody can guess another client's attachment
-/// (ids were sequential once, and a second client could detach the first's by counting).
-fn attachment_id() -> Result<String, SessionError> {
+/// A new attachment id, `att-<128 random bits in hex>@<session id>`: unguessable, so that
+/// nobody can detach another client's attachment by counting (ids were sequential once), and
+/// carrying its session, so that a proxy in front of several replicas routes a call made with
+/// the attachment id alone to the replica that holds the session (`deploy/envoy/`: the
+/// `myelin-route` header, rewritten to the part after the `@`). Session ids never contain `@`.
+fn attachment_id(session_id: &str) -> Result<String, SessionError> {
     let mut bits = [0u8; 16];
     getrandom::fill(&mut bits).map_err(|e| SessionError::Unavailable(format!("the system's random number generator failed: {e}")))?;
-    Ok(format!("att-{}", hex::encode(bits)))
+    Ok(format!("att-{}@{session_id}", hex::encode(bits)))
 }

@@ -16,6 +16,9 @@ from .errors import MyelinError
 from .stream import SessionStream
 from .types import Attachment, Calibration, LslSource, ModelInfo, Prediction, Progress, SessionInfo
 
+# The header a proxy in front of several Myelin replicas hashes on (see Client._routed).
+ROUTE_HEADER = "myelin-route"
+
 _MODALITIES = {"eeg": pb.MODALITY_EEG, "meg": pb.MODALITY_MEG, "seeg": pb.MODALITY_SEEG, "ecog": pb.MODALITY_ECOG}
 _LATE = {"deliver": pb.LATE_POLICY_DELIVER, "drop": pb.LATE_POLICY_DROP}
 
@@ -178,7 +181,7 @@ class Client:
         # refusal is what to wait for.
         taken = self._live(session_id)
         stream = SessionStream(
-            self._ingest, header, max_message_bytes=self._max_message_bytes, non_finite=non_finite, metadata=self._metadata
+            self._ingest, header, max_message_bytes=self._max_message_bytes, non_finite=non_finite, metadata=self._routed(session_id)
         )
         deadline = time.monotonic() + ready_timeout
         while taken or not self._live(session_id):
@@ -189,7 +192,7 @@ class Client:
         return stream
 
     def _live(self, session_id: str) -> bool:
-        return any(s.session_id == session_id and s.live for s in self._list_sessions())
+        return any(s.session_id == session_id and s.live for s in self._list_sessions(session_id))
 
     @_calls
     def connect_lsl(
@@ -220,7 +223,7 @@ class Client:
             timeout_s=float(timeout),
             modality=_MODALITIES[modality.lower()] if modality else pb.MODALITY_UNSPECIFIED,
         )
-        reply: pb.ConnectLslReply = self._decoding.ConnectLsl(request, metadata=self._metadata)
+        reply: pb.ConnectLslReply = self._decoding.ConnectLsl(request, metadata=self._routed(request.session_id))
         h = reply.header
         return LslSource(
             session_id,
@@ -284,7 +287,7 @@ class Client:
         if gallery:
             index = {"exact": pb.GALLERY_INDEX_EXACT, "hnsw": pb.GALLERY_INDEX_HNSW}[gallery_index]
             request.gallery.CopyFrom(pb.GallerySpec(path=gallery, index=index))
-        reply: pb.AttachReply = self._decoding.Attach(request, metadata=self._metadata)
+        reply: pb.AttachReply = self._decoding.Attach(request, metadata=self._routed(request.session_id))
         return Attachment(
             attachment_id=reply.attachment_id,
             window_stream_samples=reply.window_stream_samples,
@@ -298,14 +301,15 @@ class Client:
 
     @_calls
     def detach(self, attachment_id: str) -> None:
-        self._decoding.Detach(pb.DetachRequest(attachment_id=attachment_id), metadata=self._metadata)
+        self._decoding.Detach(pb.DetachRequest(attachment_id=attachment_id), metadata=self._routed(attachment_id))
 
     @_calls
     def subscribe(self, session: str = "", attachment: str = "") -> Subscription:
         """Predictions of a session, of one attachment, or (both empty) of everything, from now
         on, as a blocking iterator. The first prediction waits for the server; a session or
         attachment that does not exist raises :class:`MyelinError` (NOT_FOUND) when iterated."""
-        call = self._decoding.Subscribe(pb.SubscribeRequest(session_id=session, attachment_id=attachment), metadata=self._metadata)
+        request = pb.SubscribeRequest(session_id=session, attachment_id=attachment)
+        call = self._decoding.Subscribe(request, metadata=self._routed(attachment or session))
         return Subscription(call)
 
     async def subscribe_async(self, session: str = "", attachment: str = "") -> AsyncIterator[Prediction]:
@@ -317,7 +321,8 @@ class Client:
             channel = grpc.aio.insecure_channel(self.address)
         async with channel:
             stub = rpc.DecodingStub(channel)  # type: ignore[no-untyped-call]  # generated gRPC stub, unannotated
-            call = stub.Subscribe(pb.SubscribeRequest(session_id=session, attachment_id=attachment), metadata=self._metadata)
+            request = pb.SubscribeRequest(session_id=session, attachment_id=attachment)
+            call = stub.Subscribe(request, metadata=self._routed(attachment or session))
             try:
                 async for p in call:
                     yield Prediction.from_wire(p)
@@ -358,7 +363,7 @@ class Client:
             keep_current_model=keep_current_model,
             decoder=decoder,
         )
-        updates: Iterator[pb.CalibrateProgress] = self._decoding.Calibrate(request, metadata=self._metadata)
+        updates: Iterator[pb.CalibrateProgress] = self._decoding.Calibrate(request, metadata=self._routed(request.attachment_id))
         for update in updates:
             if update.HasField("result"):
                 r = update.result
@@ -383,9 +388,18 @@ class Client:
 
     # -- listings ---------------------------------------------------------------------------
 
-    def _list_sessions(self) -> Sequence[pb.SessionInfo]:
+    def _routed(self, key: str) -> tuple[tuple[str, str], ...]:
+        """The call's metadata with the routing header a proxy in front of several replicas
+        hashes on (``deploy/envoy/``): the session id on a session's calls, the attachment id
+        (which ends in ``@<session id>``) on an attachment's. Left out when it could not be a
+        header value; a lone server ignores it."""
+        if key and key.isascii() and key.isprintable():
+            return (*self._metadata, (ROUTE_HEADER, key))
+        return self._metadata
+
+    def _list_sessions(self, route: str = "") -> Sequence[pb.SessionInfo]:
         try:
-            reply: pb.ListSessionsReply = self._decoding.ListSessions(pb.ListSessionsRequest(), metadata=self._metadata)
+            reply: pb.ListSessionsReply = self._decoding.ListSessions(pb.ListSessionsRequest(), metadata=self._routed(route))
             sessions: Sequence[pb.SessionInfo] = reply.sessions  # a repeated field: untyped without protobuf stubs
             return sessions
         except grpc.RpcError as error:
@@ -397,7 +411,7 @@ class Client:
 
     def session(self, session_id: str) -> SessionInfo:
         """One session, or :class:`MyelinError` (NOT_FOUND)."""
-        for s in self._list_sessions():
+        for s in self._list_sessions(session_id):
             if s.session_id == session_id:
                 return SessionInfo.from_wire(s)
         raise MyelinError(grpc.StatusCode.NOT_FOUND, f"no session {session_id!r}")
