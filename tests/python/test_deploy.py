@@ -14,13 +14,19 @@ import yaml
 from conftest import ROOT
 
 K8S = ROOT / "deploy/k8s"
+ENVOY = ROOT / "deploy/envoy"
 VERSION = "1.34.0"
 
 
-def documents():
-    kustomization = yaml.safe_load((K8S / "kustomization.yaml").read_text())
+def documents(root: Path = K8S):
+    """Every object the kustomization at `root` lists, following bases (directories) too."""
+    kustomization = yaml.safe_load((root / "kustomization.yaml").read_text())
     for name in kustomization["resources"]:
-        for doc in yaml.safe_load_all((K8S / name).read_text()):
+        path = (root / name).resolve()
+        if path.is_dir():
+            yield from documents(path)
+            continue
+        for doc in yaml.safe_load_all(path.read_text()):
             yield name, doc
 
 
@@ -32,7 +38,7 @@ def test_every_object_validates_against_the_kubernetes_schemas():
             # A Prometheus Operator CRD: not in the bundled schemas; its shape is checked below.
             continue
         kubernetes_validate.validate(doc, VERSION, strict=True)
-    assert sorted(kinds) == ["Namespace", "PodMonitor", "Service", "Service", "StatefulSet"], kinds
+    assert sorted(kinds) == ["Deployment", "Namespace", "PodMonitor", "Service", "Service", "StatefulSet"], kinds
 
 
 def test_the_validator_catches_mistakes():
@@ -66,8 +72,7 @@ def test_the_manifests_agree_with_the_server():
     for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
         assert container[probe]["httpGet"] == {"path": "/healthz", "port": "http", "scheme": "HTTPS"}
     selector = docs["StatefulSet/myelin"]["spec"]["selector"]["matchLabels"]
-    for service in ("Service/myelin", "Service/myelin-replicas"):
-        assert docs[service]["spec"]["selector"] == selector
+    assert docs["Service/myelin-replicas"]["spec"]["selector"] == selector
     assert docs["StatefulSet/myelin"]["spec"]["serviceName"] == "myelin-replicas"
     assert docs["Service/myelin-replicas"]["spec"]["clusterIP"] == "None"
     # The server's own memory limit sits inside the pod's, with room for models and runtime.
@@ -80,3 +85,35 @@ def test_the_manifests_agree_with_the_server():
     assert f"`{monitor['podMetricsEndpoints'][0]['tlsConfig']['serverName']}`" in readme, "the PodMonitor checks a name the README's certificate lacks"
     assert monitor["selector"]["matchLabels"] == selector
     assert monitor["podMetricsEndpoints"][0]["port"] == "http" and monitor["podMetricsEndpoints"][0]["path"] == "/metrics"
+
+
+def test_envoy_is_the_one_address_and_its_files_are_where_its_config_says():
+    """Service `myelin` is Envoy; Envoy's pod mounts the files deploy/envoy/envoy.yaml and
+    cds.yaml name (its config, the watched cluster directory, the TLS certificate and the CA),
+    and cds.yaml lists the StatefulSet's replicas by the names the ring is keyed on."""
+    docs = dict((doc["kind"] + "/" + doc["metadata"]["name"], doc) for _, doc in documents())
+    envoy = docs["Deployment/myelin-envoy"]["spec"]
+    assert docs["Service/myelin"]["spec"]["selector"] == envoy["selector"]["matchLabels"] == envoy["template"]["metadata"]["labels"]
+    assert envoy["selector"]["matchLabels"] != docs["StatefulSet/myelin"]["spec"]["selector"]["matchLabels"]
+    container = envoy["template"]["spec"]["containers"][0]
+    assert container["args"][:2] == ["-c", "/etc/envoy/envoy.yaml"]
+    config_text = (ENVOY / "envoy.yaml").read_text() + (ENVOY / "cds.yaml").read_text()
+    mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
+    for path in set(re.findall(r"(/etc/(?:envoy|myelin)/[\w./-]+)", config_text)) | {"/etc/envoy/envoy.yaml"}:
+        assert any(path == m or path.startswith(m + "/") for m in mounts), f"{path} is not mounted"
+    # The watched directory must be a whole-directory mount: a subPath never sees updates.
+    assert "subPath" not in mounts["/etc/envoy/cluster"]
+    kustomization = yaml.safe_load((ENVOY / "kustomization.yaml").read_text())
+    generated = {g["name"]: g for g in kustomization["configMapGenerator"]}
+    assert generated["myelin-envoy-cluster"]["files"] == ["cds.yaml"] and generated["myelin-envoy-cluster"]["options"]["disableNameSuffixHash"]
+    volumes = {v["name"]: v for v in envoy["template"]["spec"]["volumes"]}
+    assert volumes["cluster"]["configMap"]["name"] == "myelin-envoy-cluster"
+    cluster = yaml.safe_load((ENVOY / "cds.yaml").read_text())["resources"][0]
+    statefulset = docs["StatefulSet/myelin"]["spec"]
+    endpoints = cluster["load_assignment"]["endpoints"][0]["lb_endpoints"]
+    names = [f"myelin-{i}" for i in range(statefulset["replicas"])]
+    assert [e["metadata"]["filter_metadata"]["envoy.lb"]["hash_key"] for e in endpoints] == names
+    assert [e["endpoint"]["address"]["socket_address"]["address"] for e in endpoints] == \
+        [f"{n}.{statefulset['serviceName']}.myelin.svc" for n in names]
+    assert all(e["endpoint"]["address"]["socket_address"]["port_value"] == 50051 and e["endpoint"]["health_check_config"]["port_value"] == 9464
+               for e in endpoints)
