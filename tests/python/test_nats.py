@@ -127,7 +127,8 @@ def test_nats_gets_every_prediction_and_an_outage_costs_only_nats(tmp_path):
             push_for(stream, 4.0, rng)
             stream.wait_acknowledged()
             wait_for(lambda: len(subscriber.received) >= len(grpc_seen) > 10, "NATS fell behind gRPC")
-            subject = f"myelin.predictions.nats%2Erig.{attached.attachment_id}"
+            # A "." in an id is written %2E, the attachment id's too (it ends in "@nats.rig").
+            subject = f"myelin.predictions.nats%2Erig.{attached.attachment_id.replace('.', '%2E')}"
             assert {s for s, _ in subscriber.received} == {subject}
             nats_by_sequence = {p.sequence: p for _, p in subscriber.received}
             for p in grpc_seen:
