@@ -74,6 +74,10 @@ def test_the_manifests_agree_with_the_server():
     selector = docs["StatefulSet/myelin"]["spec"]["selector"]["matchLabels"]
     assert docs["Service/myelin-replicas"]["spec"]["selector"] == selector
     assert docs["StatefulSet/myelin"]["spec"]["serviceName"] == "myelin-replicas"
+    # The image deploy/image.sh builds, and the user it runs as.
+    built = re.search(r"^image=(\S+)$", (ROOT / "deploy/image.sh").read_text(), re.M).group(1)
+    assert container["image"] == built, (container["image"], built)
+    assert pod["securityContext"]["runAsUser"] == 10001 and "myelin:x:10001:10001:" in (ROOT / "deploy/image.sh").read_text()
     assert docs["Service/myelin-replicas"]["spec"]["clusterIP"] == "None"
     # The server's own memory limit sits inside the pod's, with room for models and runtime.
     limit = container["resources"]["limits"]["memory"]
