@@ -3,10 +3,10 @@
 //!
 //! Every half second each page gets one `update`: its sessions (rate, gaps, LSL clock offset,
 //! attachments, and the signal and markers since its last update, low-passed and decimated by
-//! the sessions' display taps, with the rate the source's own timestamps give), the models (queue depth) and the predictions published since. Predictions
-//! come from the hub's ring of everything through this page's own reader: a page that does not
-//! read falls behind and loses its own updates (counted in the next one it gets), and decoding
-//! never waits for it.
+//! the sessions' display taps, with the rate the source's own timestamps give), the models
+//! (queue depth) and the predictions published since. Predictions come from the hub's ring of
+//! everything through this page's own reader: a page that does not read falls behind and loses
+//! its own updates (counted in the next one it gets), and decoding never waits for it.
 
 use std::collections::HashMap;
 use std::convert::Infallible;

@@ -39,13 +39,12 @@ pub struct DisplayTap {
     sections: Vec<[f64; 6]>,
 }
 
-/// The worker's side: the anti-alias filter's state and where the next kept sample is. It lives
-/// outside the ring's lock so that the filter sees every frame.
+/// The worker's side: the anti-alias filter's state and the next frame's index (every `step`-th
+/// is kept). It lives outside the ring's lock so that the filter sees every frame.
 pub struct DisplayDecimator {
     filter: SosFilter,
     channels: usize,
-    step: usize,
-    phase: usize,
+    step: u64,
     sample: u64,
 }
 
@@ -104,9 +103,7 @@ impl DisplayWriter<'_> {
         let _finite = d.filter.process_frame(&mut values[..d.channels]);
         let sample = d.sample;
         d.sample += 1;
-        let keep = d.phase == 0;
-        d.phase = (d.phase + 1) % d.step;
-        if let (true, Some(ring)) = (keep, self.ring.as_mut()) {
+        if let (0, Some(ring)) = (sample % d.step, self.ring.as_mut()) {
             if ring.points.len() == ring.capacity {
                 ring.points.pop_front();
             }
@@ -139,7 +136,7 @@ impl DisplayTap {
     /// The worker's filter and decimation state for this tap.
     pub fn decimator(&self) -> DisplayDecimator {
         let channels = self.ring.lock().map_or(0, |r| r.channels);
-        DisplayDecimator { filter: SosFilter::new(&self.sections, channels), channels, step: self.step, phase: 0, sample: 0 }
+        DisplayDecimator { filter: SosFilter::new(&self.sections, channels), channels, step: self.step as u64, sample: 0 }
     }
 
     /// The writer for one chunk's frames; its points are not kept if a reader holds the ring
