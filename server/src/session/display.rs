@@ -220,6 +220,34 @@ mod tests {
         drop(writer);
     }
 
+    /// The attenuations the module states, from the designed sections' frequency response:
+    /// 50 Hz mains at 256 Hz and at 1 kHz, 60 Hz mains at 1 kHz; 20 Hz passes.
+    #[test]
+    fn the_anti_alias_filter_attenuates_mains_as_stated() {
+        let gain_db = |tap: &DisplayTap, rate: f64, f: f64| {
+            let w = std::f64::consts::TAU * f / rate;
+            let gain: f64 = tap
+                .sections
+                .iter()
+                .map(|s| {
+                    // |b0 + b1 z^-1 + b2 z^-2| / |a0 + a1 z^-1 + a2 z^-2| at z = e^{jw}
+                    let at = |c: [f64; 3]| {
+                        let (re, im) = (c[0] + c[1] * w.cos() + c[2] * (2.0 * w).cos(), -c[1] * w.sin() - c[2] * (2.0 * w).sin());
+                        (re * re + im * im).sqrt()
+                    };
+                    at([s[0], s[1], s[2]]) / at([s[3], s[4], s[5]])
+                })
+                .product();
+            20.0 * gain.log10()
+        };
+        let (muse, rig) = (DisplayTap::new(4, 256.0), DisplayTap::new(64, 1000.0));
+        assert_eq!((muse.anti_alias_hz.map(|f| (f * 10.0).round() / 10.0), rig.anti_alias_hz), (Some(25.6), Some(30.0)));
+        assert!(gain_db(&muse, 256.0, 50.0) < -80.0, "{}", gain_db(&muse, 256.0, 50.0));
+        assert!(gain_db(&rig, 1000.0, 50.0) < -53.5, "{}", gain_db(&rig, 1000.0, 50.0));
+        assert!(gain_db(&rig, 1000.0, 60.0) < -73.0, "{}", gain_db(&rig, 1000.0, 60.0));
+        assert!(gain_db(&muse, 256.0, 20.0).abs() < 0.5 && gain_db(&rig, 1000.0, 20.0).abs() < 0.5);
+    }
+
     /// 10 Hz plus stronger 50 Hz mains at 256 Hz: kept 1 in 3 without a low-pass, mains would
     /// fold to 35.3 Hz at three times the 10 Hz amplitude; filtered, the 10 Hz wave is what shows.
     #[test]
