@@ -9,6 +9,7 @@ pub fn format_prediction(p: &pb::Prediction) -> String {
         PredictionStatus::Late => "LATE",
         PredictionStatus::Shed => "SHED",
         PredictionStatus::Error => "ERROR",
+        PredictionStatus::Gap => "GAP",
         PredictionStatus::Unspecified => "?",
     };
     let result = match &p.result {

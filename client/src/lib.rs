@@ -148,7 +148,7 @@ impl Client {
 
     /// Predictions of a session and/or attachment ("" = any).
     pub async fn subscribe(&self, session_id: &str, attachment_id: &str) -> Result<tonic::Streaming<pb::Prediction>> {
-        let request = pb::SubscribeRequest { session_id: session_id.into(), attachment_id: attachment_id.into() };
+        let request = pb::SubscribeRequest { session_id: session_id.into(), attachment_id: attachment_id.into(), after_sequence: None };
         let route = if attachment_id.is_empty() { session_id } else { attachment_id };
         Ok(self.decoding.clone().subscribe(routed(request, route)).await?.into_inner())
     }

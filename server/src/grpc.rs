@@ -16,6 +16,7 @@ use crate::auth::audit::{self, Refusal};
 use crate::auth::{self, Principal};
 use crate::budget::{MemoryBudget, Slots};
 use crate::card::ModelCard;
+use crate::cluster::Cluster;
 use crate::decode::{ModelEntry, ModelRegistry};
 use crate::id::{ID_RULE, is_valid_id, shown};
 use crate::publish::{Filter, Hub};
@@ -38,6 +39,8 @@ pub struct DecodingService {
     pub calibrations: Arc<Slots>,
     pub memory: Arc<MemoryBudget>,
     pub connect_lsl_timeout_s: f64,
+    /// With several replicas: the directory and the sessions held elsewhere.
+    pub cluster: Option<Arc<Cluster>>,
 }
 
 /// The longest LSL predicate ConnectLsl takes (names, types and source ids included).
@@ -51,29 +54,14 @@ impl Decoding for DecodingService {
         let principal = auth::caller(&request)?;
         let r = request.into_inner();
         let resource = format!("session {} model {}", shown(&r.session_id), shown(&r.model_id));
-        let late_policy = match pb::LatePolicy::try_from(r.late_policy) {
-            Ok(pb::LatePolicy::Drop) => pb::LatePolicy::Drop,
-            Ok(_) => pb::LatePolicy::Deliver,
-            Err(_) => {
-                let refused = Err(Status::invalid_argument(format!("late_policy {} is not a LatePolicy", r.late_policy)));
+        let kept = self.cluster.as_ref().map(|_| r.clone());
+        let spec = match AttachSpec::from_request(r, principal.clone(), self.default_budget_ms) {
+            Ok(spec) => spec,
+            Err(message) => {
+                let refused = Err(Status::invalid_argument(message));
                 audit::record(&principal, "attach", &resource, &refused);
                 return refused;
             }
-        };
-        let spec = AttachSpec {
-            session_id: r.session_id,
-            model_id: r.model_id,
-            model_version: r.model_version,
-            window: r.window.unwrap_or_default(),
-            budget_ms: if r.latency_budget_ms == 0 { self.default_budget_ms } else { r.latency_budget_ms },
-            late_policy,
-            channel_map: r.channel_map,
-            lsl_outlet: r.lsl_outlet,
-            subject: r.subject,
-            top_k: r.top_k.min(1000) as usize,
-            gallery: r.gallery,
-            include_embedding: r.include_embedding,
-            principal: principal.clone(),
         };
         // Blocking: a gallery may load (minutes for a large one), and the session's worker primes
         // the new filter with the buffered history before the reply.
@@ -88,7 +76,11 @@ impl Decoding for DecodingService {
             };
             audit::record(&principal, "attach", &resource, &attached.as_ref().map_err(|e| Status::from(e.clone())));
         }
-        Ok(Response::new(attached?))
+        let attached = attached?;
+        if let (Some(cluster), Some(request)) = (&self.cluster, kept) {
+            cluster.attached(request, &attached, principal.name());
+        }
+        Ok(Response::new(attached))
     }
 
     async fn detach(&self, request: Request<pb::DetachRequest>) -> Result<Response<pb::DetachReply>, Status> {
@@ -121,7 +113,10 @@ impl Decoding for DecodingService {
         let r = request.into_inner();
         self.may_subscribe(&principal, &r)?;
         let by_session_only = r.attachment_id.is_empty();
-        let filter = Filter { session_id: r.session_id, attachment_id: r.attachment_id };
+        if by_session_only && r.after_sequence.is_some() {
+            return Err(Status::invalid_argument("after_sequence resumes one attachment's stream: name its attachment_id"));
+        }
+        let filter = Filter { session_id: r.session_id, attachment_id: r.attachment_id, after_sequence: r.after_sequence };
         let mut subscription = self.hub.subscribe(&filter)?;
         let slot = self.subscribers.take_for(principal.has_quota().then(|| principal.name()))?;
         if by_session_only && !principal.reads_everything() {
@@ -177,7 +172,19 @@ impl Decoding for DecodingService {
                 info.attachments.retain(|a| principal.may_read(&a.owner));
                 info
             })
-            .collect();
+            .collect::<Vec<_>>();
+        let mut sessions = sessions;
+        if let Some(cluster) = &self.cluster {
+            for info in &mut sessions {
+                info.replica = cluster.replica().to_string();
+            }
+            let elsewhere = cluster.sessions_elsewhere().into_iter().filter(|s| principal.may_see_session_of(&s.owner)).map(|mut info| {
+                info.attachments.retain(|a| principal.may_read(&a.owner));
+                info
+            });
+            sessions.extend(elsewhere);
+            sessions.sort_by(|a, b| a.session_id.cmp(&b.session_id));
+        }
         Ok(Response::new(pb::ListSessionsReply { sessions }))
     }
 

@@ -182,7 +182,7 @@ fn serve(config_path: Option<PathBuf>, demo: bool) -> anyhow::Result<()> {
     with_gpu_libraries(&config.models.execution_providers)?;
     config.demo.enabled |= demo;
     init_logging(config.server.log_format);
-    let metrics = myelin_server::metrics::install()?;
+    let metrics = myelin_server::metrics::install(&config.cluster.replica)?;
     let grace = Duration::from_secs_f64(config.server.shutdown_grace_s);
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("myelin-io").build()?;
     let served = runtime.block_on(async move {

@@ -40,8 +40,14 @@ const LATENCY_BUCKETS: &[f64] = &[
 const BATCH_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 1024.0];
 
 /// Installs the global Prometheus recorder and describes every metric.
-pub fn install() -> anyhow::Result<PrometheusHandle> {
-    let handle = PrometheusBuilder::new()
+/// `replica`: this replica's name in a cluster (`cluster.replica`), carried as a label by every
+/// series, so that one Prometheus scraping every replica tells them apart; empty: no label.
+pub fn install(replica: &str) -> anyhow::Result<PrometheusHandle> {
+    let mut builder = PrometheusBuilder::new();
+    if !replica.is_empty() {
+        builder = builder.add_global_label("replica", replica);
+    }
+    let handle = builder
         .set_buckets(LATENCY_BUCKETS)
         .and_then(|b| b.set_buckets_for_metric(Matcher::Full(BATCH_SIZE.into()), BATCH_BUCKETS))
         .map_err(|e| anyhow::anyhow!("prometheus buckets: {e}"))?
@@ -224,6 +230,7 @@ pub const TLS_HANDSHAKE_FAILURES: &str = "myelin_tls_handshake_failures_total";
 pub const TLS_RELOADS: &str = "myelin_tls_reloads_total";
 pub const CONNECTIONS_SHED: &str = "myelin_connections_shed_total";
 pub const UNAUTHENTICATED_REFUSED: &str = "myelin_unauthenticated_calls_refused_total";
+pub const FORWARDED_CALLS: &str = "myelin_forwarded_calls_total";
 
 /// Descriptions of the LSL and recording metrics (called from `install`).
 fn describe_lsl_and_recording() {
@@ -249,5 +256,6 @@ fn describe_lsl_and_recording() {
         UNAUTHENTICATED_REFUSED,
         "Calls to methods that need no credentials (health, open reflection) refused because limits.unauthenticated_calls were open."
     );
+    describe_counter!(FORWARDED_CALLS, "Calls for a session another replica holds, forwarded to it (cluster), by destination replica.");
     describe_counter!(TLS_RELOADS, "TLS certificate and principal reloads (SIGHUP or a changed file), by outcome.");
 }

@@ -13,6 +13,7 @@ use tokio::net::TcpListener;
 use crate::attach::Attacher;
 use crate::auth::{AuthLayer, Gate};
 use crate::budget::{MemoryBudget, Slots};
+use crate::cluster::{Cluster, ForwardLayer};
 use crate::config::Config;
 use crate::decode::ModelRegistry;
 use crate::publish::Hub;
@@ -40,7 +41,7 @@ pub async fn serve(
     clock::init();
     let shutdown = trigger.listener();
     let (tls, gate) = security(&config)?;
-    let hub = Hub::new(config.publish.subscriber_queue);
+    let hub = Hub::new(config.publish.subscriber_queue, config.publish.replay_predictions);
     let models_config = config.models.clone();
     let models =
         tokio::task::spawn_blocking(move || ModelRegistry::load(&models_config)).await.context("model loading thread panicked")??;
@@ -65,6 +66,19 @@ pub async fn serve(
     ));
     let lsl_outlets_for_all = !gate.enabled() || config.auth.allow_lsl_outlets;
     let attacher = Arc::new(Attacher::new(sessions.clone(), models.clone(), hub.clone(), lsl.clone(), lsl_outlets_for_all));
+    let grpc_listener =
+        TcpListener::bind(config.server.grpc_addr).await.with_context(|| format!("binding the gRPC port {}", config.server.grpc_addr))?;
+    let http_listener =
+        TcpListener::bind(config.server.http_addr).await.with_context(|| format!("binding the HTTP port {}", config.server.http_addr))?;
+    let bound = Bound { grpc: grpc_listener.local_addr()?, http: http_listener.local_addr()? };
+    transport::reload_on_signal(tls.clone(), gate.clone(), shutdown.clone())?;
+    // Joined before any session opens (the LSL sources below included): every one is claimed.
+    let cluster = if config.cluster.enabled() {
+        let joined = Cluster::join(&config.cluster, bound.grpc, sessions.clone(), attacher.clone(), models.clone(), shutdown.clone());
+        Some(joined.await.context("joining the cluster (cluster.nats_url)")?)
+    } else {
+        None
+    };
     for source in config.lsl.sources.clone() {
         ingest::lsl::keep_connecting(
             lsl.clone(),
@@ -76,12 +90,6 @@ pub async fn serve(
         );
     }
 
-    let grpc_listener =
-        TcpListener::bind(config.server.grpc_addr).await.with_context(|| format!("binding the gRPC port {}", config.server.grpc_addr))?;
-    let http_listener =
-        TcpListener::bind(config.server.http_addr).await.with_context(|| format!("binding the HTTP port {}", config.server.http_addr))?;
-    let bound = Bound { grpc: grpc_listener.local_addr()?, http: http_listener.local_addr()? };
-    transport::reload_on_signal(tls.clone(), gate.clone(), shutdown.clone())?;
     if config.publish.nats.enabled() {
         crate::publish::nats::start(config.publish.nats.clone(), &hub, shutdown.clone()).await?;
         tracing::info!(url = %crate::publish::nats::redacted(&config.publish.nats.url), subjects = %format!("{}.<session>.<attachment>", config.publish.nats.subject_prefix), "publishing predictions on NATS");
@@ -118,6 +126,7 @@ pub async fn serve(
         ),
         memory,
         connect_lsl_timeout_s: config.limits.connect_lsl_timeout_s,
+        cluster: cluster.clone(),
     })
     .max_decoding_message_size(max_message);
     let (health_reporter, health) = tonic_health::server::health_reporter();
@@ -144,6 +153,7 @@ pub async fn serve(
         .http2_keepalive_timeout(Some(Duration::from_secs_f64(config.server.http2_keepalive_timeout_s)))
         .max_concurrent_streams(Some(config.server.http2_max_concurrent_streams))
         .layer(AuthLayer::new(gate.clone(), config.limits.unauthenticated_calls))
+        .layer(ForwardLayer::new(cluster))
         .add_service(ingest)
         .add_service(decoding)
         .add_service(health)

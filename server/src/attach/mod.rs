@@ -48,6 +48,49 @@ pub struct AttachSpec {
     pub include_embedding: bool,
     /// Who asked: it must be allowed to attach to the session, and the attachment is its.
     pub principal: Principal,
+    /// An attachment the session had on a replica that stopped, made again here (cluster).
+    pub restore: Option<Restore>,
+}
+
+impl AttachSpec {
+    /// The spec of an Attach request by `principal`; a latency budget of 0 takes
+    /// `default_budget_ms`. Refuses a late_policy that is no LatePolicy.
+    pub fn from_request(r: pb::AttachRequest, principal: Principal, default_budget_ms: u32) -> Result<Self, String> {
+        let late_policy = match pb::LatePolicy::try_from(r.late_policy) {
+            Ok(pb::LatePolicy::Drop) => pb::LatePolicy::Drop,
+            Ok(_) => pb::LatePolicy::Deliver,
+            Err(_) => return Err(format!("late_policy {} is not a LatePolicy", r.late_policy)),
+        };
+        Ok(Self {
+            session_id: r.session_id,
+            model_id: r.model_id,
+            model_version: r.model_version,
+            window: r.window.unwrap_or_default(),
+            budget_ms: if r.latency_budget_ms == 0 { default_budget_ms } else { r.latency_budget_ms },
+            late_policy,
+            channel_map: r.channel_map,
+            lsl_outlet: r.lsl_outlet,
+            subject: r.subject,
+            top_k: r.top_k.min(1000) as usize,
+            gallery: r.gallery,
+            include_embedding: r.include_embedding,
+            principal,
+            restore: None,
+        })
+    }
+}
+
+/// What an attachment restored on another replica keeps: its id, and numbering that goes on
+/// past every number the stopped replica may have used, after a GAP announcing the loss.
+pub struct Restore {
+    pub id: String,
+    /// The GAP's sequence number; predictions follow from the next. No GAP when `exact`.
+    pub gap_sequence: u64,
+    /// The numbering is known exactly (the attachment ran here): predictions go on from
+    /// `gap_sequence` itself, and no GAP is announced.
+    pub exact: bool,
+    /// Why: which replica stopped, which took over.
+    pub reason: String,
 }
 
 pub struct Attacher {
@@ -129,8 +172,24 @@ impl Attacher {
         let width = channels.index.len();
         let ring_bytes = AttachmentState::ring_bytes(session.capacity, width) + fit_samples.map_or(0, |n| RobustFit::bytes(width, n));
         let memory = session.memory.reserve(ring_bytes, || format!("an attachment of model {} to session {:?}", card.id, session.id))?;
-        let id = attachment_id(&session.id)?;
+        let id = match &spec.restore {
+            Some(restore) => restore.id.clone(),
+            None => attachment_id(&session.id)?,
+        };
         let route = self.hub.attachment_route(session.route(), &id);
+        // Announced before the attachment decodes anything, so that the GAP comes first.
+        if let Some(restore) = spec.restore.as_ref().filter(|r| !r.exact) {
+            route.announce(pb::Prediction {
+                session_id: session.id.clone(),
+                attachment_id: id.clone(),
+                model_id: card.id.clone(),
+                model_version: card.version.clone(),
+                sequence: restore.gap_sequence,
+                status: pb::PredictionStatus::Gap as i32,
+                error_reason: restore.reason.clone(),
+                ..Default::default()
+            });
+        }
         let outlets = if spec.lsl_outlet { Some(self.open_outlets(&session, &id, &model, spec.top_k, &route)?) } else { None };
         let shared = Arc::new(Attachment {
             id: id.clone(),
@@ -141,7 +200,7 @@ impl Attacher {
             late_policy: spec.late_policy,
             policy: spec.window.clone(),
             preprocessor,
-            predictions: AtomicU64::new(0),
+            predictions: AtomicU64::new(spec.restore.as_ref().map_or(0, |r| r.gap_sequence + u64::from(!r.exact))),
             top_k: spec.top_k,
             sensors,
             gallery: gallery.clone(),

@@ -8,10 +8,12 @@ use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
+mod cluster;
 mod limits;
 mod nats;
 mod security;
 mod server;
+pub use cluster::ClusterConfig;
 pub use limits::LimitsConfig;
 pub use nats::NatsConfig;
 pub use security::{AuthConfig, PrincipalConfig, Scope, TlsConfig, check_public_binding};
@@ -31,6 +33,7 @@ pub struct Config {
     pub demo: DemoConfig,
     pub tls: TlsConfig,
     pub auth: AuthConfig,
+    pub cluster: ClusterConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -219,13 +222,16 @@ impl Default for DecodingConfig {
 pub struct PublishConfig {
     /// Predictions buffered per subscriber; a subscriber further behind loses its oldest ones.
     pub subscriber_queue: usize,
+    /// Predictions each attachment keeps for subscribers that resume after a sequence number
+    /// (`SubscribeRequest.after_sequence`); 0: none.
+    pub replay_predictions: usize,
     /// Every prediction also published on a NATS server.
     pub nats: NatsConfig,
 }
 
 impl Default for PublishConfig {
     fn default() -> Self {
-        Self { subscriber_queue: 256, nats: NatsConfig::default() }
+        Self { subscriber_queue: 256, replay_predictions: 256, nats: NatsConfig::default() }
     }
 }
 
@@ -317,6 +323,12 @@ impl Config {
         self.limits.validate()?;
         security::validate(&self.tls)?;
         self.publish.nats.validate()?;
+        anyhow::ensure!(
+            self.publish.replay_predictions <= 65_536,
+            "publish.replay_predictions must be 0 to 65536, got {}",
+            self.publish.replay_predictions
+        );
+        self.cluster.validate(self.server.grpc_addr)?;
         for provider in &self.models.execution_providers {
             anyhow::ensure!(
                 matches!(provider.as_str(), "cpu" | "cuda" | "tensorrt"),

@@ -49,6 +49,11 @@ pub struct Attachment {
 }
 
 impl Attachment {
+    /// The sequence number the next prediction will get.
+    pub fn next_sequence_peek(&self) -> u64 {
+        self.predictions.load(Ordering::Relaxed)
+    }
+
     /// Next prediction sequence number.
     pub fn next_sequence(&self) -> u64 {
         self.predictions.fetch_add(1, Ordering::Relaxed)

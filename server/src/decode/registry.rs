@@ -204,6 +204,18 @@ impl ModelRegistry {
         self.entries.read().unwrap_or_else(PoisonError::into_inner).clone()
     }
 
+    /// Loads the card at `path` (a decoder calibrated on another replica of the cluster, fetched
+    /// into `calibrations_dir`) and adds it; the loader's error if it does not load.
+    pub fn add_card(&self, path: &std::path::Path) -> Result<(), String> {
+        match self.load_card(path) {
+            entry @ ModelEntry::Ready(_) => {
+                self.entries.write().unwrap_or_else(PoisonError::into_inner).push(entry);
+                Ok(())
+            }
+            ModelEntry::Failed { error, .. } => Err(error),
+        }
+    }
+
     pub fn calibrations_dir(&self) -> &std::path::Path {
         &self.config.calibrations_dir
     }

@@ -3,13 +3,14 @@
 
 use myelin_proto::v1::{Prediction, PredictionStatus};
 
-/// The lower-case name of a prediction status (`ok`, `late`, `shed`, `error`).
+/// The lower-case name of a prediction status (`ok`, `late`, `shed`, `error`, `gap`).
 pub fn status_label(status: i32) -> &'static str {
     match PredictionStatus::try_from(status).unwrap_or(PredictionStatus::Unspecified) {
         PredictionStatus::Ok => "ok",
         PredictionStatus::Late => "late",
         PredictionStatus::Shed => "shed",
         PredictionStatus::Error => "error",
+        PredictionStatus::Gap => "gap",
         PredictionStatus::Unspecified => "unspecified",
     }
 }

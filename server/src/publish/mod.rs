@@ -15,7 +15,7 @@ pub mod lsl;
 pub mod nats;
 pub mod tap;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 
 use futures::Stream;
@@ -39,6 +39,8 @@ pub struct Hub {
 
 struct HubInner {
     capacity: usize,
+    /// Predictions each attachment keeps for subscribers that resume (`publish.replay_predictions`).
+    replay: usize,
     everything: Ring,
     /// Routes die with the last session, attachment or in-flight window holding them.
     sessions: Mutex<HashMap<String, Weak<SessionRoute>>>,
@@ -55,6 +57,11 @@ pub struct SessionRoute {
 /// Where one attachment's predictions go.
 pub struct AttachmentRoute {
     ring: Ring,
+    /// Its last predictions, oldest first, for subscribers that resume after a sequence number.
+    /// Publishing appends and sends under this lock, so a resuming subscriber's replay and its
+    /// live stream meet without a hole or a repeat.
+    retained: Mutex<VecDeque<Arc<Prediction>>>,
+    replay: usize,
     taps: Arc<Taps>,
     session: Arc<SessionRoute>,
     everything: Ring,
@@ -65,6 +72,8 @@ pub struct AttachmentRoute {
 pub struct Filter {
     pub session_id: String,
     pub attachment_id: String,
+    /// With an attachment: replay its retained predictions numbered after this first.
+    pub after_sequence: Option<u64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -101,9 +110,9 @@ fn shared<R>(map: &Mutex<HashMap<String, Weak<R>>>, key: &str, make: impl FnOnce
 
 impl Hub {
     /// `capacity`: predictions each ring holds for a subscriber that has not read them yet.
-    pub fn new(capacity: usize) -> Self {
+    pub fn new(capacity: usize, replay: usize) -> Self {
         let (everything, _) = broadcast::channel(capacity);
-        let inner = HubInner { capacity, everything, sessions: Mutex::default(), attachments: Mutex::default() };
+        let inner = HubInner { capacity, replay, everything, sessions: Mutex::default(), attachments: Mutex::default() };
         Self { inner: Arc::new(inner) }
     }
 
@@ -122,6 +131,8 @@ impl Hub {
     pub fn attachment_route(&self, session: &Arc<SessionRoute>, attachment_id: &str) -> Arc<AttachmentRoute> {
         shared(&self.inner.attachments, attachment_id, || AttachmentRoute {
             ring: broadcast::channel(self.inner.capacity).0,
+            retained: Mutex::new(VecDeque::with_capacity(self.inner.replay)),
+            replay: self.inner.replay,
             taps: Arc::default(),
             session: session.clone(),
             everything: self.inner.everything.clone(),
@@ -148,7 +159,10 @@ impl Hub {
                 if !session.is_empty() && route.session.session_id != session {
                     return Err(SubscribeError::NotInSession { session: session.to_string(), attachment: attachment.to_string() });
                 }
-                return Ok(route.subscribe());
+                return Ok(match filter.after_sequence {
+                    Some(after) => route.subscribe_after(after),
+                    None => route.subscribe(),
+                });
             }
         };
         Ok(Subscription::new(ring))
@@ -179,6 +193,38 @@ impl AttachmentRoute {
     /// Stamps the publication time and the budget verdict, applies the late policy, records the
     /// metrics, and hands the prediction to the attachment's, the session's and everything's
     /// subscribers. Never blocks.
+    /// Subscribes, with the retained predictions numbered after `after` to come first.
+    pub fn subscribe_after(&self, after: u64) -> Subscription {
+        let retained = lock(&self.retained);
+        let mut subscription = Subscription::new(&self.ring);
+        subscription.backlog = retained.iter().filter(|p| p.sequence > after).cloned().collect();
+        subscription
+    }
+
+    /// Publishes an announcement (a GAP) as it is: not a decoded window, so no latency or
+    /// budget is counted for it.
+    pub fn announce(&self, prediction: Prediction) {
+        m::prediction(&prediction.model_id, json::status_label(prediction.status));
+        self.send(Arc::new(prediction));
+    }
+
+    fn send(&self, prediction: Arc<Prediction>) {
+        self.taps.deliver(&prediction);
+        self.session.taps.deliver(&prediction);
+        // An error only means nobody reads that ring right now.
+        let mut retained = lock(&self.retained);
+        if self.replay > 0 {
+            if retained.len() == self.replay {
+                retained.pop_front();
+            }
+            retained.push_back(prediction.clone());
+        }
+        let _ = self.ring.send(prediction.clone());
+        drop(retained);
+        let _ = self.session.ring.send(prediction.clone());
+        let _ = self.everything.send(prediction);
+    }
+
     pub fn publish(&self, mut prediction: Prediction, late_policy: LatePolicy) {
         let now = clock::now_ns();
         let timing = prediction.timing.get_or_insert_with(Default::default);
@@ -206,13 +252,7 @@ impl AttachmentRoute {
             metrics::counter!(m::LATE_DROPPED, "model" => prediction.model_id.clone()).increment(1);
             return;
         }
-        let prediction = Arc::new(prediction);
-        self.taps.deliver(&prediction);
-        self.session.taps.deliver(&prediction);
-        // An error only means nobody reads that ring right now.
-        let _ = self.ring.send(prediction.clone());
-        let _ = self.session.ring.send(prediction.clone());
-        let _ = self.everything.send(prediction);
+        self.send(Arc::new(prediction));
     }
 }
 
@@ -223,13 +263,15 @@ type Keep = Box<dyn FnMut(&Prediction) -> bool + Send>;
 /// One reader's position in a ring, and what it has lost by reading too slowly.
 pub struct Subscription {
     receiver: broadcast::Receiver<Arc<Prediction>>,
+    /// Retained predictions a resuming subscriber gets before the live ones.
+    backlog: VecDeque<Arc<Prediction>>,
     dropped: u64,
     keep: Option<Keep>,
 }
 
 impl Subscription {
     fn new(ring: &Ring) -> Self {
-        Self { receiver: ring.subscribe(), dropped: 0, keep: None }
+        Self { receiver: ring.subscribe(), backlog: VecDeque::new(), dropped: 0, keep: None }
     }
 
     /// Only the predictions `keep` accepts reach this subscriber.
@@ -240,6 +282,11 @@ impl Subscription {
 
     /// The next prediction; `None` once the route is gone (its attachment detached and done).
     pub async fn next(&mut self) -> Option<Arc<Prediction>> {
+        while let Some(prediction) = self.backlog.pop_front() {
+            if self.keep.as_mut().is_none_or(|keep| keep(&prediction)) {
+                return Some(prediction);
+            }
+        }
         loop {
             match self.receiver.recv().await {
                 Ok(prediction) => {

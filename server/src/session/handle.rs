@@ -196,6 +196,7 @@ impl Session {
             owner: self.owner.clone(),
             warnings: self.snapshot.warnings(),
             source_error: self.source_error.get().cloned().unwrap_or_default(),
+            replica: String::new(),
         }
     }
 

@@ -6,6 +6,7 @@
 
 pub mod attachment;
 pub mod command;
+mod directory;
 pub mod display;
 mod error;
 mod handle;
@@ -17,6 +18,7 @@ mod stream;
 pub mod warnings;
 mod worker;
 
+pub use directory::Directory;
 pub use error::SessionError;
 pub use handle::Session;
 pub use registry::SessionManager;

@@ -3,12 +3,13 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock};
 use std::time::Duration;
 
 use myelin_proto::v1 as pb;
 use tokio::sync::mpsc;
 
+use super::directory::Directory;
 use super::display::DisplayTap;
 use super::error::SessionError;
 use super::handle::Session;
@@ -34,11 +35,27 @@ pub struct SessionManager {
     memory: Arc<MemoryBudget>,
     /// Set when the server shuts down: no session opens any more.
     closed: AtomicBool,
+    /// With several replicas: who holds which session (set once, at start).
+    directory: OnceLock<Arc<dyn Directory>>,
 }
 
 impl SessionManager {
     pub fn new(config: SessionsConfig, recording: RecordingConfig, limits: LimitsConfig, hub: Hub, memory: Arc<MemoryBudget>) -> Self {
-        Self { sessions: RwLock::new(HashMap::new()), config, recording, limits, hub, memory, closed: AtomicBool::new(false) }
+        Self {
+            sessions: RwLock::new(HashMap::new()),
+            config,
+            recording,
+            limits,
+            hub,
+            memory,
+            closed: AtomicBool::new(false),
+            directory: OnceLock::new(),
+        }
+    }
+
+    /// Sessions are claimed in `directory` before they open (several replicas). Once, at start.
+    pub fn use_directory(&self, directory: Arc<dyn Directory>) {
+        let _ = self.directory.set(directory);
     }
 
     pub fn config(&self) -> &SessionsConfig {
@@ -62,6 +79,27 @@ impl SessionManager {
         let bytes = self.admit(&self.sessions.read().unwrap_or_else(PoisonError::into_inner), &header, source, owner)?;
         let memory = self.memory.child(self.limits.session_buffer_bytes, "limits.session_buffer_bytes");
         let rings = memory.reserve(bytes, || format!("session {:?}", header.session_id))?;
+        let Some(directory) = self.directory.get() else {
+            return self.open_claimed(header, source, owner, memory, rings);
+        };
+        let session_id = header.session_id.clone();
+        directory.claim(&session_id, owner)?;
+        let opened = self.open_claimed(header, source, owner, memory, rings);
+        match &opened {
+            Ok(session) => directory.opened(session),
+            Err(_) => directory.release(&session_id),
+        }
+        opened
+    }
+
+    fn open_claimed(
+        &self,
+        header: pb::StreamHeader,
+        source: Source,
+        owner: &Principal,
+        memory: Arc<MemoryBudget>,
+        rings: Reservation,
+    ) -> Result<Arc<Session>, SessionError> {
         let file = if self.recording.enabled {
             let file = RecordingFile::create(&self.recording.dir, &header, source.as_str()).map_err(|error| {
                 SessionError::Unavailable(format!(

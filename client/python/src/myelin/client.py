@@ -177,22 +177,29 @@ class Client:
         )
         for channel, position in zip(header.channels, layouts if layouts is not None else (), strict=False):
             channel.layout.x, channel.layout.y = float(position[0]), float(position[1])
-        # A session already live here is another stream's: ours will be refused, and that
-        # refusal is what to wait for.
-        taken = self._live(session_id)
+        # A session already live is another stream's: ours will be refused, and that refusal is
+        # what to wait for; unless it comes back live on another replica (a cluster's replica
+        # stopped, and ours opened it elsewhere).
+        taken = self._live_on(session_id)
         stream = SessionStream(
             self._ingest, header, max_message_bytes=self._max_message_bytes, non_finite=non_finite, metadata=self._routed(session_id)
         )
         deadline = time.monotonic() + ready_timeout
-        while taken or not self._live(session_id):
-            stream._check()
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"the server did not open session {session_id!r} within {ready_timeout} s")
-            time.sleep(0.01)
+        try:
+            while (now := self._live_on(session_id)) is None or now == taken:
+                stream._check()
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"the server did not open session {session_id!r} within {ready_timeout} s")
+                time.sleep(0.01)
+        except BaseException:
+            # Never left open behind the caller's back: a retry would find the session taken.
+            stream._cancel()
+            raise
         return stream
 
-    def _live(self, session_id: str) -> bool:
-        return any(s.session_id == session_id and s.live for s in self._list_sessions(session_id))
+    def _live_on(self, session_id: str) -> str | None:
+        """The replica the session is live on ("" on a single server), or None."""
+        return next((s.replica for s in self._list_sessions(session_id) if s.session_id == session_id and s.live), None)
 
     @_calls
     def connect_lsl(
@@ -304,15 +311,19 @@ class Client:
         self._decoding.Detach(pb.DetachRequest(attachment_id=attachment_id), metadata=self._routed(attachment_id))
 
     @_calls
-    def subscribe(self, session: str = "", attachment: str = "") -> Subscription:
+    def subscribe(self, session: str = "", attachment: str = "", *, after_sequence: int | None = None) -> Subscription:
         """Predictions of a session, of one attachment, or (both empty) of everything, from now
         on, as a blocking iterator. The first prediction waits for the server; a session or
-        attachment that does not exist raises :class:`MyelinError` (NOT_FOUND) when iterated."""
-        request = pb.SubscribeRequest(session_id=session, attachment_id=attachment)
+        attachment that does not exist raises :class:`MyelinError` (NOT_FOUND) when iterated.
+        `after_sequence` (with `attachment`): resume after the last sequence number read; the
+        server replays what it still holds after it, then goes on live."""
+        request = pb.SubscribeRequest(session_id=session, attachment_id=attachment, after_sequence=after_sequence)
         call = self._decoding.Subscribe(request, metadata=self._routed(attachment or session))
         return Subscription(call)
 
-    async def subscribe_async(self, session: str = "", attachment: str = "") -> AsyncIterator[Prediction]:
+    async def subscribe_async(
+        self, session: str = "", attachment: str = "", *, after_sequence: int | None = None
+    ) -> AsyncIterator[Prediction]:
         """:meth:`subscribe` for asyncio: ``async for p in client.subscribe_async(...)``."""
         if self._tls is not None:
             credentials, options = self._tls
@@ -321,7 +332,7 @@ class Client:
             channel = grpc.aio.insecure_channel(self.address)
         async with channel:
             stub = rpc.DecodingStub(channel)  # type: ignore[no-untyped-call]  # generated gRPC stub, unannotated
-            request = pb.SubscribeRequest(session_id=session, attachment_id=attachment)
+            request = pb.SubscribeRequest(session_id=session, attachment_id=attachment, after_sequence=after_sequence)
             call = stub.Subscribe(request, metadata=self._routed(attachment or session))
             try:
                 async for p in call:

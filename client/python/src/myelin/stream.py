@@ -199,6 +199,10 @@ class SessionStream:
             time.sleep(0.005)
         return self.acknowledged
 
+    def _cancel(self) -> None:
+        self._closed = True
+        self._call.cancel()
+
     def close(self, timeout: float = 60.0) -> Acknowledgement:
         """Ends the stream (the session ends; its predictions so far stay) and returns what the
         server took. Raises the error the server ended the stream with, if any."""

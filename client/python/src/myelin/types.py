@@ -14,6 +14,7 @@ _STATUS = {
     pb.PREDICTION_STATUS_LATE: "late",
     pb.PREDICTION_STATUS_SHED: "shed",
     pb.PREDICTION_STATUS_ERROR: "error",
+    pb.PREDICTION_STATUS_GAP: "gap",
 }
 
 
@@ -60,7 +61,8 @@ class Prediction:
     model_id: str
     model_version: str
     sequence: int
-    #: "ok", "late", "shed" or "error".
+    #: "ok", "late", "shed", "error", or "gap" (the attachment moved to another replica: numbers
+    #: below this one not received are lost; see error_reason).
     status: str
     error_reason: str
     window: Window
@@ -223,6 +225,8 @@ class SessionInfo:
     warnings: list[str]
     #: Why the session's source stopped on an error (an LSL inlet), else "".
     source_error: str
+    #: The replica that holds it (a cluster's ``cluster.replica``), else "".
+    replica: str = ""
 
     @classmethod
     def from_wire(cls, s: pb.SessionInfo) -> SessionInfo:
@@ -245,6 +249,7 @@ class SessionInfo:
             recording_error=s.recording_error,
             warnings=[f"{w.message} (x{w.count})" for w in s.warnings],
             source_error=s.source_error,
+            replica=s.replica,
         )
 
 

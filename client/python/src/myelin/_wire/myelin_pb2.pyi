@@ -55,6 +55,7 @@ class PredictionStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     PREDICTION_STATUS_LATE: _ClassVar[PredictionStatus]
     PREDICTION_STATUS_SHED: _ClassVar[PredictionStatus]
     PREDICTION_STATUS_ERROR: _ClassVar[PredictionStatus]
+    PREDICTION_STATUS_GAP: _ClassVar[PredictionStatus]
 MODALITY_UNSPECIFIED: Modality
 MODALITY_EEG: Modality
 MODALITY_MEG: Modality
@@ -86,6 +87,7 @@ PREDICTION_STATUS_OK: PredictionStatus
 PREDICTION_STATUS_LATE: PredictionStatus
 PREDICTION_STATUS_SHED: PredictionStatus
 PREDICTION_STATUS_ERROR: PredictionStatus
+PREDICTION_STATUS_GAP: PredictionStatus
 
 class IngestRequest(_message.Message):
     __slots__ = ("header", "chunk", "markers")
@@ -418,12 +420,14 @@ class DetachReply(_message.Message):
     def __init__(self) -> None: ...
 
 class SubscribeRequest(_message.Message):
-    __slots__ = ("session_id", "attachment_id")
+    __slots__ = ("session_id", "attachment_id", "after_sequence")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     ATTACHMENT_ID_FIELD_NUMBER: _ClassVar[int]
+    AFTER_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     attachment_id: str
-    def __init__(self, session_id: _Optional[str] = ..., attachment_id: _Optional[str] = ...) -> None: ...
+    after_sequence: int
+    def __init__(self, session_id: _Optional[str] = ..., attachment_id: _Optional[str] = ..., after_sequence: _Optional[int] = ...) -> None: ...
 
 class Classification(_message.Message):
     __slots__ = ("labels", "probabilities", "top_labels", "top_probabilities")
@@ -538,7 +542,7 @@ class AttachmentInfo(_message.Message):
     def __init__(self, attachment_id: _Optional[str] = ..., model_id: _Optional[str] = ..., model_version: _Optional[str] = ..., window: _Optional[_Union[WindowPolicy, _Mapping]] = ..., latency_budget_ms: _Optional[int] = ..., predictions: _Optional[int] = ..., owner: _Optional[str] = ...) -> None: ...
 
 class SessionInfo(_message.Message):
-    __slots__ = ("session_id", "header", "live", "samples_received", "markers_received", "gap_samples", "attachments", "recording_path", "source", "recording_error", "owner", "warnings", "source_error")
+    __slots__ = ("session_id", "header", "live", "samples_received", "markers_received", "gap_samples", "attachments", "recording_path", "source", "recording_error", "owner", "warnings", "source_error", "replica")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     HEADER_FIELD_NUMBER: _ClassVar[int]
     LIVE_FIELD_NUMBER: _ClassVar[int]
@@ -552,6 +556,7 @@ class SessionInfo(_message.Message):
     OWNER_FIELD_NUMBER: _ClassVar[int]
     WARNINGS_FIELD_NUMBER: _ClassVar[int]
     SOURCE_ERROR_FIELD_NUMBER: _ClassVar[int]
+    REPLICA_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     header: StreamHeader
     live: bool
@@ -565,7 +570,8 @@ class SessionInfo(_message.Message):
     owner: str
     warnings: _containers.RepeatedCompositeFieldContainer[IngestWarning]
     source_error: str
-    def __init__(self, session_id: _Optional[str] = ..., header: _Optional[_Union[StreamHeader, _Mapping]] = ..., live: _Optional[bool] = ..., samples_received: _Optional[int] = ..., markers_received: _Optional[int] = ..., gap_samples: _Optional[int] = ..., attachments: _Optional[_Iterable[_Union[AttachmentInfo, _Mapping]]] = ..., recording_path: _Optional[str] = ..., source: _Optional[str] = ..., recording_error: _Optional[str] = ..., owner: _Optional[str] = ..., warnings: _Optional[_Iterable[_Union[IngestWarning, _Mapping]]] = ..., source_error: _Optional[str] = ...) -> None: ...
+    replica: str
+    def __init__(self, session_id: _Optional[str] = ..., header: _Optional[_Union[StreamHeader, _Mapping]] = ..., live: _Optional[bool] = ..., samples_received: _Optional[int] = ..., markers_received: _Optional[int] = ..., gap_samples: _Optional[int] = ..., attachments: _Optional[_Iterable[_Union[AttachmentInfo, _Mapping]]] = ..., recording_path: _Optional[str] = ..., source: _Optional[str] = ..., recording_error: _Optional[str] = ..., owner: _Optional[str] = ..., warnings: _Optional[_Iterable[_Union[IngestWarning, _Mapping]]] = ..., source_error: _Optional[str] = ..., replica: _Optional[str] = ...) -> None: ...
 
 class ListSessionsReply(_message.Message):
     __slots__ = ("sessions",)
