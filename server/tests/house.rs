@@ -15,7 +15,8 @@ use std::path::{Path, PathBuf};
 /// metrics, clocks, ids, rings, shutdown).
 const FLOORS: &[&[&str]] = &[
     &["server", "cli"],
-    &["grpc", "http", "demo", "replay", "cluster"],
+    &["grpc", "http", "demo", "replay"],
+    &["cluster"],
     &["attach", "calibrate"],
     &["ingest"],
     &["session"],

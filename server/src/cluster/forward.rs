@@ -14,8 +14,8 @@ use std::task::{Context, Poll};
 use tonic::body::Body;
 use tonic::transport::{Channel, Endpoint};
 
-use super::Cluster;
 use super::record::routed_session;
+use super::state::Cluster;
 
 /// The header clients set on every session- or attachment-scoped call.
 pub const ROUTE_HEADER: &str = "myelin-route";

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use super::record::{AttachmentRecord, SEQUENCE_BLOCK};
-use super::{Cluster, Moving};
+use super::state::{Cluster, Moving};
 use crate::attach::{AttachSpec, Restore};
 use crate::auth::Principal;
 use crate::config::Scope;

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use async_nats::jetstream::kv::UpdateErrorKind;
 
-use super::Cluster;
 use super::record::{self, SEQUENCE_BLOCK, SessionRecord};
+use super::state::Cluster;
 use crate::shutdown::Shutdown;
 
 /// A claim whose session has not opened after this long is given up.
