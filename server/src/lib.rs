@@ -5,12 +5,13 @@
 //! markers, attachments) -> [`dsp`] (causal filters) -> [`window`] (sliding or event-locked cuts)
 //! -> [`decode`] (model input, ONNX Runtime and native decoders on dedicated threads) ->
 //! [`record`] and [`publish`] (routes to subscribers, LSL outlets and recorders). Above the path:
-//! [`server`] (wiring), [`grpc`] and [`http`] (the ports), [`cluster`] (several replicas: the
+//! [`server`] (start-up), [`app`] (the wiring, built once from the config), [`grpc`] and [`http`] (the ports), [`cluster`] (several replicas: the
 //! session directory, forwarding, failover), [`attach`] and [`calibrate`]
 //! (control), [`transport`] (connections, TLS). Beside it: [`auth`] (principals, scopes, audit),
 //! [`config`], [`metrics`], [`clock`], [`id`], [`card`], [`ring`], [`shutdown`], [`budget`]. `server/tests/house.rs` holds the plan against the code.
 #![forbid(unsafe_code)]
 
+pub mod app;
 pub mod attach;
 pub mod auth;
 pub mod budget;

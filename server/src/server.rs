@@ -1,5 +1,5 @@
-//! Start-up and wiring: loads the models, builds the hub, the session registry and the attacher,
-//! binds the gRPC and HTTP ports, and serves until shutdown.
+//! Start-up and wiring: builds the [`App`] from the config, binds the gRPC and HTTP ports, and
+//! serves until shutdown.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -7,19 +7,15 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use metrics_exporter_prometheus::PrometheusHandle;
-use myelin_proto::v1::{decoding_server::DecodingServer, ingest_server::IngestServer};
 use tokio::net::TcpListener;
 
-use crate::attach::Attacher;
-use crate::auth::{AuthLayer, Gate};
-use crate::budget::{MemoryBudget, Slots};
-use crate::cluster::{Cluster, ForwardLayer};
+use crate::app::App;
+use crate::auth::Gate;
 use crate::config::Config;
 use crate::decode::ModelRegistry;
-use crate::publish::Hub;
 use crate::session::SessionManager;
 use crate::shutdown::ShutdownTrigger;
-use crate::transport::{self, Port, TlsSettings};
+use crate::transport::{self, Port};
 use crate::{clock, grpc, http, ingest};
 
 /// Addresses the server actually bound (port 0 in the config picks a free port).
@@ -40,161 +36,65 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     clock::init();
     let shutdown = trigger.listener();
-    let (tls, gate) = security(&config)?;
-    let hub = Hub::new(config.publish.subscriber_queue, config.publish.replay_predictions);
-    let models_config = config.models.clone();
-    let models =
-        tokio::task::spawn_blocking(move || ModelRegistry::load(&models_config)).await.context("model loading thread panicked")??;
-    let models = Arc::new(models);
-    let lsl = match myelin_lsl::Lsl::load(Some(&config.lsl.library)) {
-        Ok(lsl) => {
-            tracing::info!(version = lsl.version(), path = %lsl.path().display(), "LabStreamingLayer available");
-            Some(lsl)
-        }
-        Err(error) => {
-            tracing::warn!(%error, "LabStreamingLayer unavailable; LSL requests will fail");
-            None
-        }
-    };
-    let memory = MemoryBudget::new(config.limits.server_buffer_bytes, "limits.server_buffer_bytes");
-    let sessions = Arc::new(SessionManager::new(
-        config.sessions.clone(),
-        config.recording.clone(),
-        config.limits.clone(),
-        hub.clone(),
-        memory.clone(),
-    ));
-    let lsl_outlets_for_all = !gate.enabled() || config.auth.allow_lsl_outlets;
-    let attacher = Arc::new(Attacher::new(sessions.clone(), models.clone(), hub.clone(), lsl.clone(), lsl_outlets_for_all));
-    let grpc_listener =
-        TcpListener::bind(config.server.grpc_addr).await.with_context(|| format!("binding the gRPC port {}", config.server.grpc_addr))?;
-    let http_listener =
-        TcpListener::bind(config.server.http_addr).await.with_context(|| format!("binding the HTTP port {}", config.server.http_addr))?;
+    let mut app = App::load(config, metrics, shutdown.clone()).await?;
+    let (grpc_addr, http_addr) = (app.config.server.grpc_addr, app.config.server.http_addr);
+    let grpc_listener = TcpListener::bind(grpc_addr).await.with_context(|| format!("binding the gRPC port {grpc_addr}"))?;
+    let http_listener = TcpListener::bind(http_addr).await.with_context(|| format!("binding the HTTP port {http_addr}"))?;
     let bound = Bound { grpc: grpc_listener.local_addr()?, http: http_listener.local_addr()? };
-    transport::reload_on_signal(tls.clone(), gate.clone(), shutdown.clone())?;
+    transport::reload_on_signal(app.tls.clone(), app.gate.clone(), shutdown.clone())?;
     // Joined before any session opens (the LSL sources below included): every one is claimed.
-    let cluster = if config.cluster.enabled() {
-        let joined = Cluster::join(&config.cluster, bound.grpc, sessions.clone(), attacher.clone(), models.clone(), shutdown.clone());
-        Some(joined.await.context("joining the cluster (cluster.nats_url)")?)
-    } else {
-        None
-    };
-    for source in config.lsl.sources.clone() {
+    app.join_cluster(bound.grpc).await?;
+    let app = Arc::new(app);
+    for source in app.config.lsl.sources.clone() {
+        let lsl = &app.config.lsl;
         ingest::lsl::keep_connecting(
-            lsl.clone(),
+            app.lsl.clone(),
             source,
-            config.lsl.resolve_timeout_seconds,
-            config.lsl.stall_seconds,
-            sessions.clone(),
+            lsl.resolve_timeout_seconds,
+            lsl.stall_seconds,
+            app.sessions.clone(),
             shutdown.clone(),
         );
     }
-
-    if config.publish.nats.enabled() {
-        crate::publish::nats::start(config.publish.nats.clone(), &hub, shutdown.clone()).await?;
-        tracing::info!(url = %crate::publish::nats::redacted(&config.publish.nats.url), subjects = %format!("{}.<session>.<attachment>", config.publish.nats.subject_prefix), "publishing predictions on NATS");
+    let nats = &app.config.publish.nats;
+    if nats.enabled() {
+        crate::publish::nats::start(nats.clone(), &app.hub, shutdown.clone()).await?;
+        tracing::info!(url = %crate::publish::nats::redacted(&nats.url), subjects = %format!("{}.<session>.<attachment>", nats.subject_prefix), "publishing predictions on NATS");
     }
 
-    let max_message = config.server.max_message_bytes;
-    let limits = &config.limits;
-    let subscribers = Slots::with_owner_share(
-        "subscribers",
-        "limits.subscribers",
-        limits.subscribers,
-        "limits.subscribers_per_principal",
-        limits.subscribers_per_principal,
-    );
-    let ingest = IngestServer::new(ingest::IngestService { sessions: sessions.clone(), shutdown: shutdown.clone() })
-        .max_decoding_message_size(max_message);
-    let decoding = DecodingServer::new(grpc::DecodingService {
-        attacher,
-        sessions: sessions.clone(),
-        models: models.clone(),
-        hub: hub.clone(),
-        lsl,
-        default_budget_ms: config.decoding.default_latency_budget_ms,
-        shutdown: shutdown.clone(),
-        lsl_resolve_timeout_s: config.lsl.resolve_timeout_seconds,
-        lsl_stall_s: config.lsl.stall_seconds,
-        subscribers: subscribers.clone(),
-        calibrations: Slots::with_owner_share(
-            "calibrations",
-            "limits.calibrations",
-            limits.calibrations,
-            "limits.calibrations_per_principal",
-            limits.calibrations_per_principal,
-        ),
-        memory,
-        connect_lsl_timeout_s: config.limits.connect_lsl_timeout_s,
-        cluster: cluster.clone(),
-    })
-    .max_decoding_message_size(max_message);
-    let (health_reporter, health) = tonic_health::server::health_reporter();
-    health_reporter.set_serving::<IngestServer<ingest::IngestService>>().await;
-    health_reporter.set_serving::<DecodingServer<grpc::DecodingService>>().await;
-    let reflection_v1 = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(myelin_proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()?;
-    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(myelin_proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1alpha()?;
-
     // tonic stops taking calls once health says NOT_SERVING (see shut_down).
+    let (grpc_router, health) = grpc::router(&app).await?;
     let (refuse_calls, calls_refused) = tokio::sync::oneshot::channel::<()>();
     let grpc_shutdown = async move {
         let _ = calls_refused.await;
     };
-    let grpc_server = tonic::transport::Server::builder()
-        .initial_stream_window_size(config.server.http2_stream_window_bytes)
-        .initial_connection_window_size(config.server.http2_connection_window_bytes)
-        .http2_keepalive_interval(Some(Duration::from_secs_f64(config.server.http2_keepalive_interval_s)))
-        .http2_keepalive_timeout(Some(Duration::from_secs_f64(config.server.http2_keepalive_timeout_s)))
-        .max_concurrent_streams(Some(config.server.http2_max_concurrent_streams))
-        .layer(AuthLayer::new(gate.clone(), config.limits.unauthenticated_calls))
-        .layer(ForwardLayer::new(cluster))
-        .add_service(ingest)
-        .add_service(decoding)
-        .add_service(health)
-        .add_service(reflection_v1)
-        .add_service(reflection_v1alpha)
-        .serve_with_incoming_shutdown(
-            incoming(transport::accept(grpc_listener, tls.clone(), Port::Grpc, accepting(&config, None))),
-            grpc_shutdown,
-        );
+    let grpc_connections = transport::accept(grpc_listener, app.tls.clone(), Port::Grpc, accepting(&app.config, None));
+    let grpc_server = grpc_router.serve_with_incoming_shutdown(incoming(grpc_connections), grpc_shutdown);
 
     // Metrics stay readable while the server drains.
     let http_shutdown = {
         let mut shutdown = shutdown.clone();
         async move { shutdown.wait_closing().await }
     };
-    let idle = Duration::from_secs_f64(config.server.http_idle_timeout_s);
-    let http_connections = transport::accept(http_listener, tls.clone(), Port::Http, accepting(&config, Some(idle)));
-    let board = http::dashboard::Dashboard {
-        sessions: sessions.clone(),
-        models: models.clone(),
-        hub: hub.clone(),
-        shutdown: shutdown.clone(),
-        subscribers: subscribers.clone(),
-    };
-    let router = http::router(metrics.clone(), models.clone(), gate.clone(), board);
-    let header_timeout = Duration::from_secs_f64(config.server.http_header_timeout_s);
-    let grace = Duration::from_secs_f64(config.server.shutdown_grace_s);
-    let http_server = http::serve::serve(http_connections, router, header_timeout, http_shutdown, grace);
+    let server = &app.config.server;
+    let idle = Duration::from_secs_f64(server.http_idle_timeout_s);
+    let http_connections = transport::accept(http_listener, app.tls.clone(), Port::Http, accepting(&app.config, Some(idle)));
+    let header_timeout = Duration::from_secs_f64(server.http_header_timeout_s);
+    let grace = Duration::from_secs_f64(server.shutdown_grace_s);
+    let http_server = http::serve::serve(http_connections, http::router(&app), header_timeout, http_shutdown, grace);
 
     // Histograms are summarised on render; upkeep keeps their memory bounded between scrapes.
     // Sessions that ended long ago are forgotten here too, so their threads and rings go even
     // when no new session opens.
     let upkeep = {
-        let (mut shutdown, sessions) = (shutdown.clone(), sessions.clone());
+        let (mut shutdown, app) = (shutdown.clone(), app.clone());
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
             loop {
                 tokio::select! {
                     _ = tick.tick() => {
-                        metrics.run_upkeep();
-                        sessions.forget_ended();
+                        app.metrics.run_upkeep();
+                        app.sessions.forget_ended();
                     }
                     _ = shutdown.wait() => break,
                 }
@@ -202,9 +102,9 @@ pub async fn serve(
         })
     };
 
-    tracing::info!(grpc = %bound.grpc, http = %bound.http, models = models.entries().len(), tls = tls.is_some(), authentication = gate.enabled(), "myelin serving");
-    on_ready(bound, gate);
-    let stopping = shut_down(trigger, health_reporter, refuse_calls, sessions, models.clone(), grace);
+    tracing::info!(grpc = %bound.grpc, http = %bound.http, models = app.models.entries().len(), tls = app.tls.is_some(), authentication = app.gate.enabled(), "myelin serving");
+    on_ready(bound, app.gate.clone());
+    let stopping = shut_down(trigger, health, refuse_calls, app.sessions.clone(), app.models.clone(), grace);
     let (grpc_result, (), ()) = tokio::join!(grpc_server, http_server, stopping);
     upkeep.abort();
     grpc_result.context("gRPC server")?;
@@ -231,29 +131,6 @@ fn incoming(
     tokio_stream::wrappers::ReceiverStream::new(accepted).map(Ok)
 }
 
-/// TLS and the gate from `[tls]` and `[auth]`, and the refusal to serve a public address
-/// without them (unless `server.allow_insecure_public`, warned about here at every start).
-fn security(config: &Config) -> anyhow::Result<(Option<Arc<TlsSettings>>, Arc<Gate>)> {
-    if config.check_public_binding()? {
-        tracing::warn!(
-            tls = config.tls.enabled(),
-            authentication = config.auth.enabled(),
-            "server.allow_insecure_public: serving a non-loopback address without TLS and authentication; anyone who reaches it can read and steer every session"
-        );
-    }
-    anyhow::ensure!(
-        !(config.demo.enabled && config.tls.enabled()),
-        "the built-in demo talks plaintext gRPC to its own server: run it without [tls]"
-    );
-    let tls = if config.tls.enabled() { Some(TlsSettings::load(&config.tls)?) } else { None };
-    let gate = Arc::new(Gate::load(&config.auth)?);
-    anyhow::ensure!(
-        !gate.names_certificates() || !config.tls.client_ca.as_os_str().is_empty(),
-        "a principal has certificate_cn, but tls.client_ca is not set: no client certificate could name it"
-    );
-    Ok((tls, gate))
-}
-
 /// The shutdown sequence, once triggered: health turns NOT_SERVING and gRPC stops taking calls;
 /// ingest streams, calibrations and ConnectLsl calls end with UNAVAILABLE (they watch the
 /// trigger) and LSL inlets stop; every session then ends, its windows already cut are decoded
@@ -270,8 +147,7 @@ async fn shut_down(
 ) {
     trigger.listener().wait().await;
     let started = Instant::now();
-    health.set_not_serving::<IngestServer<ingest::IngestService>>().await;
-    health.set_not_serving::<DecodingServer<grpc::DecodingService>>().await;
+    grpc::stop_serving(&health).await;
     let _ = refuse_calls.send(());
     tracing::info!(grace_s = grace.as_secs_f64(), "shutting down: ending calls, draining sessions");
     // Sessions get most of the grace period, inference threads what is left before main's cut.

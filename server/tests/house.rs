@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 const FLOORS: &[&[&str]] = &[
     &["server", "cli"],
     &["grpc", "http", "demo", "replay"],
+    &["app"],
     &["cluster"],
     &["attach", "calibrate"],
     &["ingest"],

@@ -35,6 +35,16 @@ impl ForwardLayer {
     }
 }
 
+/// A channel to the replica at `advertise` (https:// ones checked against `cluster.peer_ca`),
+/// connected on first use.
+fn channel_to(cluster: &Cluster, advertise: &str) -> Option<Channel> {
+    let mut endpoint = Endpoint::from_shared(advertise.to_string()).ok()?.connect_timeout(std::time::Duration::from_millis(500));
+    if advertise.starts_with("https://") {
+        endpoint = endpoint.tls_config(cluster.peer_tls.clone()?).ok()?;
+    }
+    Some(endpoint.connect_lazy())
+}
+
 impl<S> tower::Layer<S> for ForwardLayer {
     type Service = Forwarding<S>;
 
@@ -64,8 +74,7 @@ impl<S> Forwarding<S> {
         let channel = match channels.get(&advertise) {
             Some(channel) => channel.clone(),
             None => {
-                let endpoint = Endpoint::from_shared(advertise.clone()).ok()?.connect_timeout(std::time::Duration::from_millis(500));
-                let channel = endpoint.connect_lazy();
+                let channel = channel_to(cluster, &advertise)?;
                 channels.insert(advertise, channel.clone());
                 channel
             }

@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use anyhow::Context;
 use futures::StreamExt;
 use myelin_proto::v1 as pb;
 
@@ -29,6 +30,12 @@ impl Cluster {
         models: Arc<ModelRegistry>,
         shutdown: Shutdown,
     ) -> anyhow::Result<Arc<Self>> {
+        let peer_tls = if config.peer_ca.as_os_str().is_empty() {
+            None
+        } else {
+            let ca = std::fs::read(&config.peer_ca).with_context(|| format!("reading cluster.peer_ca {}", config.peer_ca.display()))?;
+            Some(tonic::transport::ClientTlsConfig::new().ca_certificate(tonic::transport::Certificate::from_pem(ca)))
+        };
         let store = Arc::new(Store::open(config).await?);
         let advertise = config.advertised(grpc_addr);
         let lease = Duration::from_secs_f64(config.lease_s);
@@ -39,6 +46,7 @@ impl Cluster {
         let cluster = Arc::new(Self {
             replica: config.replica.clone(),
             advertise,
+            peer_tls,
             lease,
             store,
             leases,

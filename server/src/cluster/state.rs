@@ -18,6 +18,8 @@ use crate::session::SessionManager;
 pub struct Cluster {
     pub(super) replica: String,
     pub(super) advertise: String,
+    /// For forwarding to https:// replicas: the CA of `cluster.peer_ca`.
+    pub(super) peer_tls: Option<tonic::transport::ClientTlsConfig>,
     pub(super) lease: Duration,
     pub(super) store: Arc<Store>,
     pub(super) leases: Arc<Leases>,
@@ -125,7 +127,7 @@ impl Cluster {
         if !self.leases.alive(&record.replica, self.lease) {
             return false;
         }
-        let address = record.advertise.trim_start_matches("http://").trim_end_matches('/');
+        let address = record.advertise.trim_start_matches("http://").trim_start_matches("https://").trim_end_matches('/');
         match tokio::time::timeout(Duration::from_millis(500), tokio::net::TcpStream::connect(address)).await {
             Ok(Err(error)) if error.kind() == std::io::ErrorKind::ConnectionRefused => {
                 self.leases.refused(&record.replica);

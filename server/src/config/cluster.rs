@@ -1,6 +1,8 @@
 //! The `[cluster]` section: this replica's place among several behind a proxy (deploy/envoy/),
 //! with the session directory, attachment specs and calibrated models in NATS JetStream.
 
+use std::path::PathBuf;
+
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -12,9 +14,13 @@ pub struct ClusterConfig {
     /// NATS server(s) with JetStream, comma-separated ("nats://nats:4222"). Required with `replica`.
     pub nats_url: String,
     /// The address other replicas reach this one's gRPC port at, to forward calls for its
-    /// sessions ("http://myelin-0.myelin:50051"). Empty: http://<server.grpc_addr>, which only
-    /// works when that is not a wildcard address.
+    /// sessions: "http://myelin-0.myelin:50051", or "https://..." when the port has TLS (then
+    /// `peer_ca` must be set). Empty: http://<server.grpc_addr>, which only works when that is
+    /// not a wildcard address.
     pub advertise: String,
+    /// CA certificate (PEM) that signed the other replicas' server certificates, to forward
+    /// calls to https:// addresses.
+    pub peer_ca: PathBuf,
     /// A replica that has not renewed its lease for this long is taken for dead, and its
     /// sessions may open elsewhere (seconds). It renews four times per lease. A replica whose
     /// advertised port refuses connections is taken for dead at once.
@@ -26,7 +32,14 @@ pub struct ClusterConfig {
 
 impl Default for ClusterConfig {
     fn default() -> Self {
-        Self { replica: String::new(), nats_url: String::new(), advertise: String::new(), lease_s: 2.0, bucket_prefix: "myelin".into() }
+        Self {
+            replica: String::new(),
+            nats_url: String::new(),
+            advertise: String::new(),
+            peer_ca: PathBuf::new(),
+            lease_s: 2.0,
+            bucket_prefix: "myelin".into(),
+        }
     }
 }
 
@@ -55,9 +68,13 @@ impl ClusterConfig {
                 "cluster.advertise is empty and server.grpc_addr ({grpc_addr}) is a wildcard address: say where other replicas reach this one"
             );
             anyhow::ensure!(
-                self.advertise.is_empty() || self.advertise.starts_with("http://"),
-                "cluster.advertise must be an http:// URL (replicas forward to each other in plaintext on the cluster's network), got {:?}",
+                self.advertise.is_empty() || self.advertise.starts_with("http://") || self.advertise.starts_with("https://"),
+                "cluster.advertise must be an http:// or https:// URL, got {:?}",
                 self.advertise
+            );
+            anyhow::ensure!(
+                !self.advertise.starts_with("https://") || !self.peer_ca.as_os_str().is_empty(),
+                "cluster.advertise is https://, so cluster.peer_ca must name the CA that signed the replicas' certificates"
             );
         }
         Ok(())

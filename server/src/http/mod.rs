@@ -14,31 +14,34 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use metrics_exporter_prometheus::PrometheusHandle;
 
+use crate::app::App;
 use crate::auth::{Gate, Peer};
 use crate::config::Scope;
-use crate::decode::{ModelEntry, ModelRegistry};
+use crate::decode::ModelEntry;
 
-#[derive(Clone)]
-struct AppState {
-    metrics: PrometheusHandle,
-    models: Arc<ModelRegistry>,
-}
-
-pub fn router(metrics: PrometheusHandle, models: Arc<ModelRegistry>, gate: Arc<Gate>, board: dashboard::Dashboard) -> Router {
+/// The HTTP port's routes over `app`.
+pub fn router(app: &Arc<App>) -> Router {
+    let gate = &app.gate;
     let mut metrics_route = Router::new().route("/metrics", get(render_metrics));
     if gate.enabled() && !gate.config().metrics_open {
         metrics_route = metrics_route.layer(middleware::from_fn_with_state(gate.clone(), observers_only));
     }
+    let board = dashboard::Dashboard {
+        sessions: app.sessions.clone(),
+        models: app.models.clone(),
+        hub: app.hub.clone(),
+        shutdown: app.shutdown.clone(),
+        subscribers: app.subscribers.clone(),
+    };
     let mut dashboard_routes = Router::new().route("/", get(dashboard::page)).route("/events", get(dashboard::events)).with_state(board);
     if gate.enabled() {
-        dashboard_routes = dashboard_routes.layer(middleware::from_fn_with_state(gate, observers_only));
+        dashboard_routes = dashboard_routes.layer(middleware::from_fn_with_state(gate.clone(), observers_only));
     }
     // The page's vendored library carries no data: open, so that the page loads with a token in
     // its address only.
     let assets = Router::new().route("/assets/{name}", get(dashboard::asset));
-    metrics_route.route("/healthz", get(healthz)).with_state(AppState { metrics, models }).merge(dashboard_routes).merge(assets)
+    metrics_route.route("/healthz", get(healthz)).with_state(app.clone()).merge(dashboard_routes).merge(assets)
 }
 
 /// 401 without valid credentials (with the `WWW-Authenticate` challenge), 403 without the
@@ -71,12 +74,12 @@ async fn observers_only(
     }
 }
 
-async fn render_metrics(State(state): State<AppState>) -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], state.metrics.render())
+async fn render_metrics(State(app): State<Arc<App>>) -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], app.metrics.render())
 }
 
-async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
-    let entries = state.models.entries();
+async fn healthz(State(app): State<Arc<App>>) -> impl IntoResponse {
+    let entries = app.models.entries();
     let ready = entries.iter().filter(|e| matches!(e, ModelEntry::Ready(_))).count();
     let failed = entries.len() - ready;
     let body = serde_json::json!({ "status": "ok", "models_ready": ready, "models_failed": failed });

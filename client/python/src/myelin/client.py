@@ -186,7 +186,7 @@ class Client:
         )
         deadline = time.monotonic() + ready_timeout
         try:
-            while (now := self._live_on(session_id)) is None or now == taken:
+            while (now := self._live_on(session_id, default=taken)) is None or now == taken:
                 stream._check()
                 if time.monotonic() > deadline:
                     raise TimeoutError(f"the server did not open session {session_id!r} within {ready_timeout} s")
@@ -197,9 +197,17 @@ class Client:
             raise
         return stream
 
-    def _live_on(self, session_id: str) -> str | None:
-        """The replica the session is live on ("" on a single server), or None."""
-        return next((s.replica for s in self._list_sessions(session_id) if s.session_id == session_id and s.live), None)
+    def _live_on(self, session_id: str, default: str | None = None) -> str | None:
+        """The replica the session is live on ("" on a single server), or None; `default` when
+        the listing is unavailable for a moment (a cluster's proxy retrying a replica that just
+        stopped): the stream itself says whether it failed."""
+        try:
+            listed = self._list_sessions(session_id)
+        except MyelinError as error:
+            if error.code != grpc.StatusCode.UNAVAILABLE:
+                raise
+            return default
+        return next((s.replica for s in listed if s.session_id == session_id and s.live), None)
 
     @_calls
     def connect_lsl(

@@ -1,4 +1,4 @@
-//! The Decoding gRPC service: attach, detach, subscribe, calibrate, ConnectLsl and the listings.
+//! The Decoding service: attach, detach, subscribe, calibrate, ConnectLsl and the listings.
 //! Each handler only checks its request and hands the work to where it belongs (a session's
 //! worker, a blocking thread, the hub); none waits on a lock that decoding holds. The auth layer
 //! has checked the caller's scope; handlers check whose session or attachment it is, and leave
@@ -11,36 +11,18 @@ use futures::Stream;
 use myelin_proto::v1::{self as pb, decoding_server::Decoding};
 use tonic::{Request, Response, Status};
 
-use crate::attach::{AttachSpec, Attacher};
+use crate::app::App;
+use crate::attach::AttachSpec;
 use crate::auth::audit::{self, Refusal};
 use crate::auth::{self, Principal};
-use crate::budget::{MemoryBudget, Slots};
 use crate::card::ModelCard;
-use crate::cluster::Cluster;
-use crate::decode::{ModelEntry, ModelRegistry};
+use crate::decode::ModelEntry;
 use crate::id::{ID_RULE, is_valid_id, shown};
-use crate::publish::{Filter, Hub};
+use crate::publish::Filter;
 use crate::session::{Session, SessionError, SessionManager};
-use crate::shutdown::Shutdown;
 
 pub struct DecodingService {
-    pub attacher: Arc<Attacher>,
-    pub sessions: Arc<SessionManager>,
-    pub models: Arc<ModelRegistry>,
-    pub hub: Hub,
-    pub lsl: Option<myelin_lsl::Lsl>,
-    pub default_budget_ms: u32,
-    pub shutdown: Shutdown,
-    pub lsl_resolve_timeout_s: f64,
-    pub lsl_stall_s: f64,
-    /// Open Subscribe streams (`limits.subscribers`).
-    pub subscribers: Arc<Slots>,
-    /// Calibrations at once (`limits.calibrations`), and the memory their epochs take.
-    pub calibrations: Arc<Slots>,
-    pub memory: Arc<MemoryBudget>,
-    pub connect_lsl_timeout_s: f64,
-    /// With several replicas: the directory and the sessions held elsewhere.
-    pub cluster: Option<Arc<Cluster>>,
+    pub app: Arc<App>,
 }
 
 /// The longest LSL predicate ConnectLsl takes (names, types and source ids included).
@@ -54,8 +36,8 @@ impl Decoding for DecodingService {
         let principal = auth::caller(&request)?;
         let r = request.into_inner();
         let resource = format!("session {} model {}", shown(&r.session_id), shown(&r.model_id));
-        let kept = self.cluster.as_ref().map(|_| r.clone());
-        let spec = match AttachSpec::from_request(r, principal.clone(), self.default_budget_ms) {
+        let kept = self.app.cluster.as_ref().map(|_| r.clone());
+        let spec = match AttachSpec::from_request(r, principal.clone(), self.app.config.decoding.default_latency_budget_ms) {
             Ok(spec) => spec,
             Err(message) => {
                 let refused = Err(Status::invalid_argument(message));
@@ -65,7 +47,7 @@ impl Decoding for DecodingService {
         };
         // Blocking: a gallery may load (minutes for a large one), and the session's worker primes
         // the new filter with the buffered history before the reply.
-        let attacher = self.attacher.clone();
+        let attacher = self.app.attacher.clone();
         let attached = tokio::task::spawn_blocking(move || attacher.attach(spec))
             .await
             .map_err(|e| Status::internal(format!("attach task failed: {e}")))?;
@@ -77,7 +59,7 @@ impl Decoding for DecodingService {
             audit::record(&principal, "attach", &resource, &attached.as_ref().map_err(|e| Status::from(e.clone())));
         }
         let attached = attached?;
-        if let (Some(cluster), Some(request)) = (&self.cluster, kept) {
+        if let (Some(cluster), Some(request)) = (&self.app.cluster, kept) {
             cluster.attached(request, &attached, principal.name());
         }
         Ok(Response::new(attached))
@@ -117,12 +99,12 @@ impl Decoding for DecodingService {
             return Err(Status::invalid_argument("after_sequence resumes one attachment's stream: name its attachment_id"));
         }
         let filter = Filter { session_id: r.session_id, attachment_id: r.attachment_id, after_sequence: r.after_sequence };
-        let mut subscription = self.hub.subscribe(&filter)?;
-        let slot = self.subscribers.take_for(principal.has_quota().then(|| principal.name()))?;
+        let mut subscription = self.app.hub.subscribe(&filter)?;
+        let slot = self.app.subscribers.take_for(principal.has_quota().then(|| principal.name()))?;
         if by_session_only && !principal.reads_everything() {
-            subscription = subscription.only(own_attachments(principal, self.sessions.clone()));
+            subscription = subscription.only(own_attachments(principal, self.app.sessions.clone()));
         }
-        let stream = subscription.into_stream(self.shutdown.clone(), slot);
+        let stream = subscription.into_stream(self.app.shutdown.clone(), slot);
         Ok(Response::new(Box::pin(stream)))
     }
 
@@ -134,17 +116,17 @@ impl Decoding for DecodingService {
         let resource = format!("attachment {}", shown(&request.attachment_id));
         // Another's attachment is refused before anything else; the request's own checks (and
         // NOT_FOUND for an attachment that does not exist) are calibrate's.
-        if self.sessions.with_attachment(&request.attachment_id).is_ok() {
+        if self.app.sessions.with_attachment(&request.attachment_id).is_ok() {
             self.owned_attachment(&principal, &request.attachment_id, "calibrate")?;
         }
         let started = async {
             let resources = crate::calibrate::Resources {
-                slot: self.calibrations.take_for(principal.has_quota().then(|| principal.name()))?,
-                memory: self.memory.clone(),
-                shutdown: self.shutdown.clone(),
+                slot: self.app.calibrations.take_for(principal.has_quota().then(|| principal.name()))?,
+                memory: self.app.memory.clone(),
+                shutdown: self.app.shutdown.clone(),
                 principal: principal.clone(),
             };
-            crate::calibrate::start(request, self.sessions.clone(), self.models.clone(), resources).await
+            crate::calibrate::start(request, self.app.sessions.clone(), self.app.models.clone(), resources).await
         }
         .await;
         audit::record(&principal, "calibrate", &resource, &started);
@@ -164,7 +146,7 @@ impl Decoding for DecodingService {
 
     async fn list_sessions(&self, request: Request<pb::ListSessionsRequest>) -> Result<Response<pb::ListSessionsReply>, Status> {
         let principal = auth::caller(&request)?;
-        let visible = self.sessions.list().into_iter().filter(|s| principal.may_see_session_of(&s.owner));
+        let visible = self.app.sessions.list().into_iter().filter(|s| principal.may_see_session_of(&s.owner));
         let sessions = visible
             .map(|s| {
                 let mut info = s.info();
@@ -174,7 +156,7 @@ impl Decoding for DecodingService {
             })
             .collect::<Vec<_>>();
         let mut sessions = sessions;
-        if let Some(cluster) = &self.cluster {
+        if let Some(cluster) = &self.app.cluster {
             for info in &mut sessions {
                 info.replica = cluster.replica().to_string();
             }
@@ -189,7 +171,7 @@ impl Decoding for DecodingService {
     }
 
     async fn list_models(&self, _: Request<pb::ListModelsRequest>) -> Result<Response<pb::ListModelsReply>, Status> {
-        let models = self.models.entries().iter().map(model_info).collect();
+        let models = self.app.models.entries().iter().map(model_info).collect();
         Ok(Response::new(pb::ListModelsReply { models }))
     }
 }
@@ -198,7 +180,7 @@ impl DecodingService {
     /// The session of attachment `attachment_id`, if `principal` may change it (its own, or as
     /// admin); NOT_FOUND if there is none, PERMISSION_DENIED (audited) if it is another's.
     fn owned_attachment(&self, principal: &Principal, attachment_id: &str, action: &str) -> Result<Arc<Session>, Status> {
-        let session = self.sessions.with_attachment(attachment_id)?;
+        let session = self.app.sessions.with_attachment(attachment_id)?;
         let owner = session.attachment_owner(attachment_id).unwrap_or_default();
         if !principal.may_change(&owner) {
             return Err(audit::not_owner(principal, action, &format!("attachment {}", shown(attachment_id))));
@@ -213,7 +195,7 @@ impl DecodingService {
             return Ok(());
         }
         if !r.attachment_id.is_empty() {
-            let session = self.sessions.with_attachment(&r.attachment_id)?;
+            let session = self.app.sessions.with_attachment(&r.attachment_id)?;
             if principal.may_read(&session.attachment_owner(&r.attachment_id).unwrap_or_default()) {
                 return Ok(());
             }
@@ -232,7 +214,7 @@ impl DecodingService {
                 ),
             ));
         }
-        match self.sessions.get(&r.session_id) {
+        match self.app.sessions.get(&r.session_id) {
             Some(session) if !principal.may_see_session_of(&session.owner) => {
                 Err(audit::not_owner(principal, "subscribe", &format!("session {}", shown(&r.session_id))))
             }
@@ -242,7 +224,7 @@ impl DecodingService {
     }
 
     async fn connect_lsl_for(&self, r: pb::ConnectLslRequest, principal: Principal) -> Result<pb::ConnectLslReply, Status> {
-        let Some(lsl) = self.lsl.clone() else {
+        let Some(lsl) = self.app.lsl.clone() else {
             return Err(Status::unavailable(
                 "LabStreamingLayer is not available on this server: liblsl was not found (run deploy/setup.sh, or set lsl.library)",
             ));
@@ -250,10 +232,10 @@ impl DecodingService {
         if !is_valid_id(&r.session_id) {
             return Err(Status::invalid_argument(format!("session_id {} must be {ID_RULE}", shown(&r.session_id))));
         }
-        if !(r.timeout_s >= 0.0 && r.timeout_s <= self.connect_lsl_timeout_s) {
+        if !(r.timeout_s >= 0.0 && r.timeout_s <= self.app.config.limits.connect_lsl_timeout_s) {
             return Err(Status::invalid_argument(format!(
                 "timeout_s must be 0 (the server's default) to {} s (limits.connect_lsl_timeout_s), got {}",
-                self.connect_lsl_timeout_s, r.timeout_s
+                self.app.config.limits.connect_lsl_timeout_s, r.timeout_s
             )));
         }
         let data_predicate = if r.data_predicate.is_empty() {
@@ -277,18 +259,18 @@ impl DecodingService {
             session_id: r.session_id,
             data_predicate,
             marker_predicate: r.marker_predicate,
-            timeout_s: if r.timeout_s > 0.0 { r.timeout_s } else { self.lsl_resolve_timeout_s },
+            timeout_s: if r.timeout_s > 0.0 { r.timeout_s } else { self.app.config.lsl.resolve_timeout_seconds },
             modality: pb::Modality::try_from(r.modality).unwrap_or(pb::Modality::Unspecified),
             owner: principal,
         };
         // Another principal's session id is refused before waiting on the network (the
         // registry checks again, atomically, when the session opens).
-        if let Some(existing) = self.sessions.get(&spec.session_id).filter(|s| !spec.owner.may_change(&s.owner)) {
+        if let Some(existing) = self.app.sessions.get(&spec.session_id).filter(|s| !spec.owner.may_change(&s.owner)) {
             return Err(audit::not_owner(&spec.owner, "connect_lsl", &format!("session {:?}", existing.id)));
         }
-        let (sessions, shutdown, stall) = (self.sessions.clone(), self.shutdown.clone(), self.lsl_stall_s);
+        let (sessions, shutdown, stall) = (self.app.sessions.clone(), self.app.shutdown.clone(), self.app.config.lsl.stall_seconds);
         let connecting = tokio::task::spawn_blocking(move || crate::ingest::lsl::connect(&lsl, spec, &sessions, shutdown, stall));
-        let mut shutdown = self.shutdown.clone();
+        let mut shutdown = self.app.shutdown.clone();
         // Resolving waits up to its timeout; shutdown does not wait for it (a session it opens
         // late is refused).
         let reply = tokio::select! {
