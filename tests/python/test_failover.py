@@ -6,10 +6,12 @@ rigs reconnect through Envoy and decode again elsewhere, with the same attachmen
 calibrated versions, and subscribers resume with one announced gap."""
 from __future__ import annotations
 
+import json
 import signal
 import sys
 import threading
 import time
+import urllib.request
 from collections import Counter
 from pathlib import Path
 
@@ -70,6 +72,15 @@ class Cluster:
         self.nats.stop()
 
 
+def dashboard_update(http: str) -> dict:
+    """The first update of a replica's dashboard feed (GET /events, server-sent events)."""
+    with urllib.request.urlopen(f"http://{http}/events", timeout=10) as feed:
+        for line in feed:
+            if line.startswith(b"data:"):
+                return json.loads(line[5:])
+    raise AssertionError("the dashboard feed ended without an update")
+
+
 @pytest.fixture
 def cluster3(tmp_path):
     cluster = Cluster(tmp_path, 3)
@@ -104,6 +115,11 @@ def test_a_call_sent_straight_to_a_replica_that_does_not_hold_the_session_reache
         listed = {s.session_id: s for s in script._list_sessions()}
         assert listed["straight"].replica == "myelin-0" and listed["straight"].live
         assert [a.attachment_id for a in listed["straight"].attachments] == [attached.attachment_id]
+        # The dashboard of a replica that does not hold it lists it among the others' sessions.
+        elsewhere = dashboard_update(other.http)["elsewhere"]
+        assert [(s["id"], s["replica"], [a["id"] for a in s["attachments"]]) for s in elsewhere] == \
+            [("straight", "myelin-0", [attached.attachment_id])], elsewhere
+        assert all(s["id"] != "straight" for s in dashboard_update(other.http)["sessions"])
         with pytest.raises(myelin.MyelinError) as refused:
             script.calibrate(attached.attachment_id, [], [1], max_epochs=10)
         assert refused.value.code.name == "INVALID_ARGUMENT", refused.value
@@ -112,6 +128,10 @@ def test_a_call_sent_straight_to_a_replica_that_does_not_hold_the_session_reache
     assert len(got) >= expected and all(p.status == "ok" for p in got), (len(got), expected)
     forwarded = metric(other.http, "myelin_forwarded_calls_total", 'to="myelin-0"')
     assert forwarded >= 3, forwarded
+    # Every series names its replica, so that one Prometheus tells the replicas apart.
+    text = urllib.request.urlopen(f"http://{other.http}/metrics", timeout=10).read().decode()
+    series = [line for line in text.splitlines() if line.startswith("myelin_")]
+    assert series and all('replica="myelin-1"' in line for line in series), [s for s in series if 'replica="myelin-1"' not in s][:3]
 
 
 class Rig:

@@ -47,6 +47,8 @@ pub struct Dashboard {
     pub shutdown: Shutdown,
     /// Open event streams count against `limits.subscribers`, like Subscribe streams.
     pub subscribers: Arc<Slots>,
+    /// In a cluster: the sessions other replicas hold, listed apart.
+    pub cluster: Option<Arc<crate::cluster::Cluster>>,
 }
 
 /// The page may carry a token in its address: never in a Referer, never cached.
@@ -114,7 +116,8 @@ impl Reader {
         let live: std::collections::HashSet<&str> = sessions.iter().filter_map(|s| s["id"].as_str()).collect();
         self.shown.retain(|id, _| live.contains(id.as_str()));
         let models: Vec<Value> = dashboard.models.entries().iter().map(model).collect();
-        json!({ "sessions": sessions, "models": models, "predictions": predictions, "lost": self.lost })
+        let elsewhere: Vec<Value> = dashboard.cluster.iter().flat_map(|c| c.sessions_elsewhere()).map(|s| elsewhere(&s)).collect();
+        json!({ "sessions": sessions, "elsewhere": elsewhere, "models": models, "predictions": predictions, "lost": self.lost })
     }
 
     fn session(&mut self, session: &crate::session::Session) -> Value {
@@ -167,6 +170,20 @@ impl Reader {
             "markers": shown.markers,
         })
     }
+}
+
+/// A session another replica holds: what the directory says of it.
+fn elsewhere(info: &pb::SessionInfo) -> Value {
+    let header = info.header.clone().unwrap_or_default();
+    let modality = pb::Modality::try_from(header.modality).unwrap_or(pb::Modality::Unspecified).as_str_name();
+    json!({
+        "id": info.session_id,
+        "replica": info.replica,
+        "modality": modality.trim_start_matches("MODALITY_"),
+        "rate_hz": header.nominal_rate_hz,
+        "n_channels": header.channels.len(),
+        "attachments": info.attachments.iter().map(|a| json!({ "id": a.attachment_id, "model": a.model_id, "version": a.model_version })).collect::<Vec<_>>(),
+    })
 }
 
 fn prediction(p: &Prediction) -> Value {

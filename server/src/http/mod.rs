@@ -33,6 +33,7 @@ pub fn router(app: &Arc<App>) -> Router {
         hub: app.hub.clone(),
         shutdown: app.shutdown.clone(),
         subscribers: app.subscribers.clone(),
+        cluster: app.cluster.clone(),
     };
     let mut dashboard_routes = Router::new().route("/", get(dashboard::page)).route("/events", get(dashboard::events)).with_state(board);
     if gate.enabled() {
