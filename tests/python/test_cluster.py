@@ -24,7 +24,7 @@ import yaml
 import myelin
 from common import live, p300
 from conftest import make_certs, myelin_bin, token_hash
-from feed import push_recording
+from feed import collect, push_recording, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 ENVOY = ROOT / ".venv/bin/envoy"
@@ -288,15 +288,10 @@ def test_the_shipped_tls_configuration_carries_calls_end_to_end(tmp_path):
             for rig in ["tls-a", "tls-b", "tls-c"]:
                 stream = client.open_session(rig, p300.CHANNELS, rate=RATE)
                 attachment = client.attach(rig, "erp-linear-muse", marker_codes=[1, 2], latency_budget_ms=2000).attachment_id
-                got: list = []
-                subscription = client.subscribe(attachment=attachment)
-                threading.Thread(target=lambda s=subscription, g=got: g.extend(s), daemon=True).start()
-                time.sleep(0.3)
+                got = collect(client, attachment)
                 push_recording(stream, data[:n], stamps[:n], codes[:n], chunk=64)
                 stream.wait_acknowledged()
-                deadline = time.monotonic() + 20
-                while len(got) < expected and time.monotonic() < deadline:
-                    time.sleep(0.1)
+                wait_for(got, expected)
                 client.detach(attachment)
                 stream.close()
                 assert len(got) >= expected and all(p.status == "ok" for p in got), (rig, len(got), expected)

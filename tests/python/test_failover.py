@@ -21,6 +21,7 @@ import pytest
 import myelin
 from common import live, p300
 from conftest import myelin_bin
+from feed import collect, push_recording, wait_for
 from test_cluster import Envoy, free_port
 from test_nats import Nats, metric
 
@@ -102,16 +103,10 @@ def test_a_call_sent_straight_to_a_replica_that_does_not_hold_the_session_reache
         stream = rig.open_session("straight", p300.CHANNELS, rate=RATE)
         attached = script.attach("straight", ERP_MODEL, marker_codes=[1, 2], latency_budget_ms=2000)
         assert attached.attachment_id.endswith("@straight")
-        got: list = []
-        subscription = watcher.subscribe(attachment=attached.attachment_id)
-        threading.Thread(target=lambda: got.extend(subscription), daemon=True).start()
-        time.sleep(0.3)
-        from feed import push_recording
+        got = collect(watcher, attached.attachment_id)
         push_recording(stream, data[:n], stamps[:n], codes[:n], chunk=64)
         stream.wait_acknowledged()
-        deadline = time.monotonic() + 20
-        while len(got) < expected and time.monotonic() < deadline:
-            time.sleep(0.1)
+        wait_for(got, expected)
         listed = {s.session_id: s for s in script._list_sessions()}
         assert listed["straight"].replica == "myelin-0" and listed["straight"].live
         assert [a.attachment_id for a in listed["straight"].attachments] == [attached.attachment_id]
