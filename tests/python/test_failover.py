@@ -328,3 +328,42 @@ def test_a_killed_replica_s_rigs_decode_again_elsewhere_with_their_attachments_a
         else:
             assert not jumps, (n, jumps)
     client.close()
+
+
+def test_a_replica_that_loses_nats_keeps_decoding_and_refuses_new_sessions_until_it_is_back(tmp_path):
+    """nats-server stops under a running replica: the open session goes on decoding OK, a new
+    session is refused at once with UNAVAILABLE naming the directory, and once nats-server is
+    back (same port, same store) new sessions open again."""
+    cluster = Cluster(tmp_path, 1)
+    try:
+        server = cluster.replicas["myelin-0"]
+        data, codes, stamps, _ = p300.read_run(RUN, p300.CHANNELS)
+        n = 20 * RATE
+        with myelin.Client(server.grpc) as client:
+            stream = client.open_session("steady", p300.CHANNELS, rate=RATE)
+            attached = client.attach("steady", ERP_MODEL, marker_codes=[1, 2], latency_budget_ms=2000)
+            got = collect(client, attached.attachment_id)
+            cluster.nats.stop()
+            time.sleep(0.5)
+            push_recording(stream, data[:n], stamps[:n], codes[:n], chunk=64)
+            stream.wait_acknowledged()
+            expected = int(np.count_nonzero(codes[: n - RATE]))
+            wait_for(got, expected)
+            assert len(got) >= expected and all(p.status == "ok" for p in got), (len(got), expected)
+            started = time.monotonic()
+            with pytest.raises(myelin.MyelinError) as refused:
+                client.open_session("newcomer", p300.CHANNELS, rate=RATE)
+            assert refused.value.code.name == "UNAVAILABLE" and "session directory" in str(refused.value), refused.value
+            assert time.monotonic() - started < 2.0
+            cluster.nats = Nats(int(cluster.nats_url.rsplit(":", 1)[1]), store=str(tmp_path / "jetstream"))
+            deadline = time.monotonic() + 20
+            while True:
+                try:
+                    client.open_session("newcomer", p300.CHANNELS, rate=RATE).close()
+                    break
+                except myelin.MyelinError:
+                    assert time.monotonic() < deadline, "no session opened within 20 s of NATS coming back"
+                    time.sleep(0.2)
+            stream.close()
+    finally:
+        cluster.stop()

@@ -15,6 +15,13 @@ impl Cluster {
     async fn claim_async(&self, session_id: &str, owner: &Principal) -> Result<(), SessionError> {
         let key = record::key_of(session_id);
         let unavailable = |e: &dyn std::fmt::Display| SessionError::Unavailable(format!("the session directory (NATS) failed: {e}"));
+        // Without the directory no replica may open a session (two could open the same one):
+        // refused at once, sessions already open go on decoding.
+        if !self.store.connected() {
+            return Err(SessionError::Unavailable(
+                "the session directory (NATS, cluster.nats_url) is unreachable: sessions cannot open on this cluster until it is back; retry".into(),
+            ));
+        }
         for _ in 0..8 {
             let entry = self.store.sessions.entry(&key).await.map_err(|e| unavailable(&e))?;
             let current = entry.as_ref().filter(|e| e.operation == async_nats::jetstream::kv::Operation::Put);

@@ -12,6 +12,8 @@ use tokio::io::AsyncReadExt;
 use crate::config::ClusterConfig;
 
 pub struct Store {
+    /// The connection, to tell "NATS is down" at once instead of after a request's timeout.
+    client: async_nats::Client,
     /// One key per live replica, renewed four times per lease; JetStream drops a key once it
     /// is a lease old (the bucket's max_age), so a stopped replica's key disappears by itself.
     pub replicas: kv::Store,
@@ -32,7 +34,7 @@ impl Store {
             .connect(config.nats_url.as_str())
             .await
             .with_context(|| format!("connecting to NATS at {}", crate::publish::nats::redacted(&config.nats_url)))?;
-        let js = jetstream::new(client);
+        let js = jetstream::new(client.clone());
         let prefix = &config.bucket_prefix;
         let lease = Duration::from_secs_f64(config.lease_s);
         let replicas = bucket(&js, format!("{prefix}-replicas"), lease).await?;
@@ -45,7 +47,12 @@ impl Store {
                 .await
                 .with_context(|| format!("creating the JetStream object store {name} (is JetStream on: nats-server -js?)"))?,
         };
-        Ok(Self { replicas, sessions, models })
+        Ok(Self { client, replicas, sessions, models })
+    }
+
+    /// Whether the NATS connection is up now (it reconnects by itself when it is not).
+    pub fn connected(&self) -> bool {
+        self.client.connection_state() == async_nats::connection::State::Connected
     }
 
     /// Puts a calibrated decoder's card and parameter file under `<id>/`.
