@@ -367,3 +367,36 @@ def test_a_replica_that_loses_nats_keeps_decoding_and_refuses_new_sessions_until
             stream.close()
     finally:
         cluster.stop()
+
+
+def test_two_replicas_never_both_accept_a_session(cluster3):
+    """The same session id opened on all three replicas at the same moment, straight (no
+    proxy), twenty times over: each time exactly one replica holds it, and the others' calls are
+    forwarded to it (refused as already streamed) or refused while it opens."""
+    addresses = [s.grpc for s in cluster3.replicas.values()]
+    for round_ in range(20):
+        session = f"race-{round_:02d}"
+        barrier = threading.Barrier(len(addresses))
+        outcome: dict[str, object] = {}
+
+        def race(address):
+            with myelin.Client(address) as client:
+                barrier.wait()
+                try:
+                    stream = client.open_session(session, p300.CHANNELS, rate=RATE, ready_timeout=5)
+                    outcome[address] = stream
+                except (myelin.MyelinError, TimeoutError) as error:
+                    outcome[address] = error
+                time.sleep(1.0)
+                if isinstance(outcome[address], myelin.SessionStream):
+                    outcome[address].close()
+
+        threads = [threading.Thread(target=race, args=(a,)) for a in addresses]
+        for t in threads:
+            t.start()
+        time.sleep(0.6)
+        holders = [name for name in cluster3.replicas if cluster3.placement(via=name).get(session) == name]
+        for t in threads:
+            t.join(20)
+        opened = [a for a, o in outcome.items() if isinstance(o, myelin.SessionStream)]
+        assert len(opened) == 1 and len(holders) == 1, (session, holders, outcome)

@@ -181,6 +181,7 @@ def test_a_client_that_stops_responding_frees_its_session_within_the_idle_timeou
     try:
         with grpc.insecure_channel(server.grpc) as channel:
             decoding = rpc.DecodingStub(channel)
+            assert int(client.stdout.readline()) == 0, "the header's reply: the session is open"
             assert int(client.stdout.readline()) > 0, "the rig streams"
 
             def rig_live():

@@ -133,6 +133,10 @@ async fn serve_call(
     let session = opened?;
     tracing::info!(session = %session.id, channels = n_channels, rate, "ingest stream opened");
     let _guard = LiveGuard(session.clone());
+    // The header's reply: the session is this call's (a client may attach once it has it).
+    if replies.send(Ok(pb::IngestReply::default())).await.is_err() {
+        return Ok(());
+    }
     let mut markers_accepted = 0u64;
     // Travels to the worker and back with every chunk: no allocation per chunk once grown.
     let mut chunk = Chunk::default();

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from typing import Any, ParamSpec, TypeVar
 
@@ -177,37 +176,18 @@ class Client:
         )
         for channel, position in zip(header.channels, layouts if layouts is not None else (), strict=False):
             channel.layout.x, channel.layout.y = float(position[0]), float(position[1])
-        # A session already live is another stream's: ours will be refused, and that refusal is
-        # what to wait for; unless it comes back live on another replica (a cluster's replica
-        # stopped, and ours opened it elsewhere).
-        taken = self._live_on(session_id)
         stream = SessionStream(
             self._ingest, header, max_message_bytes=self._max_message_bytes, non_finite=non_finite, metadata=self._routed(session_id)
         )
-        deadline = time.monotonic() + ready_timeout
         try:
-            while (now := self._live_on(session_id, default=taken)) is None or now == taken:
-                stream._check()
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"the server did not open session {session_id!r} within {ready_timeout} s")
-                time.sleep(0.01)
+            # The header's reply says the session is open and ours; a refusal (an id another
+            # stream holds, anywhere in a cluster) ends the call instead.
+            stream._wait_opened(ready_timeout)
         except BaseException:
             # Never left open behind the caller's back: a retry would find the session taken.
             stream._cancel()
             raise
         return stream
-
-    def _live_on(self, session_id: str, default: str | None = None) -> str | None:
-        """The replica the session is live on ("" on a single server), or None; `default` when
-        the listing is unavailable for a moment (a cluster's proxy retrying a replica that just
-        stopped): the stream itself says whether it failed."""
-        try:
-            listed = self._list_sessions(session_id)
-        except MyelinError as error:
-            if error.code != grpc.StatusCode.UNAVAILABLE:
-                raise
-            return default
-        return next((s.replica for s in listed if s.session_id == session_id and s.live), None)
 
     @_calls
     def connect_lsl(

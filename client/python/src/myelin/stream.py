@@ -54,6 +54,8 @@ class SessionStream:
         self._call: Any = stub.Stream(self._outgoing(), metadata=metadata)
         self._error: MyelinError | None = None
         self._done = threading.Event()
+        # Set by the header's reply: the session is open and this stream's.
+        self._opened = threading.Event()
         self._acknowledged = Acknowledgement(0, 0, [])
         self._warnings: list[str] = []
         self._lock = threading.Lock()
@@ -76,6 +78,7 @@ class SessionStream:
     def _read_replies(self) -> None:
         try:
             for reply in self._call:
+                self._opened.set()
                 with self._lock:
                     self._warnings.extend(w.message for w in reply.warnings)
                     del self._warnings[:-100]
@@ -198,6 +201,16 @@ class SessionStream:
                 )
             time.sleep(0.005)
         return self.acknowledged
+
+    def _wait_opened(self, timeout: float) -> None:
+        """Waits for the header's reply (the session is open and this stream's), or raises the
+        server's refusal, or TimeoutError."""
+        deadline = time.monotonic() + timeout
+        while not self._opened.wait(0.01):
+            self._check()
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the server did not open session {self.session_id!r} within {timeout} s")
+        self._check()
 
     def _cancel(self) -> None:
         self._closed = True
