@@ -43,8 +43,14 @@ class Cluster:
         self.nats_url = f"nats://127.0.0.1:{free_port()}"
         self.nats = Nats(int(self.nats_url.rsplit(":", 1)[1]), store=str(tmp / "jetstream"))
         self.replicas: dict[str, live.Server] = {}
-        for i in range(n):
-            self.start(f"myelin-{i}")
+        # Started side by side: each loads the bundled models first.
+        starting = [threading.Thread(target=self.start, args=(f"myelin-{i}",)) for i in range(n)]
+        for t in starting:
+            t.start()
+        for t in starting:
+            t.join()
+        self.replicas = dict(sorted(self.replicas.items()))
+        assert len(self.replicas) == n, "a replica did not start"
         self.envoy = Envoy(tmp, self.replicas)
         self.envoy.wait_healthy(set(self.replicas))
 
@@ -226,7 +232,7 @@ def test_a_killed_replica_s_rigs_decode_again_elsewhere_with_their_attachments_a
     calibrated: dict[str, tuple[str, str]] = {}
 
     def calibrate(name):
-        result = client.calibrate(attachments[name], [2], [1], max_epochs=60, model_id=f"cal-{name}")
+        result = client.calibrate(attachments[name], [2], [1], max_epochs=40, model_id=f"cal-{name}")
         calibrated[name] = (result.model_id, result.model_version)
 
     threads = [threading.Thread(target=calibrate, args=(n,)) for n in calibrated_rigs]
@@ -371,10 +377,10 @@ def test_a_replica_that_loses_nats_keeps_decoding_and_refuses_new_sessions_until
 
 def test_two_replicas_never_both_accept_a_session(cluster3):
     """The same session id opened on all three replicas at the same moment, straight (no
-    proxy), twenty times over: each time exactly one replica holds it, and the others' calls are
+    proxy), eight times over: each time exactly one replica holds it, and the others' calls are
     forwarded to it (refused as already streamed) or refused while it opens."""
     addresses = [s.grpc for s in cluster3.replicas.values()]
-    for round_ in range(20):
+    for round_ in range(8):
         session = f"race-{round_:02d}"
         barrier = threading.Barrier(len(addresses))
         outcome: dict[str, object] = {}
@@ -387,7 +393,7 @@ def test_two_replicas_never_both_accept_a_session(cluster3):
                     outcome[address] = stream
                 except (myelin.MyelinError, TimeoutError) as error:
                     outcome[address] = error
-                time.sleep(1.0)
+                time.sleep(0.8)
                 if isinstance(outcome[address], myelin.SessionStream):
                     outcome[address].close()
 
