@@ -19,17 +19,24 @@ RUN = p300.runs(ROOT / "models/data/p300", "subject1_session2")[0]
 RATE = int(p300.RATE)
 
 
+def decoding_session(channel, session: str):
+    """A Decoding stub, an Ingest call opening `session` (P300 channels) and an ERP attachment
+    to it, made with the generated stubs alone."""
+    decoding = rpc.DecodingStub(channel)
+    ingest = live.Ingest(pb, rpc, channel, live.header(pb, session, p300.CHANNELS, RATE))
+    attached = live.attach(decoding, pb.AttachRequest(session_id=session, model_id="erp-linear-muse", latency_budget_ms=2000,
+                                                      window=pb.WindowPolicy(event_locked=pb.EventLockedWindow(marker_codes=[1, 2]))))
+    return decoding, ingest, attached
+
+
 @pytest.fixture
 def decoded(server):
     """A session that decoded 20 s of a P300 run (about 80 windows), its attachment, the
     predictions a live subscriber got, and a Decoding stub."""
     channel = grpc.insecure_channel(server.grpc)
-    decoding = rpc.DecodingStub(channel)
     data, codes, stamps, _ = p300.read_run(RUN, p300.CHANNELS)
     n = 20 * RATE
-    ingest = live.Ingest(pb, rpc, channel, live.header(pb, "resume", p300.CHANNELS, RATE))
-    attached = live.attach(decoding, pb.AttachRequest(session_id="resume", model_id="erp-linear-muse", latency_budget_ms=2000,
-                                                      window=pb.WindowPolicy(event_locked=pb.EventLockedWindow(marker_codes=[1, 2]))))
+    decoding, ingest, attached = decoding_session(channel, "resume")
     seen: list = []
     live.subscribe_into(decoding, pb, seen, attachment_id=attached.attachment_id)
     time.sleep(0.3)
@@ -77,12 +84,9 @@ def test_a_resumed_stream_goes_on_live_without_a_hole_or_a_repeat(server):
     """A subscriber breaks off mid-stream and resumes after the last number it read while
     windows keep being decoded: it gets every prediction exactly once."""
     channel = grpc.insecure_channel(server.grpc)
-    decoding = rpc.DecodingStub(channel)
     data, codes, stamps, _ = p300.read_run(RUN, p300.CHANNELS)
     n = 30 * RATE
-    ingest = live.Ingest(pb, rpc, channel, live.header(pb, "resume-live", p300.CHANNELS, RATE))
-    attached = live.attach(decoding, pb.AttachRequest(session_id="resume-live", model_id="erp-linear-muse", latency_budget_ms=2000,
-                                                      window=pb.WindowPolicy(event_locked=pb.EventLockedWindow(marker_codes=[1, 2]))))
+    decoding, ingest, attached = decoding_session(channel, "resume-live")
     pushing = threading.Thread(target=lambda: [live.stream_recording(ingest, data[i:i + RATE], stamps[i:i + RATE], codes[i:i + RATE])
                                                or time.sleep(0.05) for i in range(0, n, RATE)])
     got: list = []

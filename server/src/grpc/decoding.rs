@@ -146,26 +146,17 @@ impl Decoding for DecodingService {
 
     async fn list_sessions(&self, request: Request<pb::ListSessionsRequest>) -> Result<Response<pb::ListSessionsReply>, Status> {
         let principal = auth::caller(&request)?;
-        let visible = self.app.sessions.list().into_iter().filter(|s| principal.may_see_session_of(&s.owner));
-        let sessions = visible
-            .map(|s| {
-                let mut info = s.info();
-                // A shared session's other attachments are its other users' business.
-                info.attachments.retain(|a| principal.may_read(&a.owner));
-                info
-            })
-            .collect::<Vec<_>>();
-        let mut sessions = sessions;
+        let here = self.app.cluster.as_ref().map_or("", |c| c.replica());
+        let mut sessions: Vec<pb::SessionInfo> =
+            self.app.sessions.list().iter().map(|s| pb::SessionInfo { replica: here.into(), ..s.info() }).collect();
         if let Some(cluster) = &self.app.cluster {
-            for info in &mut sessions {
-                info.replica = cluster.replica().to_string();
-            }
-            let elsewhere = cluster.sessions_elsewhere().into_iter().filter(|s| principal.may_see_session_of(&s.owner)).map(|mut info| {
-                info.attachments.retain(|a| principal.may_read(&a.owner));
-                info
-            });
-            sessions.extend(elsewhere);
+            sessions.extend(cluster.sessions_elsewhere());
             sessions.sort_by(|a, b| a.session_id.cmp(&b.session_id));
+        }
+        sessions.retain(|s| principal.may_see_session_of(&s.owner));
+        for info in &mut sessions {
+            // A shared session's other attachments are its other users' business.
+            info.attachments.retain(|a| principal.may_read(&a.owner));
         }
         Ok(Response::new(pb::ListSessionsReply { sessions }))
     }
